@@ -1,0 +1,45 @@
+"""The Communicator that federated rounds are written against, and the registry of its transports.
+
+Written in the torch.distributed idiom: rank 0 is the server, ranks 1..N are the workers, and a
+message is a dict of named tensors. A receiver passes templates (a model's state, say): what it
+receives is checked against them, so a peer cannot slip in other names, shapes or dtypes.
+"""
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Communicator(ABC):
+    """What a round needs from a transport: broadcast to a group, gather from it, in rank order."""
+
+    rank: int
+    world_size: int
+
+    @abstractmethod
+    def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
+        """Send `tensors` from `src` to the group; elsewhere, return what `src` sent, shaped like them."""
+
+    @abstractmethod
+    def gather(self, tensors: Tensors, dst: int = 0,
+               group: Sequence[int] | None = None) -> list[Tensors] | None:
+        """Send `tensors` to `dst`; on `dst`, return each other member's, ordered by rank.
+
+        On `dst`, `tensors` is the template that every member's message must match.
+        """
+
+    def sit_out(self, group: Sequence[int]) -> None:
+        """A rank outside `group` does what the transport needs of it meanwhile; by default nothing."""
+
+    def close(self) -> None:
+        """Release the transport; a no-op where there is nothing to release."""
+
+
+def group_of(ranks: Sequence[int], world_size: int) -> list[int]:
+    """The server and the given workers as a sorted list of distinct ranks, checked against the world."""
+    members = sorted({0, *ranks})
+    if members[-1] >= world_size or members[0] < 0:
+        raise ValueError(f"ranks {list(ranks)} do not fit a world of {world_size}")
+    return members

@@ -1,0 +1,78 @@
+"""Federated rounds against a Communicator: who takes part, what travels, how updates are combined."""
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from backends import Communicator, Tensors
+
+NUM_SAMPLES = "num_samples"
+TRAIN_LOSS = "train_loss"
+ROUND = "round"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, round, worker, ...): the same on every machine and every backend."""
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def choose_group(seed: int, round_: int, num_workers: int, group_size: int | None) -> list[int]:
+    """The workers averaged this round: a seeded random draw, so every rank can compute it alone."""
+    if group_size is None or group_size >= num_workers:
+        return list(range(1, num_workers + 1))
+    rng = np.random.default_rng(derive_seed(seed, round_, 0))
+    return sorted(int(r) + 1 for r in rng.choice(num_workers, size=group_size, replace=False))
+
+
+def participants(group: Sequence[int], num_workers: int, train_all: bool) -> list[int]:
+    """The workers that train this round: the group, or everyone with --train-all."""
+    return list(range(1, num_workers + 1)) if train_all else list(group)
+
+
+def weighted_average(messages: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float],
+                     names: Sequence[str]) -> Tensors:
+    """FedAvg: the mean of each named tensor weighted by `weights` (sample counts), summed in float64."""
+    total = float(sum(weights))
+    if not messages or total <= 0:
+        raise ValueError("nothing to average: no worker with samples")
+    averaged: Tensors = {}
+    for name in names:
+        acc = torch.zeros_like(messages[0][name], dtype=torch.float64)
+        for message, weight in zip(messages, weights):
+            acc += message[name].to(torch.float64) * (weight / total)
+        averaged[name] = acc.to(messages[0][name].dtype)
+    return averaged
+
+
+def broadcast_model(comm: Communicator, state: Mapping[str, torch.Tensor], round_: int,
+                    group: Sequence[int]) -> None:
+    """Server side: send the global parameters and the round number to the group."""
+    comm.broadcast({ROUND: torch.tensor(round_, dtype=torch.int64), **state}, src=0, group=group)
+
+
+def receive_model(comm: Communicator, template: Mapping[str, torch.Tensor],
+                  group: Sequence[int] | None) -> tuple[int, Tensors]:
+    """Worker side: the round number and the global parameters, checked against `template`."""
+    message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **template}, src=0, group=group)
+    round_ = int(message.pop(ROUND))
+    return round_, message
+
+
+def update_message(update: Mapping[str, torch.Tensor], num_samples: int, loss: float) -> Tensors:
+    """A worker's reply: its parameters or gradients, with the count and loss that weight them."""
+    return {**update, NUM_SAMPLES: torch.tensor(float(num_samples), dtype=torch.float64),
+            TRAIN_LOSS: torch.tensor(float(loss), dtype=torch.float64)}
+
+
+def send_update(comm: Communicator, message: Tensors, group: Sequence[int] | None) -> None:
+    """Worker side: hand the reply to the server."""
+    comm.gather(message, dst=0, group=group)
+
+
+def gather_updates(comm: Communicator, template: Mapping[str, torch.Tensor],
+                   group: Sequence[int]) -> list[Tensors]:
+    """Server side: every member's reply, ordered by rank."""
+    replies = comm.gather(update_message(template, 0, 0.0), dst=0, group=group)
+    return list(replies or [])

@@ -1,0 +1,130 @@
+"""Every option of the original parser, plus backend, data and output options.
+
+The parser is the one source of defaults: the vantage6 central function takes the same options as
+keyword arguments (long names with underscores) and fills the missing ones from here.
+"""
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from ppsdg.data import PARTITION_SCHEMES
+from ppsdg.errors import OptionsError
+
+BACKENDS = ("gloo", "vantage6")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are OptionsError, so a caller decides how to report them."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise OptionsError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="main.py", description=__doc__.splitlines()[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("-nn", "--num-nodes", type=int, default=3, help="number of nodes, the server included")
+    add("-uc", "--use-cuda", action="store_true", help="train on CUDA when present")
+    add("-bs", "--batch-size", type=int, default=64, help="training batch size")
+    add("-tbs", "--test-batch-size", type=int, default=1000, help="testing batch size")
+    add("-lr", "--learning-rate", type=float, default=0.05, help="learning rate")
+    add("-g", "--gamma", type=float, default=0.9, help="learning-rate decay per round (StepLR)")
+    add("-li", "--log-interval", type=int, default=10, help="batches between progress updates")
+    add("-e", "--epochs", type=int, default=1, help="local epochs per round (FedAvg)")
+    add("-nr", "--num-rounds", type=int, default=10, help="number of training rounds")
+    add("-s", "--seed", type=int, default=1, help="seed of every random draw")
+    add("-gs", "--group-size", type=int, default=None,
+        help="workers averaged each round, drawn at random (default: all workers)")
+    add("-ta", "--train-all", action="store_true",
+        help="every worker trains each round, but only the drawn group is averaged")
+    add("-sm", "--save-model", action="store_true", help="save the final model as model.pt")
+    add("-sgd", "--stochastic-gradient", action="store_true",
+        help="FedSGD: one averaged gradient step per round instead of FedAvg")
+    add("-gp", "--gradient-penalty", type=int, default=10, help="WGAN-GP penalty weight (with --gan)")
+    add("-gan", "--gan", action="store_true", help="train a WGAN-GP generator (not available yet)")
+    add("-ldp", "--local_dp", action="store_true",
+        help="local differential privacy with Opacus (not available yet)")
+    add("--momentum", type=float, default=0.5, help="SGD momentum, reset every round")
+    add("--backend", choices=BACKENDS, default="gloo", help="transport of the rounds")
+    add("--data", default="embedded",
+        help="'embedded' (scikit-learn digits at 28x28), a directory of MNIST IDX files, or a CSV file")
+    add("--partition", choices=PARTITION_SCHEMES, default="iid", help="how data is split over workers")
+    add("--dirichlet-alpha", type=float, default=0.5, help="concentration of --partition dirichlet")
+    add("--classes-per-worker", type=int, default=2, help="classes each worker holds, --partition classes")
+    add("--threads", type=int, default=1, help="torch threads per process")
+    add("--output", default="runs/latest", help="directory for metrics, plot, summary and model")
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse command-line arguments and check that they fit together."""
+    options = build_parser().parse_args(argv)
+    validate(options)
+    return options
+
+
+def from_mapping(values: Mapping[str, Any]) -> argparse.Namespace:
+    """Options from keyword arguments (long names with underscores), defaults for the rest."""
+    parser = build_parser()
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        raise OptionsError(f"unknown option(s): {', '.join(unknown)}")
+    options = parser.parse_args([])
+    for name, value in values.items():
+        setattr(options, name, _convert(actions[name], value))
+    validate(options)
+    return options
+
+
+def to_mapping(options: argparse.Namespace) -> dict[str, Any]:
+    """The options as plain JSON values, for summary.json and for vantage6 task input."""
+    return dict(vars(options))
+
+
+def _convert(action: argparse.Action, value: Any) -> Any:
+    name = action.dest
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise OptionsError(f"option {name} must be true or false, got {value!r}")
+        return value
+    if value is None and action.default is None:
+        return None
+    kind = action.type or str
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise OptionsError(f"option {name} must be an integer, got {value!r}")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise OptionsError(f"option {name} must be a number, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise OptionsError(f"option {name} must be text, got {value!r}")
+    value = kind(value)
+    if action.choices is not None and value not in action.choices:
+        raise OptionsError(f"option {name} must be one of {', '.join(action.choices)}, got {value!r}")
+    return value
+
+
+def validate(options: argparse.Namespace) -> None:
+    """Reject options that are out of range or contradict each other, naming them."""
+    workers = options.num_nodes - 1
+    _require(options.num_nodes >= 2, "--num-nodes must be at least 2 (the server and one worker)")
+    for name in ("batch_size", "test_batch_size", "epochs", "num_rounds", "log_interval", "threads",
+                 "classes_per_worker"):
+        _require(getattr(options, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
+    _require(options.learning_rate > 0, "--learning-rate must be positive")
+    _require(0 < options.gamma <= 1, "--gamma must be in (0, 1]")
+    _require(0 <= options.momentum < 1, "--momentum must be in [0, 1)")
+    _require(options.dirichlet_alpha > 0, "--dirichlet-alpha must be positive")
+    if options.group_size is not None:
+        _require(1 <= options.group_size <= workers,
+                 f"--group-size {options.group_size} does not fit {workers} worker(s) "
+                 f"(--num-nodes {options.num_nodes} counts the server)")
+    _require(not (options.train_all and options.group_size is None),
+             "--train-all needs --group-size: with every worker averaged it changes nothing")
+    _require(not options.gan, "--gan (federated WGAN-GP) is not available in this version yet")
+    _require(not options.local_dp, "--local_dp (Opacus DP-SGD) is not available in this version yet")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise OptionsError(message)

@@ -1,0 +1,24 @@
+"""Installs ppsdg: the library and vantage6 algorithm package, its transports, and the launchers."""
+from setuptools import setup
+
+setup(
+    name="ppsdg",
+    version="0.1.0",
+    description="Privacy-preserving synthetic data generation by federated learning (gloo and vantage6)",
+    python_requires=">=3.10",
+    packages=["ppsdg", "backends"],
+    py_modules=["train", "main"],
+    package_data={"ppsdg": ["digits.npz"]},
+    install_requires=[
+        "torch>=2.2",
+        "numpy>=1.24",
+        "pandas>=2.0",
+        "msgpack>=1.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "vantage6-algorithm-tools==4.15.2",
+        "vantage6-client==4.15.2",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["ppsdg=main:cli"]},
+)

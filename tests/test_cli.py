@@ -1,0 +1,47 @@
+"""The launcher and the options: defaults shared with vantage6, and clear errors instead of traces."""
+import pytest
+
+import main
+from ppsdg import parser
+from ppsdg.errors import OptionsError
+
+
+def test_mapping_takes_parser_defaults_and_converts():
+    options = parser.from_mapping({"num_rounds": 4, "learning_rate": 1})
+    assert options.num_rounds == 4 and options.learning_rate == 1.0
+    assert options.batch_size == parser.build_parser().get_default("batch_size")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"num_round": 3}, "unknown option"),
+    ({"num_rounds": "3"}, "must be an integer"),
+    ({"num_rounds": 0}, "--num-rounds must be at least 1"),
+    ({"stochastic_gradient": 1}, "true or false"),
+    ({"partition": "zipf"}, "must be one of"),
+    ({"group_size": 5}, "--group-size 5 does not fit 2 worker"),
+    ({"train_all": True}, "--train-all needs --group-size"),
+])
+def test_mapping_rejects_bad_values_naming_them(values, message):
+    with pytest.raises(OptionsError, match=message):
+        parser.from_mapping(values)
+
+
+def test_original_short_options_are_kept():
+    options = parser.parse(["-nn", "4", "-bs", "32", "-tbs", "100", "-lr", "0.1", "-g", "0.5", "-li", "5",
+                            "-e", "2", "-nr", "3", "-s", "9", "-gs", "2", "-ta", "-sm", "-sgd", "-gp", "5"])
+    assert (options.num_nodes, options.batch_size, options.epochs, options.group_size) == (4, 32, 2, 2)
+    assert options.train_all and options.save_model and options.stochastic_gradient
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gan"], "not available in this version yet"),
+    (["-ldp"], "not available in this version yet"),
+    (["--data", "/nonexistent/place"], "/nonexistent/place"),
+    (["-nn", "3", "-gs", "3"], "does not fit 2 worker"),
+    (["--backend", "mpi"], "invalid choice"),
+])
+def test_main_reports_bad_input_in_one_line(argv, message, capsys, tmp_path):
+    assert main.main([*argv, "--output", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ppsdg: error:") and message in error
+    assert "Traceback" not in error

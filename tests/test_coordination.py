@@ -1,0 +1,97 @@
+"""Properties of the federated rounds: averaging, group draws, FedSGD and FedAvg against plain training."""
+import argparse
+
+import pytest
+import torch
+from torch import nn
+
+import train
+from ppsdg import coordination, parser
+
+
+def options(**overrides) -> argparse.Namespace:
+    return parser.from_mapping(overrides)
+
+
+def test_weighted_average_equals_hand_computed_mean():
+    a = {"w": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor(4.0)}
+    b = {"w": torch.tensor([3.0, 6.0, -1.0]), "b": torch.tensor(0.0)}
+    averaged = coordination.weighted_average([a, b], [30, 10], ["w", "b"])
+    assert torch.allclose(averaged["w"], torch.tensor([1.5, 3.0, 2.0]))
+    assert torch.allclose(averaged["b"], torch.tensor(3.0))
+    assert averaged["w"].dtype == torch.float32
+
+
+def test_weighted_average_rejects_empty_weights():
+    with pytest.raises(ValueError, match="nothing to average"):
+        coordination.weighted_average([{"w": torch.ones(2)}], [0], ["w"])
+
+
+def test_group_draw_is_seeded_sorted_distinct_and_varies_by_round():
+    groups = [coordination.choose_group(7, r, 10, 3) for r in range(1, 21)]
+    assert groups == [coordination.choose_group(7, r, 10, 3) for r in range(1, 21)]
+    assert all(len(set(g)) == 3 and g == sorted(g) and 1 <= g[0] and g[-1] <= 10 for g in groups)
+    assert len({tuple(g) for g in groups}) > 5
+    assert coordination.choose_group(7, 1, 4, None) == [1, 2, 3, 4]
+
+
+def test_train_all_trains_everyone_but_group_is_averaged():
+    assert coordination.participants([2], 3, train_all=True) == [1, 2, 3]
+    assert coordination.participants([2], 3, train_all=False) == [2]
+
+
+def test_derive_seed_depends_on_every_part():
+    seeds = {coordination.derive_seed(1, r, w) for r in range(5) for w in range(5)}
+    assert len(seeds) == 25
+
+
+def linear_model() -> nn.Module:
+    """A dropout-free model, so a full-batch gradient is a deterministic function of the data."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.LogSoftmax(dim=1))
+
+
+def examples(count: int, seed: int) -> train.Examples:
+    g = torch.Generator().manual_seed(seed)
+    return train.Examples(torch.randn(count, 1, 28, 28, generator=g), torch.randint(0, 10, (count,), generator=g))
+
+
+def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
+    opts = options(stochastic_gradient=True, batch_size=10_000, learning_rate=0.1, momentum=0.0)
+    shards = [examples(n, seed) for n, seed in ((40, 1), (25, 2), (70, 3))]
+    federated = linear_model()
+    replies = []
+    for rank, shard in enumerate(shards, start=1):
+        worker = linear_model()
+        worker.load_state_dict(federated.state_dict())
+        grads, count, loss = train.local_update(worker, shard, opts, round_=1, rank=rank)
+        replies.append(coordination.update_message(grads, count, loss))
+    optimizer = train.make_optimizer(federated, opts.learning_rate, opts.momentum)
+    train.aggregate(federated, optimizer, replies, train.round_lr(opts, 1))
+
+    central = linear_model()
+    union = train.Examples(torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]))
+    central_optimizer = train.make_optimizer(central, opts.learning_rate, 0.0)
+    train.train_batch(central, central_optimizer, union.images, union.labels)
+
+    for (name, p), q in zip(federated.named_parameters(), central.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    assert not torch.equal(federated[1].weight, linear_model()[1].weight)
+
+
+def test_fedavg_of_one_worker_is_its_local_training():
+    opts = options(num_nodes=2, epochs=2, batch_size=16)
+    shard = examples(48, 5)
+    federated, local = linear_model(), linear_model()
+    for round_ in (1, 2):
+        worker = linear_model()
+        worker.load_state_dict(federated.state_dict())
+        state, count, loss = train.local_update(worker, shard, opts, round_, rank=1)
+        train.aggregate(federated, None, [coordination.update_message(state, count, loss)], 0.0)
+        plain_optimizer = torch.optim.SGD(local.parameters(), lr=train.round_lr(opts, round_),
+                                          momentum=opts.momentum)
+        generator = torch.Generator().manual_seed(coordination.derive_seed(opts.seed, round_, 1))
+        for _ in range(opts.epochs):
+            train.train_epoch(local, plain_optimizer, shard, opts.batch_size, generator)
+    for name, tensor in federated.state_dict().items():
+        assert torch.equal(tensor, local.state_dict()[name]), name
