@@ -1,13 +1,24 @@
 """ppsdg's launcher: `python main.py --backend gloo|vantage6 [options]`; `--help` lists them."""
+import contextlib
+import getpass
+import io
+import json
 import os
 import socket
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
 import torch.multiprocessing as mp
+from tqdm import tqdm
 
 import train
+from backends import codec
 from ppsdg import data, parser
-from ppsdg.errors import PpsdgError
+from ppsdg.errors import FederationError, OptionsError, PpsdgError
+from ppsdg.output import RunOutput
 
 
 def launch_gloo(options) -> None:
@@ -34,13 +45,95 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def launch_vantage6(options) -> None:
+    """Run the central function on a real server, or through vantage6's mock client; save its result."""
+    kwargs = json.loads(json.dumps(parser.task_options(options)))
+    result = run_on_server(options, kwargs) if options.server_url else run_on_mock(options, kwargs)
+    save_central_result(options, result)
+
+
+def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One mock organization per worker, each holding its partition as a CSV database, as a node would."""
+    from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
+
+    train_set, _ = data.load(options.data)
+    parts = data.partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
+                           options.dirichlet_alpha, options.classes_per_worker)
+    with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
+        databases = []
+        for rank, indices in enumerate(parts, start=1):
+            path = Path(folder) / f"worker{rank}.csv"
+            data.to_frame(train_set.subset(indices)).to_csv(path, index=False)
+            databases.append([{"database": str(path), "db_type": "csv"}])
+        client = MockAlgorithmClient(datasets=databases, module="ppsdg")
+        organizations = [o["id"] for o in client.organization.list()]
+        with contextlib.redirect_stdout(io.StringIO()):
+            task = client.task.create(input_={"method": "central", "kwargs": kwargs},
+                                      organizations=organizations[:1])
+            return client.wait_for_results(task["id"])[0]
+
+
+def run_on_server(options, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Create the central task on a real vantage6 server as a researcher, wait, return its result."""
+    from vantage6.client import UserClient
+
+    missing = [flag for flag, value in (("--username", options.username), ("--collaboration",
+               options.collaboration), ("--image", options.image)) if value is None]
+    if missing:
+        raise OptionsError(f"--server-url also needs {', '.join(missing)}")
+    client = UserClient(options.server_url, options.server_port, options.api_path, log_level="warn")
+    client.authenticate(options.username, options.password or os.environ.get("VANTAGE6_PASSWORD")
+                        or getpass.getpass(f"vantage6 password for {options.username}: "))
+    client.setup_encryption(None)
+    organizations = options.organizations or sorted(
+        o["id"] for o in client.organization.list(collaboration=options.collaboration, per_page=1000)["data"])
+    kwargs = {**kwargs, "organizations": organizations, "num_nodes": len(organizations) + 1}
+    task = client.task.create(collaboration=options.collaboration, organizations=organizations[:1],
+                              name="ppsdg", image=options.image, description="ppsdg federated training",
+                              input_={"method": "central", "kwargs": kwargs}, databases=[{"label": "default"}])
+    wait_for_task(client, task["id"], options.task_timeout)
+    results = client.result.from_task(task["id"])["data"]
+    if not results or not results[0].get("result"):
+        raise FederationError(f"task {task['id']} finished without a result: see the central node's log")
+    return json.loads(results[0]["result"])
+
+
+def wait_for_task(client: Any, task_id: int, timeout_s: float, interval_s: float = 1.0) -> None:
+    """Poll the task at a fixed short interval, with progress, up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    with tqdm(desc=f"vantage6 task {task_id}", unit="poll", disable=None) as progress:
+        while (status := client.task.get(task_id)["status"]) not in ("completed", "failed", "crashed",
+                                                                      "killed by user"):
+            if time.monotonic() > deadline:
+                raise FederationError(f"task {task_id} still '{status}' after {timeout_s:.0f} s")
+            progress.set_postfix(status=status)
+            progress.update(1)
+            time.sleep(interval_s)
+    if status != "completed":
+        raise FederationError(f"task {task_id} ended '{status}': see the central node's log")
+
+
+def save_central_result(options, result: dict[str, Any]) -> None:
+    """Write the central function's model and metrics exactly as a gloo run writes its own."""
+    template = train.new_model(options.seed).state_dict()
+    try:
+        state, _ = codec.decode_text(result["model"], expect=template)
+        records = result["metrics"]
+    except (KeyError, TypeError) as error:
+        raise FederationError(f"the central function's result lacks {error}") from error
+    output = RunOutput(options.output, options)
+    for record in records:
+        output.add_round(record)
+    output.finish(state, records, {"organizations": result.get("organizations")})
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parser.parse(argv)
         if options.backend == "gloo":
             launch_gloo(options)
         else:
-            raise PpsdgError("the vantage6 backend is not available in this version yet")
+            launch_vantage6(options)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2

@@ -9,16 +9,18 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from backends import Communicator, Tensors
+from backends import Communicator, Tensors, codec
 from backends.gloo import GlooCommunicator
+from backends.vantage6 import CentralCommunicator, node_communicator, node_result
 from ppsdg import coordination, data, parser
-from ppsdg.errors import OptionsError
+from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.output import RunOutput
 from ppsdg.simplemodel import Net
 
@@ -254,6 +256,41 @@ def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
             work(comm, options, worker_examples(options, rank, device))
     finally:
         comm.close()
+
+
+def central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The vantage6 central function's work: the server role over the collaboration's organizations.
+
+    Rank r is the r-th organization of `organizations` (default: all of them, by id).
+    """
+    kwargs = dict(kwargs)
+    organizations = kwargs.pop("organizations", None) or sorted(o["id"] for o in client.organization.list())
+    kwargs.setdefault("num_nodes", len(organizations) + 1)
+    options = parser.from_mapping({**kwargs, "backend": "vantage6"})
+    if options.num_nodes != len(organizations) + 1:
+        raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
+                           "were given: it must be their number plus one (the server)")
+    torch.set_num_threads(options.threads)
+    comm = CentralCommunicator(client, organizations, parser.task_options(options))
+    model, records = serve(comm, options, test_examples(options, torch.device("cpu")))
+    for record in records:
+        for worker in record["workers"]:
+            worker["organization"] = comm.organization_of(worker["rank"])
+    return {"model": codec.encode_text(model.state_dict()), "metrics": records, "organizations": organizations}
+
+
+def partial(client: Any, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The vantage6 partial function's work: one worker round on the node's own data."""
+    organization = client.organization_id
+    comm = node_communicator(organization, kwargs)
+    try:
+        options = parser.from_mapping(kwargs.get("options") or {})
+        torch.set_num_threads(options.threads)
+        examples = Examples.from_images(data.from_frame(frame), torch.device("cpu"))
+        worker_round(comm, new_model(options.seed), examples, options)
+    except PpsdgError as error:
+        raise FederationError(f"organization {organization} (worker rank {comm.rank}): {error}") from error
+    return node_result(organization, comm)
 
 
 def run_from_env(options: argparse.Namespace) -> None:

@@ -54,7 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     add("--classes-per-worker", type=int, default=2, help="classes each worker holds, --partition classes")
     add("--threads", type=int, default=1, help="torch threads per process")
     add("--output", default="runs/latest", help="directory for metrics, plot, summary and model")
+    server = parser.add_argument_group("a real vantage6 server (--backend vantage6; without "
+                                       "--server-url the run uses vantage6's mock client)")
+    server.add_argument("--server-url", help="e.g. https://v6.example.org")
+    server.add_argument("--server-port", type=int, default=443)
+    server.add_argument("--api-path", default="/api")
+    server.add_argument("--username")
+    server.add_argument("--password", help="better: the VANTAGE6_PASSWORD environment variable")
+    server.add_argument("--collaboration", type=int, help="collaboration id")
+    server.add_argument("--organizations", type=_id_list,
+                        help="comma-separated organization ids, in worker-rank order; the first one "
+                             "also runs the central function (default: all in the collaboration)")
+    server.add_argument("--image", help="the ppsdg algorithm image the nodes run")
+    server.add_argument("--task-timeout", type=float, default=3600.0, help="seconds to wait for the task")
     return parser
+
+
+CLIENT_ONLY = ("output", "server_url", "server_port", "api_path", "username", "password", "collaboration",
+               "organizations", "image", "task_timeout")
+SECRET = ("password",)
+
+
+def _id_list(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated organization ids, got {text!r}") from None
+    if not ids or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"expected distinct organization ids, got {text!r}")
+    return ids
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,8 +107,13 @@ def from_mapping(values: Mapping[str, Any]) -> argparse.Namespace:
 
 
 def to_mapping(options: argparse.Namespace) -> dict[str, Any]:
-    """The options as plain JSON values, for summary.json and for vantage6 task input."""
-    return dict(vars(options))
+    """The options as plain JSON values for summary.json: secrets left out."""
+    return {k: v for k, v in vars(options).items() if k not in SECRET}
+
+
+def task_options(options: argparse.Namespace) -> dict[str, Any]:
+    """The options a vantage6 task needs: what only the researcher's side uses stays there."""
+    return {k: v for k, v in vars(options).items() if k not in CLIENT_ONLY}
 
 
 def _convert(action: argparse.Action, value: Any) -> Any:

@@ -295,6 +295,13 @@ def test_rejects_invalid_base64(text: str) -> None:
         from_text(text)
 
 
+def test_rejects_oversize_text_before_decoding_it() -> None:
+    text = encode_text({"w": torch.ones(10)})
+    assert decode_text(text, max_bytes=len(from_text(text)))[0]["w"].sum() == 10
+    with pytest.raises(CodecError, match=f"{len(text) + 4} characters is over the limit of {len(text)}"):
+        decode_text(text + "AAAA", max_bytes=len(from_text(text)))
+
+
 def test_rejects_non_str_text() -> None:
     with pytest.raises(CodecError, match="expected str, got bytes"):
         from_text(b"QQ==")
@@ -310,6 +317,7 @@ def test_rejects_non_str_text() -> None:
         ({1: "x"}, "meta has a key of type int"),
         ({"a": 2**64}, r"meta\['a'\] is an integer outside the 64-bit range"),
         ({"a": {"b": {1.5: 0}}}, r"meta\['a'\]\['b'\] has a key of type float"),
+        ({"a": "\ud800"}, "'utf-8' codec can't encode character .*surrogates not allowed"),
     ],
 )
 def test_encode_rejects_non_plain_meta(meta: Any, pattern: str) -> None:

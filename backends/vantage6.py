@@ -1,0 +1,114 @@
+"""The Communicator over vantage6: a round is one subtask on the group's organizations.
+
+Server side (inside the central function): `broadcast` stages the message for the next subtask,
+`gather` creates it, waits, checks every reply and returns them ordered by rank. Node side (inside
+the partial function): `broadcast` returns the task's message, `gather` keeps the reply as the
+function's result. Tensors travel as codec text inside vantage6's JSON; nothing is pickled.
+"""
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from backends import Communicator, Tensors, codec, group_of
+from ppsdg.errors import FederationError
+
+WORKER_METHOD = "partial"
+
+
+class CentralCommunicator(Communicator):
+    """Rank 0 in a central function; rank r is the r-th organization of `organizations`."""
+
+    def __init__(self, client: Any, organizations: Sequence[int], options: Mapping[str, Any]) -> None:
+        self.client = client
+        self.organizations = list(organizations)
+        self.options = dict(options)
+        self.rank = 0
+        self.world_size = len(self.organizations) + 1
+        self._staged: str | None = None
+
+    def organization_of(self, rank: int) -> int:
+        return self.organizations[rank - 1]
+
+    def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
+        self._staged = codec.encode_text(tensors)
+        return tensors
+
+    def gather(self, tensors: Tensors, dst: int = 0,
+               group: Sequence[int] | None = None) -> list[Tensors] | None:
+        if self._staged is None:
+            raise FederationError("a round gathers before it broadcast: nothing to send to the nodes")
+        ranks = [r for r in group_of(group or range(1, self.world_size), self.world_size) if r != 0]
+        organizations = [self.organization_of(r) for r in ranks]
+        task_input = json.loads(json.dumps({"method": WORKER_METHOD, "kwargs": {
+            "message": self._staged, "ranks": {str(o): r for o, r in zip(organizations, ranks)},
+            "options": self.options}}))
+        task = self.client.task.create(input_=task_input, organizations=organizations,
+                                       name="ppsdg round", description="ppsdg: one federated round")
+        replies = self._replies_by_organization(task["id"], organizations)
+        return [self._decode(replies[o], o, tensors) for o in organizations]
+
+    def _replies_by_organization(self, task_id: int, organizations: list[int]) -> dict[int, Any]:
+        """Match results to organizations by the id each node reports, never by arrival order."""
+        replies: dict[int, Any] = {}
+        for result in self.client.wait_for_results(task_id=task_id):
+            organization = result.get("organization_id") if isinstance(result, dict) else None
+            if organization in organizations:
+                replies[organization] = result
+        missing = [o for o in organizations if o not in replies]
+        if missing:
+            raise FederationError(self._describe_missing(task_id, missing))
+        return replies
+
+    def _describe_missing(self, task_id: int, missing: list[int]) -> str:
+        status = {run["organization"]["id"]: run.get("status", "unknown")
+                  for run in self.client.run.from_task(task_id)}
+        named = ", ".join(f"organization {o} (worker rank {self.organizations.index(o) + 1}, "
+                          f"status {status.get(o, 'unknown')})" for o in missing)
+        return f"no usable result from {named}; see the node's log for the cause"
+
+    def _decode(self, reply: Mapping[str, Any], organization: int, template: Tensors) -> Tensors:
+        message = reply.get("message")
+        if not isinstance(message, str):
+            raise FederationError(f"organization {organization} sent a result without a message")
+        try:
+            tensors, _ = codec.decode_text(message, expect=template)
+        except codec.CodecError as error:
+            raise FederationError(f"organization {organization} sent an unusable update: {error}") from error
+        return tensors
+
+
+class NodeCommunicator(Communicator):
+    """A worker inside a partial function: one round's message in, one reply out."""
+
+    def __init__(self, message: str, rank: int, world_size: int) -> None:
+        self._message = message
+        self.rank = rank
+        self.world_size = world_size
+        self.reply: str | None = None
+
+    def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
+        received, _ = codec.decode_text(self._message, expect=tensors)
+        return received
+
+    def gather(self, tensors: Tensors, dst: int = 0,
+               group: Sequence[int] | None = None) -> list[Tensors] | None:
+        self.reply = codec.encode_text(tensors)
+        return None
+
+
+def node_communicator(organization_id: int, task_kwargs: Mapping[str, Any]) -> NodeCommunicator:
+    """The node's side of a subtask: its rank comes from the task input, looked up by its organization."""
+    ranks = task_kwargs.get("ranks")
+    message = task_kwargs.get("message")
+    if not isinstance(ranks, dict) or not isinstance(message, str):
+        raise FederationError("the task input lacks the round's message or the organizations' ranks")
+    rank = ranks.get(str(organization_id))
+    if not isinstance(rank, int):
+        raise FederationError(f"organization {organization_id} is not among this round's workers")
+    world_size = max(ranks.values()) + 1
+    return NodeCommunicator(message, rank, world_size)
+
+
+def node_result(organization_id: int, comm: NodeCommunicator) -> dict[str, Any]:
+    """The partial function's result: the reply, tagged with the organization that made it."""
+    return {"organization_id": organization_id, "rank": comm.rank, "message": comm.reply}
