@@ -15,19 +15,15 @@ import io
 import json
 import pickle
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backends import codec  # noqa: E402
+from backends import codec
 
 CNN_SHAPES = {
     "conv1.weight": (32, 1, 3, 3),

@@ -1,0 +1,123 @@
+"""The vantage6 backend: the node's container contract, the mock federation, and its failures."""
+import json
+
+import jwt
+import pytest
+import torch
+from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
+from vantage6.algorithm.tools.wrap import wrap_algorithm
+
+import train
+from backends import codec
+from conftest import run_main
+from ppsdg import coordination, data, parser
+from ppsdg.errors import FederationError
+
+VOLATILE = ("seconds",)
+
+
+def comparable(records: list[dict]) -> list[dict]:
+    """A round's learning figures, without wall time or the organization ids only vantage6 knows."""
+    return [{**{k: v for k, v in r.items() if k not in VOLATILE},
+             "workers": [{k: v for k, v in w.items() if k != "organization"} for w in r["workers"]]}
+            for r in records]
+
+
+def test_mock_run_equals_the_gloo_run_bit_for_bit(gloo_run, tmp_path):
+    _, gloo_state, gloo_records = gloo_run
+    state, records = run_main(tmp_path, "--backend", "vantage6")
+    assert all(torch.equal(state[name], gloo_state[name]) for name in gloo_state)
+    assert comparable(records) == comparable(gloo_records)
+    assert records[-1]["test_accuracy"] > 0.6
+    assert [w["organization"] for w in records[0]["workers"]] == [0, 1]
+
+
+def worker_frames(count: int = 2, rows: int = 120) -> list:
+    train_set, _ = data.load("embedded")
+    parts = data.partition(train_set.labels[:rows * count], count, "iid", seed=1)
+    return [data.to_frame(train_set.subset(p)) for p in parts]
+
+
+def round_message(options) -> tuple[str, dict[str, torch.Tensor]]:
+    state = train.new_model(options.seed).state_dict()
+    return codec.encode_text({coordination.ROUND: torch.tensor(1), **state}), state
+
+
+def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, monkeypatch):
+    options = parser.from_mapping({"num_nodes": 2, "batch_size": 32})
+    message, state = round_message(options)
+    frame = worker_frames(count=1)[0]
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "input.json").write_text(json.dumps({"method": "partial", "kwargs": {
+        "message": message, "ranks": {"7": 1}, "options": parser.task_options(options)}}))
+    token = jwt.encode({"sub": {"organization_id": 7, "node_id": 3, "collaboration_id": 1}}, "k" * 32)
+    (tmp_path / "token").write_text(token)
+    for name, value in {"PKG_NAME": "ppsdg", "INPUT_FILE": tmp_path / "input.json",
+                        "OUTPUT_FILE": tmp_path / "output.json", "TOKEN_FILE": tmp_path / "token",
+                        "TEMPORARY_FOLDER": tmp_path, "HOST": "http://localhost", "PORT": "80",
+                        "API_PATH": "/api", "USER_REQUESTED_DATABASE_LABELS": "default",
+                        "DEFAULT_DATABASE_URI": tmp_path / "data.csv", "DEFAULT_DATABASE_TYPE": "csv"}.items():
+        monkeypatch.setenv(name, str(value))
+    wrap_algorithm()
+
+    result = json.loads((tmp_path / "output.json").read_text())
+    assert (result["organization_id"], result["rank"]) == (7, 1)
+    template = coordination.update_message(state, 0, 0.0)
+    reply, _ = codec.decode_text(result["message"], expect=template)
+
+    model = train.new_model(options.seed)
+    expected, count, loss = train.local_update(model, train.Examples.from_images(data.from_frame(frame),
+                                                                                 torch.device("cpu")),
+                                               options, round_=1, rank=1)
+    assert int(reply[coordination.NUM_SAMPLES]) == count == len(frame)
+    assert float(reply[coordination.TRAIN_LOSS]) == loss
+    assert all(torch.equal(reply[name], expected[name]) for name in expected)
+
+
+def mock_client(frames: list, client_class=MockAlgorithmClient) -> MockAlgorithmClient:
+    return client_class(datasets=[[{"database": f, "db_type": "csv"}] for f in frames], module="ppsdg")
+
+
+def central(client: MockAlgorithmClient, **kwargs) -> dict:
+    task = client.task.create(input_={"method": "central", "kwargs": {"num_rounds": 2, **kwargs}},
+                              organizations=[0])
+    return client.wait_for_results(task["id"])[0]
+
+
+class ReversedResults(MockAlgorithmClient):
+    """Results come back in the opposite order of the organizations, as a real server may send them."""
+
+    def wait_for_results(self, task_id: int, interval: float = 1) -> list:
+        return list(reversed(super().wait_for_results(task_id, interval)))
+
+
+class LosesLastResult(MockAlgorithmClient):
+    """One organization's run ends without a result, as when its node fails."""
+
+    def wait_for_results(self, task_id: int, interval: float = 1) -> list:
+        return super().wait_for_results(task_id, interval)[:-1]
+
+
+def test_results_are_matched_by_organization_not_arrival():
+    frames = worker_frames(count=3)
+    ordered = central(mock_client(frames))
+    shuffled = central(mock_client(frames, ReversedResults))
+    assert ordered["model"] == shuffled["model"]
+    assert ordered["metrics"][-1]["test_loss"] == shuffled["metrics"][-1]["test_loss"]
+
+
+def test_missing_result_names_the_organization():
+    with pytest.raises(FederationError, match=r"organization 2 \(worker rank 3, status completed\)"):
+        central(mock_client(worker_frames(count=3), LosesLastResult))
+
+
+def test_failing_organization_is_named():
+    frames = worker_frames(count=2)
+    frames[1].iloc[5, 0] = 11
+    with pytest.raises(FederationError, match=r"organization 1 \(worker rank 2\).*label at row 5.*is 11"):
+        central(mock_client(frames))
+
+
+def test_central_rejects_a_mismatched_node_count():
+    with pytest.raises(Exception, match="num_nodes is 5 but 2 organizations"):
+        central(mock_client(worker_frames(count=2)), num_nodes=5)
