@@ -13,6 +13,7 @@ from typing import Any
 
 import torch.multiprocessing as mp
 from tqdm import tqdm
+from vantage6.common.task_status import has_task_finished
 
 import train
 from backends import codec
@@ -102,8 +103,7 @@ def wait_for_task(client: Any, task_id: int, timeout_s: float, interval_s: float
     """Poll the task at a fixed short interval, with progress, up to `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     with tqdm(desc=f"vantage6 task {task_id}", unit="poll", disable=None) as progress:
-        while (status := client.task.get(task_id)["status"]) not in ("completed", "failed", "crashed",
-                                                                      "killed by user"):
+        while not has_task_finished(status := client.task.get(task_id)["status"]):
             if time.monotonic() > deadline:
                 raise FederationError(f"task {task_id} still '{status}' after {timeout_s:.0f} s")
             progress.set_postfix(status=status)

@@ -187,7 +187,8 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     members = coordination.participants(group, num_workers, options.train_all)
     coordination.broadcast_model(comm, model.state_dict(), round_, members)
     replies = coordination.gather_updates(comm, exchanged_state(model, options), members)
-    averaged = [reply for rank, reply in zip(members, replies) if rank in group]
+    coordination.check_quorum(comm, round_, group, list(replies), options.min_workers)
+    averaged = [reply for rank, reply in replies.items() if rank in group]
     aggregate(model, optimizer, averaged, round_lr(options, round_))
     test_loss, accuracy = test(model, test_set, options.test_batch_size)
     return {
@@ -195,7 +196,9 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
         "group": group, "participants": members,
         "workers": [{"rank": rank, "num_samples": int(reply[coordination.NUM_SAMPLES]),
                      "train_loss": float(reply[coordination.TRAIN_LOSS]), "averaged": rank in group}
-                    for rank, reply in zip(members, replies)],
+                    for rank, reply in replies.items()],
+        "failed": [{"rank": rank, "reason": comm.failures.get(rank, "no answer")}
+                   for rank in members if rank not in replies],
         "seconds": time.perf_counter() - started,
     }
 
@@ -271,10 +274,10 @@ def central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
                            "were given: it must be their number plus one (the server)")
     torch.set_num_threads(options.threads)
-    comm = CentralCommunicator(client, organizations, parser.task_options(options))
+    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
     model, records = serve(comm, options, test_examples(options, torch.device("cpu")))
     for record in records:
-        for worker in record["workers"]:
+        for worker in record["workers"] + record["failed"]:
             worker["organization"] = comm.organization_of(worker["rank"])
     return {"model": codec.encode_text(model.state_dict()), "metrics": records, "organizations": organizations}
 

@@ -24,11 +24,21 @@ class Communicator(ABC):
 
     @abstractmethod
     def gather(self, tensors: Tensors, dst: int = 0,
-               group: Sequence[int] | None = None) -> list[Tensors] | None:
-        """Send `tensors` to `dst`; on `dst`, return each other member's, ordered by rank.
+               group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
+        """Send `tensors` to `dst`; on `dst`, return rank -> message for the other members, by rank.
 
-        On `dst`, `tensors` is the template that every member's message must match.
+        On `dst`, `tensors` is the template that every member's message must match. A transport that
+        can lose a member leaves it out and says why in `failures`.
         """
+
+    @property
+    def failures(self) -> dict[int, str]:
+        """Why members of the last gather are missing from its result: rank -> reason."""
+        return {}
+
+    def describe(self, rank: int) -> str:
+        """How a message names a worker to the person who runs the training."""
+        return f"worker rank {rank}"
 
     def sit_out(self, group: Sequence[int]) -> None:
         """A rank outside `group` does what the transport needs of it meanwhile; by default nothing."""

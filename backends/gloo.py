@@ -43,7 +43,7 @@ class GlooCommunicator(Communicator):
         return received
 
     def gather(self, tensors: Tensors, dst: int = 0,
-               group: Sequence[int] | None = None) -> list[Tensors] | None:
+               group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
         members = group_of(group, self.world_size) if group is not None else list(range(self.world_size))
         process_group = self.new_group(group)
         per_rank: list[Tensors] = [{} for _ in members]
@@ -54,7 +54,7 @@ class GlooCommunicator(Communicator):
                 slot.update(_unflatten(names, buffer, tensors))
         if self.rank != dst:
             return None
-        return [message for rank, message in zip(members, per_rank) if rank != dst]
+        return {rank: message for rank, message in zip(members, per_rank) if rank != dst}
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -6,74 +6,102 @@ the partial function): `broadcast` returns the task's message, `gather` keeps th
 function's result. Tensors travel as codec text inside vantage6's JSON; nothing is pickled.
 """
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from vantage6.common.task_status import has_task_finished
 
 from backends import Communicator, Tensors, codec, group_of
 from ppsdg.errors import FederationError
 
 WORKER_METHOD = "partial"
+POLL_SECONDS = 0.5
 
 
 class CentralCommunicator(Communicator):
     """Rank 0 in a central function; rank r is the r-th organization of `organizations`."""
 
-    def __init__(self, client: Any, organizations: Sequence[int], options: Mapping[str, Any]) -> None:
+    def __init__(self, client: Any, organizations: Sequence[int], options: Mapping[str, Any],
+                 round_timeout_s: float = 3600.0, poll_s: float = POLL_SECONDS) -> None:
         self.client = client
         self.organizations = list(organizations)
         self.options = dict(options)
         self.rank = 0
         self.world_size = len(self.organizations) + 1
+        self.round_timeout_s = round_timeout_s
+        self.poll_s = poll_s
         self._staged: str | None = None
+        self._failures: dict[int, str] = {}
+
+    @property
+    def failures(self) -> dict[int, str]:
+        return dict(self._failures)
 
     def organization_of(self, rank: int) -> int:
         return self.organizations[rank - 1]
+
+    def describe(self, rank: int) -> str:
+        return f"organization {self.organization_of(rank)} (worker rank {rank})"
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
         self._staged = codec.encode_text(tensors)
         return tensors
 
     def gather(self, tensors: Tensors, dst: int = 0,
-               group: Sequence[int] | None = None) -> list[Tensors] | None:
+               group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
         if self._staged is None:
             raise FederationError("a round gathers before it broadcast: nothing to send to the nodes")
         ranks = [r for r in group_of(group or range(1, self.world_size), self.world_size) if r != 0]
-        organizations = [self.organization_of(r) for r in ranks]
+        organizations = {self.organization_of(r): r for r in ranks}
         task_input = json.loads(json.dumps({"method": WORKER_METHOD, "kwargs": {
-            "message": self._staged, "ranks": {str(o): r for o, r in zip(organizations, ranks)},
+            "message": self._staged, "ranks": {str(o): r for o, r in organizations.items()},
             "options": self.options}}))
-        task = self.client.task.create(input_=task_input, organizations=organizations,
+        task = self.client.task.create(input_=task_input, organizations=list(organizations),
                                        name="ppsdg round", description="ppsdg: one federated round")
-        replies = self._replies_by_organization(task["id"], organizations)
-        return [self._decode(replies[o], o, tensors) for o in organizations]
+        status = self._wait(task["id"], list(organizations))
+        replies = self._results_by_organization(task["id"], organizations)
+        self._failures = {}
+        decoded: dict[int, Tensors] = {}
+        for organization, rank in organizations.items():
+            if organization not in replies:
+                self._failures[rank] = f"no result (run status: {status.get(organization, 'unknown')})"
+                continue
+            try:
+                decoded[rank] = self._decode(replies[organization], tensors)
+            except FederationError as error:
+                self._failures[rank] = f"update rejected: {error}"
+        return decoded
 
-    def _replies_by_organization(self, task_id: int, organizations: list[int]) -> dict[int, Any]:
+    def _wait(self, task_id: int, organizations: list[int]) -> dict[int, str]:
+        """Poll the runs at a short fixed interval until each has finished or the round times out."""
+        deadline = time.monotonic() + self.round_timeout_s
+        while True:
+            status = {run["organization"]["id"]: run.get("status", "unknown")
+                      for run in self.client.run.from_task(task_id)}
+            done = all(has_task_finished(status.get(o, "pending")) for o in organizations)
+            if done or time.monotonic() >= deadline:
+                return status
+            time.sleep(self.poll_s)
+
+    def _results_by_organization(self, task_id: int, organizations: Mapping[int, int]) -> dict[int, Any]:
         """Match results to organizations by the id each node reports, never by arrival order."""
         replies: dict[int, Any] = {}
-        for result in self.client.wait_for_results(task_id=task_id):
+        for result in self.client.result.from_task(task_id):
             organization = result.get("organization_id") if isinstance(result, dict) else None
-            if organization in organizations:
+            if organization in organizations and organization not in replies:
                 replies[organization] = result
-        missing = [o for o in organizations if o not in replies]
-        if missing:
-            raise FederationError(self._describe_missing(task_id, missing))
         return replies
 
-    def _describe_missing(self, task_id: int, missing: list[int]) -> str:
-        status = {run["organization"]["id"]: run.get("status", "unknown")
-                  for run in self.client.run.from_task(task_id)}
-        named = ", ".join(f"organization {o} (worker rank {self.organizations.index(o) + 1}, "
-                          f"status {status.get(o, 'unknown')})" for o in missing)
-        return f"no usable result from {named}; see the node's log for the cause"
-
-    def _decode(self, reply: Mapping[str, Any], organization: int, template: Tensors) -> Tensors:
+    @staticmethod
+    def _decode(reply: Mapping[str, Any], template: Tensors) -> Tensors:
         message = reply.get("message")
         if not isinstance(message, str):
-            raise FederationError(f"organization {organization} sent a result without a message")
+            raise FederationError("the result holds no message")
         try:
             tensors, _ = codec.decode_text(message, expect=template)
         except codec.CodecError as error:
-            raise FederationError(f"organization {organization} sent an unusable update: {error}") from error
+            raise FederationError(str(error)) from error
         return tensors
 
 
@@ -91,7 +119,7 @@ class NodeCommunicator(Communicator):
         return received
 
     def gather(self, tensors: Tensors, dst: int = 0,
-               group: Sequence[int] | None = None) -> list[Tensors] | None:
+               group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
         self.reply = codec.encode_text(tensors)
         return None
 

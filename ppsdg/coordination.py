@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from backends import Communicator, Tensors
+from ppsdg.errors import FederationError
 
 NUM_SAMPLES = "num_samples"
 TRAIN_LOSS = "train_loss"
@@ -72,7 +73,19 @@ def send_update(comm: Communicator, message: Tensors, group: Sequence[int] | Non
 
 
 def gather_updates(comm: Communicator, template: Mapping[str, torch.Tensor],
-                   group: Sequence[int]) -> list[Tensors]:
-    """Server side: every member's reply, ordered by rank."""
-    replies = comm.gather(update_message(template, 0, 0.0), dst=0, group=group)
-    return list(replies or [])
+                   group: Sequence[int]) -> dict[int, Tensors]:
+    """Server side: rank -> reply for every member that answered, ordered by rank."""
+    return comm.gather(update_message(template, 0, 0.0), dst=0, group=group) or {}
+
+
+def check_quorum(comm: Communicator, round_: int, group: Sequence[int], answered: Sequence[int],
+                 min_workers: int | None) -> None:
+    """Go on without the workers that failed only if enough of the averaged group answered."""
+    needed = len(group) if min_workers is None else min(min_workers, len(group))
+    present = [rank for rank in group if rank in answered]
+    if len(present) >= needed:
+        return
+    missing = "; ".join(f"{comm.describe(rank)}: {comm.failures.get(rank, 'no answer')}"
+                        for rank in group if rank not in answered)
+    raise FederationError(f"round {round_}: {len(present)} of {len(group)} workers answered and "
+                          f"{needed} are needed (--min-workers) - {missing}")

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--partition", choices=PARTITION_SCHEMES, default="iid", help="how data is split over workers")
     add("--dirichlet-alpha", type=float, default=0.5, help="concentration of --partition dirichlet")
     add("--classes-per-worker", type=int, default=2, help="classes each worker holds, --partition classes")
+    add("--min-workers", type=int, default=None,
+        help="a round goes on without failed workers if this many of its group answered "
+             "(default: all of them; vantage6 only, a gloo worker that fails stops the run)")
+    add("--round-timeout", type=float, default=3600.0,
+        help="seconds the server waits for a round's workers before it counts them as failed")
     add("--threads", type=int, default=1, help="torch threads per process")
     add("--output", default="runs/latest", help="directory for metrics, plot, summary and model")
     server = parser.add_argument_group("a real vantage6 server (--backend vantage6; without "
@@ -147,6 +152,10 @@ def validate(options: argparse.Namespace) -> None:
     _require(options.learning_rate > 0, "--learning-rate must be positive")
     _require(0 < options.gamma <= 1, "--gamma must be in (0, 1]")
     _require(0 <= options.momentum < 1, "--momentum must be in [0, 1)")
+    _require(options.round_timeout > 0, "--round-timeout must be positive")
+    if options.min_workers is not None:
+        _require(1 <= options.min_workers <= workers,
+                 f"--min-workers {options.min_workers} does not fit {workers} worker(s)")
     _require(options.dirichlet_alpha > 0, "--dirichlet-alpha must be positive")
     if options.group_size is not None:
         _require(1 <= options.group_size <= workers,

@@ -1,5 +1,6 @@
 """The vantage6 backend: the node's container contract, the mock federation, and its failures."""
 import json
+from pathlib import Path
 
 import jwt
 import pytest
@@ -87,15 +88,21 @@ def central(client: MockAlgorithmClient, **kwargs) -> dict:
 class ReversedResults(MockAlgorithmClient):
     """Results come back in the opposite order of the organizations, as a real server may send them."""
 
-    def wait_for_results(self, task_id: int, interval: float = 1) -> list:
-        return list(reversed(super().wait_for_results(task_id, interval)))
+    class Result(MockAlgorithmClient.Result):
+        def from_task(self, task_id: int) -> list:
+            return list(reversed(super().from_task(task_id)))
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.result = self.Result(self)
 
 
-class LosesLastResult(MockAlgorithmClient):
-    """One organization's run ends without a result, as when its node fails."""
+class LosesLastResult(ReversedResults):
+    """Organization 2's runs end without a result, as when its node fails."""
 
-    def wait_for_results(self, task_id: int, interval: float = 1) -> list:
-        return super().wait_for_results(task_id, interval)[:-1]
+    class Result(MockAlgorithmClient.Result):
+        def from_task(self, task_id: int) -> list:
+            return [r for r in super().from_task(task_id) if r.get("organization_id") != 2]
 
 
 def test_results_are_matched_by_organization_not_arrival():
@@ -107,8 +114,17 @@ def test_results_are_matched_by_organization_not_arrival():
 
 
 def test_missing_result_names_the_organization():
-    with pytest.raises(FederationError, match=r"organization 2 \(worker rank 3, status completed\)"):
+    with pytest.raises(FederationError, match=r"round 1: 2 of 3 workers answered and 3 are needed "
+                                              r".*organization 2 \(worker rank 3\): no result"):
         central(mock_client(worker_frames(count=3), LosesLastResult))
+
+
+def test_round_goes_on_without_a_missing_worker_when_min_workers_allows():
+    result = central(mock_client(worker_frames(count=3), LosesLastResult), min_workers=2)
+    for record in result["metrics"]:
+        assert [w["organization"] for w in record["workers"]] == [0, 1]
+        assert record["failed"][0]["organization"] == 2
+        assert "no result (run status: completed)" in record["failed"][0]["reason"]
 
 
 def test_failing_organization_is_named():
@@ -121,3 +137,16 @@ def test_failing_organization_is_named():
 def test_central_rejects_a_mismatched_node_count():
     with pytest.raises(Exception, match="num_nodes is 5 but 2 organizations"):
         central(mock_client(worker_frames(count=2)), num_nodes=5)
+
+
+def test_algorithm_store_lists_every_central_option_with_the_parser_default():
+    store = json.loads((Path(__file__).parent.parent / "algorithm_store.json").read_text())
+    functions = {f["name"]: f for f in store["functions"]}
+    assert set(functions) == {"central", "partial"}
+    listed = {a["name"]: a for a in functions["central"]["arguments"]}
+    defaults = parser.task_options(parser.build_parser().parse_args([]))
+    defaults.pop("backend")
+    assert set(listed) == set(defaults) | {"organizations"}
+    for name, default in defaults.items():
+        if name != "num_nodes":
+            assert listed[name]["default_value"] == default, name

@@ -1,0 +1,33 @@
+# The ppsdg vantage6 algorithm image: a node runs it with the task's input and its own database.
+#
+#   docker build -t ppsdg .                                  # from a registry's python image
+#   docker build --build-arg BASE=local/python:3.11 \
+#       --build-arg TORCH_INDEX=http://127.0.0.1:8000/ --network host -t ppsdg .   # offline
+#
+# BASE must provide python3 (>= 3.10) with pip and venv. TORCH_INDEX, when set, is a --find-links
+# location holding the torch wheel (for example /opt/wheels served over http), so no CUDA build
+# is downloaded; without it torch comes from PyTorch's CPU index.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=
+ENV VIRTUAL_ENV=/opt/ppsdg PATH=/opt/ppsdg/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv "$VIRTUAL_ENV" \
+ && if [ -n "$TORCH_INDEX" ]; then \
+        pip install --find-links "$TORCH_INDEX" "torch==${TORCH_VERSION}"; \
+    else \
+        pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"; \
+    fi
+
+WORKDIR /opt/ppsdg-src
+COPY setup.py pyproject.toml README.md ./
+COPY ppsdg ppsdg
+COPY backends backends
+COPY train.py main.py ./
+RUN pip install . && python -c "import ppsdg, train, backends.vantage6"
+
+RUN useradd --create-home --uid 10001 ppsdg
+USER ppsdg
+ENV PKG_NAME=ppsdg
+CMD ["python", "-c", "from vantage6.algorithm.tools.wrap import wrap_algorithm; wrap_algorithm()"]
