@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.multiprocessing as mp
 from tqdm import tqdm
 from vantage6.common.task_status import has_task_finished
@@ -115,16 +116,19 @@ def wait_for_task(client: Any, task_id: int, timeout_s: float, interval_s: float
 
 def save_central_result(options, result: dict[str, Any]) -> None:
     """Write the central function's model and metrics exactly as a gloo run writes its own."""
-    template = train.new_model(options.seed).state_dict()
+    torch.set_num_threads(options.threads)
+    model = train.new_model(options)
     try:
-        state, _ = codec.decode_text(result["model"], expect=template)
+        state, _ = codec.decode_text(result["model"], expect=model.state_dict())
+        snapshots = {int(r): codec.decode_text(text, expect=model.generator.state_dict())[0]
+                     for r, text in result.get("snapshots", {}).items()}
         records = result["metrics"]
-    except (KeyError, TypeError) as error:
-        raise FederationError(f"the central function's result lacks {error}") from error
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise FederationError(f"the central function's result is not usable: {error!r}") from error
     output = RunOutput(options.output, options)
     for record in records:
         output.add_round(record)
-    output.finish(state, records, {"organizations": result.get("organizations")})
+    train.finish_run(output, options, state, records, snapshots, {"organizations": result.get("organizations")})
 
 
 def main(argv: list[str] | None = None) -> int:

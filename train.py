@@ -5,9 +5,10 @@ Run one rank by hand (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_POR
     torchrun --nproc-per-node 3 train.py --num-nodes 3
 """
 import argparse
+import copy
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,14 @@ from tqdm import tqdm
 from backends import Communicator, Tensors, codec
 from backends.gloo import GlooCommunicator
 from backends.vantage6 import CentralCommunicator, node_communicator, node_result
-from ppsdg import coordination, data, parser
+from ppsdg import coordination, data, parser, privacy, synthetic, wgan
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.output import RunOutput
-from ppsdg.simplemodel import Net
+from ppsdg.simplemodel import GAN, Net
 
 RoundRecord = dict
+Batch = tuple[torch.Tensor, torch.Tensor]
+GAN_KEYS = ("critic_loss", "generator_loss")
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,17 @@ def device_for(options: argparse.Namespace) -> torch.device:
     return torch.device("cuda" if options.use_cuda and torch.cuda.is_available() else "cpu")
 
 
-def new_model(seed: int, device: torch.device = torch.device("cpu")) -> nn.Module:
-    """The initial global model, the same from the same seed on every rank and backend."""
+def new_model(options: argparse.Namespace, device: torch.device = torch.device("cpu")) -> nn.Module:
+    """The initial global model (the classifier, or the GAN with --gan), the same from the same seed."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return Net().to(device)
+        torch.manual_seed(options.seed)
+        return (GAN() if options.gan else Net()).to(device)
 
 
 def round_lr(options: argparse.Namespace, round_: int) -> float:
     """StepLR with one step per round: the server and a stateless node compute the same rate."""
-    return options.learning_rate * options.gamma ** (round_ - 1)
+    base = options.gan_learning_rate if options.gan else options.learning_rate
+    return base * options.gamma ** (round_ - 1)
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.Optimizer:
@@ -66,41 +70,51 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.
 
 def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                 labels: torch.Tensor) -> float:
-    """One SGD step; returns the batch's mean loss."""
+    """One SGD step; returns the batch's mean loss.
+
+    The loss is the sum over the batch divided by its size, so that an empty batch (which Poisson
+    sampling can draw under DP) still makes the noisy step that the accountant counts.
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = F.nll_loss(model(images), labels)
+    loss = F.nll_loss(model(images), labels, reduction="sum") / max(len(labels), 1)
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, examples: Examples, batch_size: int,
-                generator: torch.Generator, progress: tqdm | None = None, log_interval: int = 10) -> float:
-    """One pass over `examples` in a seeded order; returns the mean loss per sample."""
-    model.train()
+def shuffled_batches(examples: Examples, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """One epoch of batches in a seeded order."""
     order = torch.randperm(len(examples), generator=generator).to(examples.labels.device)
-    total = 0.0
-    for index, start in enumerate(range(0, len(examples), batch_size)):
+    for start in range(0, len(examples), batch_size):
         batch = order[start:start + batch_size]
-        loss = train_batch(model, optimizer, examples.images[batch], examples.labels[batch])
-        total += loss * len(batch)
+        yield examples.images[batch], examples.labels[batch]
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
+                progress: tqdm | None = None, log_interval: int = 10) -> float:
+    """One pass over `batches`; returns the mean loss per sample."""
+    model.train()
+    total, count = 0.0, 0
+    for index, (images, labels) in enumerate(batches):
+        loss = train_batch(model, optimizer, images, labels)
+        total, count = total + loss * len(labels), count + len(labels)
         if progress is not None:
             progress.update(1)
             if index % log_interval == 0:
                 progress.set_postfix(loss=f"{loss:.4f}")
-    return total / len(examples)
+    return total / max(count, 1)
 
 
 def batch_gradient(model: nn.Module, examples: Examples, batch_size: int,
                    generator: torch.Generator) -> tuple[Tensors, int, float]:
     """FedSGD's local step: the mean gradient over one seeded batch (the whole set if it is smaller)."""
     model.train()
-    batch = torch.randperm(len(examples), generator=generator)[:batch_size].to(examples.labels.device)
+    images, labels = next(shuffled_batches(examples, batch_size, generator))
     model.zero_grad(set_to_none=True)
-    loss = F.nll_loss(model(examples.images[batch]), examples.labels[batch])
+    loss = F.nll_loss(model(images), labels)
     loss.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
-    return grads, len(batch), loss.item()
+    return grads, len(labels), loss.item()
 
 
 @torch.no_grad()
@@ -124,27 +138,51 @@ def exchanged_state(model: nn.Module, options: argparse.Namespace) -> Tensors:
     return dict(model.state_dict())
 
 
+def reply_extras(options: argparse.Namespace) -> tuple[str, ...]:
+    """The figures a worker's reply carries beside its update, by what the run trains."""
+    return (privacy.ENTRY_KEYS if options.local_dp else ()) + (GAN_KEYS if options.gan else ())
+
+
 def local_update(model: nn.Module, examples: Examples, options: argparse.Namespace, round_: int,
-                 rank: int) -> tuple[Tensors, int, float]:
+                 rank: int) -> tuple[Tensors, int, float, dict[str, float]]:
     """A worker's part of a round from the global model already in `model`.
 
-    Every random draw (order, dropout) comes from (seed, round, rank), so a stateless node
-    reproduces exactly what a long-lived gloo worker does.
+    Every random draw (order, dropout, DP noise and sampling, GAN noise) comes from
+    (seed, round, rank), so a stateless node reproduces exactly what a long-lived gloo worker does.
     """
     seed = coordination.derive_seed(options.seed, round_, rank)
     generator = torch.Generator().manual_seed(seed)
-    devices = [model_device(model)] if model_device(model).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    device = model_device(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         if options.stochastic_gradient:
-            return batch_gradient(model, examples, options.batch_size, generator)
-        optimizer = make_optimizer(model, round_lr(options, round_), options.momentum)
-        batches = -(-len(examples) // options.batch_size)
-        with tqdm(total=options.epochs * batches, desc=f"worker {rank} round {round_}", position=rank,
-                  leave=False, disable=None) as progress:
-            losses = [train_epoch(model, optimizer, examples, options.batch_size, generator, progress,
-                                  options.log_interval) for _ in range(options.epochs)]
-        return dict(model.state_dict()), len(examples), sum(losses) / len(losses)
+            return (*batch_gradient(model, examples, options.batch_size, generator), {})
+        batches_per_epoch = -(-len(examples) // options.batch_size)
+        with tqdm(total=options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
+                  position=rank, leave=False, disable=None) as progress:
+            if options.gan:
+                return wgan.local_update(model, examples.images, examples.labels, options,
+                                         lambda: shuffled_batches(examples, options.batch_size, generator),
+                                         round_lr(options, round_), progress)
+            return classifier_update(model, examples, options, round_lr(options, round_), generator, progress)
+
+
+def classifier_update(model: nn.Module, examples: Examples, options: argparse.Namespace, lr: float,
+                      generator: torch.Generator, progress: tqdm
+                      ) -> tuple[Tensors, int, float, dict[str, float]]:
+    """FedAvg's local epochs, as DP-SGD on a private copy of the model with --local_dp."""
+    if not options.local_dp:
+        optimizer = make_optimizer(model, lr, options.momentum)
+        losses = [train_epoch(model, optimizer, shuffled_batches(examples, options.batch_size, generator),
+                              progress, options.log_interval) for _ in range(options.epochs)]
+        return dict(model.state_dict()), len(examples), sum(losses) / len(losses), {}
+    private = copy.deepcopy(model)
+    engine, wrapped, optimizer, loader = privacy.make_private(
+        private, make_optimizer(private, lr, options.momentum), examples.images, examples.labels, options)
+    losses = [train_epoch(wrapped, optimizer, loader, progress, options.log_interval)
+              for _ in range(options.epochs)]
+    return (dict(private.state_dict()), len(examples), sum(losses) / len(losses),
+            privacy.entry_extra(privacy.round_entry(engine)))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -156,8 +194,8 @@ def worker_round(comm: Communicator, model: nn.Module, examples: Examples, optio
     """The worker's part of a round, the same on every backend: receive, train, reply."""
     round_, state = coordination.receive_model(comm, model.state_dict(), group)
     model.load_state_dict(state)
-    update, num_samples, loss = local_update(model, examples, options, round_, comm.rank)
-    coordination.send_update(comm, coordination.update_message(update, num_samples, loss), group)
+    update, num_samples, loss, extra = local_update(model, examples, options, round_, comm.rank)
+    coordination.send_update(comm, coordination.update_message(update, num_samples, loss, extra), group)
     return round_
 
 
@@ -178,50 +216,84 @@ def aggregate(model: nn.Module, optimizer: torch.optim.Optimizer | None, replies
     optimizer.step()
 
 
+@dataclass
+class ServerState:
+    """What the server carries from round to round besides the model: the privacy ledger."""
+
+    ledger: privacy.Ledger
+
+
 def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                 options: argparse.Namespace, round_: int, test_set: Examples) -> RoundRecord:
-    """The server's part of a round: draw the group, broadcast, gather, aggregate, test."""
+                 options: argparse.Namespace, round_: int, test_set: Examples,
+                 state: ServerState) -> RoundRecord:
+    """The server's part of a round: draw the group, broadcast, gather, aggregate, test, account."""
     started = time.perf_counter()
     num_workers = comm.world_size - 1
     group = coordination.choose_group(options.seed, round_, num_workers, options.group_size)
     members = coordination.participants(group, num_workers, options.train_all)
     coordination.broadcast_model(comm, model.state_dict(), round_, members)
-    replies = coordination.gather_updates(comm, exchanged_state(model, options), members)
+    template = coordination.update_message(exchanged_state(model, options), 0, 0.0,
+                                           dict.fromkeys(reply_extras(options), 0.0))
+    replies = coordination.gather_updates(comm, template, members)
     coordination.check_quorum(comm, round_, group, list(replies), options.min_workers)
-    averaged = [reply for rank, reply in replies.items() if rank in group]
-    aggregate(model, optimizer, averaged, round_lr(options, round_))
-    test_loss, accuracy = test(model, test_set, options.test_batch_size)
-    return {
+    aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
+              round_lr(options, round_))
+    workers = []
+    for rank, reply in replies.items():
+        extra = coordination.reply_extra(reply)
+        worker = {"rank": rank, "num_samples": int(reply[coordination.NUM_SAMPLES]),
+                  "train_loss": float(reply[coordination.TRAIN_LOSS]), "averaged": rank in group,
+                  **{k: v for k, v in extra.items() if k in GAN_KEYS}}
+        if options.local_dp:
+            state.ledger.add(rank, privacy.entry_from_extra(extra))
+            worker["epsilon"] = state.ledger.epsilon_of(rank)
+        workers.append(worker)
+    test_loss, accuracy = (None, None) if options.gan else test(model, test_set, options.test_batch_size)
+    record = {
         "round": round_, "test_loss": test_loss, "test_accuracy": accuracy, "lr": round_lr(options, round_),
-        "group": group, "participants": members,
-        "workers": [{"rank": rank, "num_samples": int(reply[coordination.NUM_SAMPLES]),
-                     "train_loss": float(reply[coordination.TRAIN_LOSS]), "averaged": rank in group}
-                    for rank, reply in replies.items()],
+        "group": group, "participants": members, "workers": workers,
         "failed": [{"rank": rank, "reason": comm.failures.get(rank, "no answer")}
                    for rank in members if rank not in replies],
-        "seconds": time.perf_counter() - started,
     }
+    if options.local_dp:
+        record.update(epsilon=state.ledger.worst(), delta=options.delta, accountant=options.accountant)
+    record["seconds"] = time.perf_counter() - started
+    return record
 
 
 def serve(comm: Communicator, options: argparse.Namespace, test_set: Examples,
-          on_round: Callable[[RoundRecord], None] = lambda record: None) -> tuple[nn.Module, list[RoundRecord]]:
-    """The server's whole training: every round, from the seeded initial model."""
-    model = new_model(options.seed, test_set.labels.device)
+          on_round: Callable[[RoundRecord], None] = lambda record: None
+          ) -> tuple[nn.Module, list[RoundRecord], dict[int, Tensors]]:
+    """The server's whole training from the seeded initial model.
+
+    Returns the final model, the round records and, with --gan, the generator every
+    --sample-every rounds (for the sample grids).
+    """
+    model = new_model(options, test_set.labels.device)
     optimizer = make_optimizer(model, options.learning_rate, options.momentum) \
         if options.stochastic_gradient else None
-    records = []
+    state = ServerState(privacy.Ledger(options.delta, options.accountant))
+    records, snapshots = [], {}
     with tqdm(range(1, options.num_rounds + 1), desc="rounds", position=0, disable=None) as rounds:
         for round_ in rounds:
-            record = server_round(comm, model, optimizer, options, round_, test_set)
+            record = server_round(comm, model, optimizer, options, round_, test_set, state)
             records.append(record)
             on_round(record)
-            rounds.set_postfix(accuracy=f"{record['test_accuracy']:.3f}", loss=f"{record['test_loss']:.4f}")
-    return model, records
+            if options.gan and options.sample_every and round_ % options.sample_every == 0:
+                snapshots[round_] = {k: v.detach().cpu().clone() for k, v in model.generator.state_dict().items()}
+            rounds.set_postfix(progress_figures(record))
+    return model, records, snapshots
+
+
+def progress_figures(record: RoundRecord) -> dict[str, str]:
+    figures = {k: f"{record[k]:.4f}" for k in ("test_accuracy", "test_loss", "epsilon")
+               if record.get(k) is not None}
+    return figures or {"critic": f"{sum(w['train_loss'] for w in record['workers']):.4f}"}
 
 
 def work(comm: Communicator, options: argparse.Namespace, examples: Examples) -> None:
     """A long-lived worker (gloo): take part in the rounds whose group holds this rank."""
-    model = new_model(options.seed, examples.labels.device)
+    model = new_model(options, examples.labels.device)
     num_workers = comm.world_size - 1
     for round_ in range(1, options.num_rounds + 1):
         group = coordination.choose_group(options.seed, round_, num_workers, options.group_size)
@@ -245,6 +317,41 @@ def test_examples(options: argparse.Namespace, device: torch.device) -> Examples
     return Examples.from_images(test_set, device)
 
 
+def tstr_accuracy(synthetic_set: data.ImageSet, options: argparse.Namespace) -> float:
+    """Train-on-synthetic, test-on-real: the classifier trained on synthetic data alone, tested on the
+    real held-out set. How much of the data's use the synthetic set keeps."""
+    classifier_options = argparse.Namespace(**{**vars(options), "gan": False})
+    model = new_model(classifier_options)
+    optimizer = make_optimizer(model, options.learning_rate, options.momentum)
+    examples = Examples.from_images(synthetic_set, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(coordination.derive_seed(options.seed, 0, 0))
+    for _ in range(options.tstr_epochs):
+        train_epoch(model, optimizer, shuffled_batches(examples, options.batch_size, generator))
+    return test(model, test_examples(options, torch.device("cpu")), options.test_batch_size)[1]
+
+
+def finish_run(output: RunOutput, options: argparse.Namespace, state: Tensors, records: list[RoundRecord],
+               snapshots: dict[int, Tensors], extra: dict[str, Any] | None = None) -> None:
+    """Write a finished run; with --gan, draw the synthetic data and measure their use first.
+
+    Both backends end here, so a run's files do not depend on the transport.
+    """
+    extra = dict(extra or {})
+    if options.gan:
+        gan = new_model(options)
+        gan.load_state_dict(state)
+        synthetic_set = synthetic.sample(gan.generator, options.synthetic_samples, options.seed)
+        extra["tstr_accuracy"] = tstr_accuracy(synthetic_set, options)
+        grids = {}
+        for round_, generator_state in snapshots.items():
+            snapshot = new_model(options).generator
+            snapshot.load_state_dict(generator_state)
+            grids[round_] = synthetic.grid(snapshot, options.seed)
+        grids[None] = synthetic.grid(gan.generator, options.seed)
+        output.write_synthetic(synthetic_set, grids, gan.generator.state_dict())
+    output.finish(state, records, extra)
+
+
 def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
     """One rank of a gloo run: rank 0 serves and writes the output, the others work."""
     torch.set_num_threads(options.threads)
@@ -253,8 +360,8 @@ def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
     try:
         if rank == 0:
             output = RunOutput(options.output, options)
-            model, records = serve(comm, options, test_examples(options, device), output.add_round)
-            output.finish(model.state_dict(), records)
+            model, records, snapshots = serve(comm, options, test_examples(options, device), output.add_round)
+            finish_run(output, options, model.state_dict(), records, snapshots)
         else:
             work(comm, options, worker_examples(options, rank, device))
     finally:
@@ -275,11 +382,12 @@ def central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
                            "were given: it must be their number plus one (the server)")
     torch.set_num_threads(options.threads)
     comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
-    model, records = serve(comm, options, test_examples(options, torch.device("cpu")))
+    model, records, snapshots = serve(comm, options, test_examples(options, torch.device("cpu")))
     for record in records:
         for worker in record["workers"] + record["failed"]:
             worker["organization"] = comm.organization_of(worker["rank"])
-    return {"model": codec.encode_text(model.state_dict()), "metrics": records, "organizations": organizations}
+    return {"model": codec.encode_text(model.state_dict()), "metrics": records, "organizations": organizations,
+            "snapshots": {str(r): codec.encode_text(state) for r, state in snapshots.items()}}
 
 
 def partial(client: Any, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -290,7 +398,7 @@ def partial(client: Any, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         options = parser.from_mapping(kwargs.get("options") or {})
         torch.set_num_threads(options.threads)
         examples = Examples.from_images(data.from_frame(frame), torch.device("cpu"))
-        worker_round(comm, new_model(options.seed), examples, options)
+        worker_round(comm, new_model(options), examples, options)
     except PpsdgError as error:
         raise FederationError(f"organization {organization} (worker rank {comm.rank}): {error}") from error
     return node_result(organization, comm)

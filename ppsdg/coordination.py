@@ -11,6 +11,7 @@ from ppsdg.errors import FederationError
 NUM_SAMPLES = "num_samples"
 TRAIN_LOSS = "train_loss"
 ROUND = "round"
+EXTRA = "extra."
 
 
 def derive_seed(*parts: int) -> int:
@@ -61,10 +62,18 @@ def receive_model(comm: Communicator, template: Mapping[str, torch.Tensor],
     return round_, message
 
 
-def update_message(update: Mapping[str, torch.Tensor], num_samples: int, loss: float) -> Tensors:
-    """A worker's reply: its parameters or gradients, with the count and loss that weight them."""
-    return {**update, NUM_SAMPLES: torch.tensor(float(num_samples), dtype=torch.float64),
-            TRAIN_LOSS: torch.tensor(float(loss), dtype=torch.float64)}
+def update_message(update: Mapping[str, torch.Tensor], num_samples: int, loss: float,
+                   extra: Mapping[str, float] | None = None) -> Tensors:
+    """A worker's reply: its parameters or gradients, the count and loss that weight them, and
+    named figures (a DP accountant entry, GAN losses) as float64 scalars."""
+    figures = {NUM_SAMPLES: num_samples, TRAIN_LOSS: loss,
+               **{EXTRA + name: value for name, value in (extra or {}).items()}}
+    return {**update, **{name: torch.tensor(float(value), dtype=torch.float64) for name, value in figures.items()}}
+
+
+def reply_extra(reply: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The named figures of a reply, as update_message put them."""
+    return {name[len(EXTRA):]: float(value) for name, value in reply.items() if name.startswith(EXTRA)}
 
 
 def send_update(comm: Communicator, message: Tensors, group: Sequence[int] | None) -> None:

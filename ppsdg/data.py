@@ -286,6 +286,13 @@ def to_tensors(images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
     return normalised.unsqueeze(1), torch.tensor(images.labels, dtype=torch.int64)
 
 
+def from_tensors(images: torch.Tensor, labels: torch.Tensor) -> ImageSet:
+    """The inverse of to_tensors, rounding to whole pixel values: how synthetic images are stored."""
+    pixels = ((images.detach().cpu().float() * STD + MEAN).clamp(0, 1) * MAX_PIXEL).round()
+    return ImageSet(pixels.to(torch.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE).numpy(),
+                    labels.detach().cpu().to(torch.int64).numpy())
+
+
 def partition(
     labels: np.ndarray,
     num_workers: int,

@@ -12,14 +12,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from ppsdg import parser
+from ppsdg import data, parser
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 PLOT = "accuracy_loss.png"
 MODEL = "model.pt"
+GENERATOR = "generator.pt"
+SYNTHETIC = "synthetic.csv"
+SAMPLES = "samples.png"
+PRIVACY_KEYS = ("epsilon", "delta", "accountant")
 
 
 class RunOutput:
@@ -36,6 +41,15 @@ class RunOutput:
         with open(self.directory / METRICS, "a", encoding="utf-8") as metrics:
             metrics.write(json.dumps(record) + "\n")
 
+    def write_synthetic(self, images: data.ImageSet, grids: Mapping[int | None, np.ndarray],
+                        generator_state: Mapping[str, torch.Tensor]) -> None:
+        """The synthetic dataset (node CSV layout), the sample grids (None: after training), the generator."""
+        data.to_frame(images).to_csv(self.directory / SYNTHETIC, index=False)
+        for round_, pixels in grids.items():
+            name = SAMPLES if round_ is None else f"samples_round{round_:04d}.png"
+            save_image(pixels, self.directory / name)
+        save_model(generator_state, self.directory / GENERATOR)
+
     def finish(self, state: Mapping[str, torch.Tensor], records: Sequence[Mapping[str, Any]],
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the summary, the plot and (if asked) the model; return the summary."""
@@ -50,12 +64,14 @@ class RunOutput:
 def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,
               extra: Mapping[str, Any]) -> dict[str, Any]:
     last = records[-1] if records else {}
+    accuracies = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
     return {
         "options": parser.to_mapping(options),
         "rounds": len(records),
         "test_accuracy": last.get("test_accuracy"),
         "test_loss": last.get("test_loss"),
-        "best_test_accuracy": max((r["test_accuracy"] for r in records), default=None),
+        "best_test_accuracy": max(accuracies, default=None),
+        **{key: last[key] for key in PRIVACY_KEYS if key in last},
         "wall_seconds": round(seconds, 3),
         **extra,
     }
@@ -69,22 +85,41 @@ def save_model(state: Mapping[str, torch.Tensor], path: Path) -> None:
     os.replace(handle.name, path)
 
 
-def plot(records: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Test accuracy and loss per round, side by side."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    return pyplot
+
+
+def plot(records: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Test accuracy and loss per round side by side; for a GAN, the critic's and generator's losses."""
+    pyplot = _pyplot()
     rounds = [r["round"] for r in records]
-    figure, (accuracy_axes, loss_axes) = pyplot.subplots(1, 2, figsize=(10, 4))
-    accuracy_axes.plot(rounds, [r["test_accuracy"] for r in records], marker="o")
-    accuracy_axes.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title="Test accuracy")
-    loss_axes.plot(rounds, [r["test_loss"] for r in records], marker="o", color="tab:red")
-    loss_axes.set(xlabel="round", ylabel="test loss (NLL)", title="Test loss")
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+    if records and records[0].get("test_accuracy") is None:
+        for axes, key, title in ((left, "critic_loss", "Critic loss"), (right, "generator_loss", "Generator loss")):
+            axes.plot(rounds, [_mean_worker(r, key) for r in records], marker="o")
+            axes.set(xlabel="round", ylabel=f"{key.replace('_', ' ')} (mean of workers)", title=title)
+    else:
+        left.plot(rounds, [r["test_accuracy"] for r in records], marker="o")
+        left.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title="Test accuracy")
+        right.plot(rounds, [r["test_loss"] for r in records], marker="o", color="tab:red")
+        right.set(xlabel="round", ylabel="test loss (NLL)", title="Test loss")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
+
+
+def _mean_worker(record: Mapping[str, Any], key: str) -> float:
+    values = [w[key] for w in record["workers"]]
+    return sum(values) / len(values)
+
+
+def save_image(pixels: np.ndarray, path: Path) -> None:
+    _pyplot().imsave(path, pixels, cmap="gray", vmin=0, vmax=255)
 
 
 def _write_atomically(path: Path, content: bytes) -> None:

@@ -11,6 +11,7 @@ from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
 
 BACKENDS = ("gloo", "vantage6")
+ACCOUNTANTS = ("prv", "rdp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,9 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("-sgd", "--stochastic-gradient", action="store_true",
         help="FedSGD: one averaged gradient step per round instead of FedAvg")
     add("-gp", "--gradient-penalty", type=int, default=10, help="WGAN-GP penalty weight (with --gan)")
-    add("-gan", "--gan", action="store_true", help="train a WGAN-GP generator (not available yet)")
+    add("-gan", "--gan", action="store_true",
+        help="train a class-conditional WGAN-GP generator of synthetic data instead of the classifier")
     add("-ldp", "--local_dp", action="store_true",
-        help="local differential privacy with Opacus (not available yet)")
+        help="local differential privacy: DP-SGD with Opacus on every worker (the critic with --gan)")
+    dp = parser.add_argument_group("differential privacy (with --local_dp)")
+    dp.add_argument("--noise-multiplier", type=float, default=1.0, help="DP-SGD noise multiplier")
+    dp.add_argument("--target-epsilon", type=float, default=None,
+                         help="instead of --noise-multiplier: the smallest noise that keeps a worker "
+                              "taking part in every round within this epsilon")
+    dp.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample gradient clipping norm")
+    dp.add_argument("--delta", type=float, default=1e-5, help="the delta of (epsilon, delta)-DP")
+    dp.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant")
+    gan = parser.add_argument_group("synthetic data (with --gan)")
+    gan.add_argument("--gan-learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
+    gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")
+    gan.add_argument("--sample-every", type=int, default=0,
+                     help="also draw a sample grid every this many rounds (0: only at the end)")
+    gan.add_argument("--synthetic-samples", type=int, default=2000,
+                     help="size of the synthetic dataset written as synthetic.csv")
+    gan.add_argument("--tstr-epochs", type=int, default=5,
+                     help="epochs of the train-on-synthetic, test-on-real classifier")
     add("--momentum", type=float, default=0.5, help="SGD momentum, reset every round")
     add("--backend", choices=BACKENDS, default="gloo", help="transport of the rounds")
     add("--data", default="embedded",
@@ -163,8 +182,16 @@ def validate(options: argparse.Namespace) -> None:
                  f"(--num-nodes {options.num_nodes} counts the server)")
     _require(not (options.train_all and options.group_size is None),
              "--train-all needs --group-size: with every worker averaged it changes nothing")
-    _require(not options.gan, "--gan (federated WGAN-GP) is not available in this version yet")
-    _require(not options.local_dp, "--local_dp (Opacus DP-SGD) is not available in this version yet")
+    _require(not (options.stochastic_gradient and (options.gan or options.local_dp)),
+             "--stochastic-gradient (FedSGD) works with the classifier without --local_dp; "
+             "--gan and --local_dp train with FedAvg")
+    for name in ("noise_multiplier", "max_grad_norm", "gan_learning_rate"):
+        _require(getattr(options, name) > 0, f"--{name.replace('_', '-')} must be positive")
+    _require(0 < options.delta < 1, "--delta must be in (0, 1)")
+    _require(options.target_epsilon is None or options.target_epsilon > 0, "--target-epsilon must be positive")
+    for name in ("critic_steps", "synthetic_samples", "tstr_epochs"):
+        _require(getattr(options, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
+    _require(options.sample_every >= 0, "--sample-every must be 0 or more")
 
 
 def _require(condition: bool, message: str) -> None:

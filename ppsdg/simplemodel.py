@@ -1,7 +1,9 @@
-"""The networks that are trained federatedly: the original MNIST classifier."""
+"""The networks that are trained federatedly: the original MNIST classifier and a conditional WGAN-GP."""
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ppsdg.data import MEAN, NUM_CLASSES, STD
 
 
 class Net(nn.Module):
@@ -25,3 +27,49 @@ class Net(nn.Module):
         x = F.relu(self.fc1(x))
         x = self.dropout2(x)
         return F.log_softmax(self.fc2(x), dim=1)
+
+
+LATENT_DIM = 64
+
+
+class Generator(nn.Module):
+    """Class-conditional generator: noise and a label in, a 28x28 image in the classifier's input scale."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.embed = nn.Embedding(NUM_CLASSES, 16)
+        self.project = nn.Linear(latent_dim + 16, 128 * 7 * 7)
+        self.up1 = nn.ConvTranspose2d(128, 64, 4, 2, 1)
+        self.up2 = nn.ConvTranspose2d(64, 1, 4, 2, 1)
+
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.project(torch.cat([noise, self.embed(labels)], dim=1))).view(-1, 128, 7, 7)
+        x = torch.tanh(self.up2(F.relu(self.up1(x))))
+        return ((x + 1) / 2 - MEAN) / STD
+
+
+class Critic(nn.Module):
+    """Class-conditional WGAN critic; no batch statistics, so per-sample gradients are well defined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(NUM_CLASSES, 28 * 28)
+        self.conv1 = nn.Conv2d(2, 32, 4, 2, 1)
+        self.conv2 = nn.Conv2d(32, 64, 4, 2, 1)
+        self.score = nn.Linear(64 * 7 * 7, 1)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([images, self.embed(labels).view(-1, 1, 28, 28)], dim=1)
+        x = F.leaky_relu(self.conv1(x), 0.2)
+        x = F.leaky_relu(self.conv2(x), 0.2)
+        return self.score(torch.flatten(x, 1)).squeeze(1)
+
+
+class GAN(nn.Module):
+    """Generator and critic in one module, so FedAvg averages both through one state_dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = Generator()
+        self.critic = Critic()

@@ -34,8 +34,8 @@ def test_original_short_options_are_kept():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--gan"], "not available in this version yet"),
-    (["-ldp"], "not available in this version yet"),
+    (["--gan", "-sgd"], "--gan and --local_dp train with FedAvg"),
+    (["-ldp", "--delta", "1.5"], "--delta must be in (0, 1)"),
     (["--data", "/nonexistent/place"], "/nonexistent/place"),
     (["-nn", "3", "-gs", "3"], "does not fit 2 worker"),
     (["--backend", "mpi"], "invalid choice"),

@@ -64,7 +64,7 @@ def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
     for rank, shard in enumerate(shards, start=1):
         worker = linear_model()
         worker.load_state_dict(federated.state_dict())
-        grads, count, loss = train.local_update(worker, shard, opts, round_=1, rank=rank)
+        grads, count, loss, _ = train.local_update(worker, shard, opts, round_=1, rank=rank)
         replies.append(coordination.update_message(grads, count, loss))
     optimizer = train.make_optimizer(federated, opts.learning_rate, opts.momentum)
     train.aggregate(federated, optimizer, replies, train.round_lr(opts, 1))
@@ -86,12 +86,12 @@ def test_fedavg_of_one_worker_is_its_local_training():
     for round_ in (1, 2):
         worker = linear_model()
         worker.load_state_dict(federated.state_dict())
-        state, count, loss = train.local_update(worker, shard, opts, round_, rank=1)
+        state, count, loss, _ = train.local_update(worker, shard, opts, round_, rank=1)
         train.aggregate(federated, None, [coordination.update_message(state, count, loss)], 0.0)
         plain_optimizer = torch.optim.SGD(local.parameters(), lr=train.round_lr(opts, round_),
                                           momentum=opts.momentum)
         generator = torch.Generator().manual_seed(coordination.derive_seed(opts.seed, round_, 1))
         for _ in range(opts.epochs):
-            train.train_epoch(local, plain_optimizer, shard, opts.batch_size, generator)
+            train.train_epoch(local, plain_optimizer, train.shuffled_batches(shard, opts.batch_size, generator))
     for name, tensor in federated.state_dict().items():
         assert torch.equal(tensor, local.state_dict()[name]), name

@@ -40,7 +40,7 @@ def worker_frames(count: int = 2, rows: int = 120) -> list:
 
 
 def round_message(options) -> tuple[str, dict[str, torch.Tensor]]:
-    state = train.new_model(options.seed).state_dict()
+    state = train.new_model(options).state_dict()
     return codec.encode_text({coordination.ROUND: torch.tensor(1), **state}), state
 
 
@@ -66,8 +66,8 @@ def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, 
     template = coordination.update_message(state, 0, 0.0)
     reply, _ = codec.decode_text(result["message"], expect=template)
 
-    model = train.new_model(options.seed)
-    expected, count, loss = train.local_update(model, train.Examples.from_images(data.from_frame(frame),
+    model = train.new_model(options)
+    expected, count, loss, _ = train.local_update(model, train.Examples.from_images(data.from_frame(frame),
                                                                                  torch.device("cpu")),
                                                options, round_=1, rank=1)
     assert int(reply[coordination.NUM_SAMPLES]) == count == len(frame)

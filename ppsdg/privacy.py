@@ -1,0 +1,106 @@
+"""Local differential privacy: DP-SGD with Opacus on a worker, and the accounting over all rounds.
+
+A worker's privacy spending composes over every round it takes part in. A vantage6 node keeps
+nothing between tasks, so each reply carries the round's accountant entry (noise multiplier,
+sample rate, steps) and the server holds every worker's history: the epsilon it reports is the one
+Opacus's accountant gives for that whole history, never a per-round figure.
+"""
+import argparse
+import math
+from collections.abc import Sequence
+
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+HistoryEntry = tuple[float, float, int]
+ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
+
+
+def batches_per_epoch(num_samples: int, batch_size: int) -> int:
+    return math.ceil(num_samples / batch_size)
+
+
+def sample_rate(num_samples: int, batch_size: int) -> float:
+    """Poisson sampling rate as Opacus derives it from the data loader: 1 / batches per epoch."""
+    return 1 / batches_per_epoch(num_samples, batch_size)
+
+
+def noise_multiplier(options: argparse.Namespace, num_samples: int) -> float:
+    """The noise for this worker: given, or the smallest that keeps all rounds within --target-epsilon.
+
+    The budget is planned for a worker that takes part in every round, the most it can spend.
+    """
+    if options.target_epsilon is None:
+        return options.noise_multiplier
+    steps = options.num_rounds * options.epochs * batches_per_epoch(num_samples, options.batch_size)
+    return get_noise_multiplier(target_epsilon=options.target_epsilon, target_delta=options.delta,
+                                sample_rate=sample_rate(num_samples, options.batch_size), steps=steps,
+                                accountant=options.accountant)
+
+
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                 labels: torch.Tensor, options: argparse.Namespace, per_sample_gradients: bool = True
+                 ) -> tuple[PrivacyEngine, nn.Module, torch.optim.Optimizer, DataLoader]:
+    """Wrap a worker's model, optimizer and data for DP-SGD with Poisson sampling.
+
+    With per_sample_gradients=False, Opacus computes none: the caller sets each parameter's
+    `grad_sample` itself (the WGAN-GP critic, whose penalty Opacus's hooks cannot differentiate).
+    """
+    engine = PrivacyEngine(accountant=options.accountant)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=options.batch_size)
+    private_model, private_optimizer, private_loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader, poisson_sampling=True,
+        noise_multiplier=noise_multiplier(options, len(labels)), max_grad_norm=options.max_grad_norm,
+        grad_sample_mode="hooks" if per_sample_gradients else "no_op")
+    return engine, private_model, private_optimizer, private_loader
+
+
+def round_entry(engine: PrivacyEngine) -> HistoryEntry:
+    """This round's spending as one accountant entry (Opacus merges equal consecutive steps)."""
+    steps = sum(entry[2] for entry in engine.accountant.history)
+    noise, rate, _ = engine.accountant.history[-1]
+    return float(noise), float(rate), int(steps)
+
+
+def epsilon(history: Sequence[HistoryEntry], delta: float, accountant: str) -> float:
+    """Epsilon of the composition of every entry in `history`, by Opacus's own accountant."""
+    if not history:
+        return 0.0
+    composed = create_accountant(mechanism=accountant)
+    composed.history = [tuple(entry) for entry in history]
+    return float(composed.get_epsilon(delta=delta))
+
+
+def entry_extra(entry: HistoryEntry) -> dict[str, float]:
+    """An accountant entry as the named figures of a worker's reply."""
+    return dict(zip(ENTRY_KEYS, map(float, entry)))
+
+
+def entry_from_extra(extra: dict[str, float]) -> HistoryEntry:
+    noise, rate, steps = (extra[key] for key in ENTRY_KEYS)
+    return noise, rate, int(steps)
+
+
+class Ledger:
+    """Every worker's accountant history on the server, and the epsilon each has spent so far."""
+
+    def __init__(self, delta: float, accountant: str) -> None:
+        self.delta = delta
+        self.accountant = accountant
+        self.histories: dict[int, list[HistoryEntry]] = {}
+        self._epsilons: dict[int, float] = {}
+
+    def add(self, rank: int, entry: HistoryEntry) -> None:
+        self.histories.setdefault(rank, []).append(entry)
+        self._epsilons[rank] = epsilon(self.histories[rank], self.delta, self.accountant)
+
+    def epsilon_of(self, rank: int) -> float:
+        return self._epsilons.get(rank, 0.0)
+
+    def worst(self) -> float:
+        """The largest epsilon of any worker: the run's privacy guarantee for every data owner."""
+        return max(self._epsilons.values(), default=0.0)

@@ -1,0 +1,110 @@
+"""A worker's WGAN-GP training, with or without DP on the critic (the only part that sees real data).
+
+Opacus's per-sample gradient hooks cannot differentiate the gradient penalty (a double backward),
+so the critic's per-sample gradients, penalty included, come from torch.func (vmap over grad) and
+are handed to Opacus's DP optimizer, which clips, adds noise and accounts.
+"""
+import argparse
+import copy
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from ppsdg import privacy
+from ppsdg.simplemodel import GAN
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def critic_sample_loss(critic: nn.Module, params: Mapping[str, torch.Tensor], real: torch.Tensor,
+                       fake: torch.Tensor, label: torch.Tensor, mix: torch.Tensor,
+                       penalty_weight: float) -> torch.Tensor:
+    """One example's critic loss: D(fake) - D(real) + weight * (|grad_x D(x_mix)| - 1)^2."""
+
+    def score(image: torch.Tensor) -> torch.Tensor:
+        return functional_call(critic, params, (image.unsqueeze(0), label.unsqueeze(0))).squeeze(0)
+
+    mixed = mix * real + (1 - mix) * fake
+    input_gradient, _ = grad_and_value(score)(mixed)
+    norm = torch.sqrt((input_gradient ** 2).sum() + 1e-12)
+    return score(fake) - score(real) + penalty_weight * (norm - 1) ** 2
+
+
+def per_sample_gradients(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
+                         mix: torch.Tensor, penalty_weight: float
+                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each example's gradient of its own critic loss, and the losses, in one vectorized pass."""
+    params = {name: p.detach() for name, p in critic.named_parameters()}
+
+    def loss(p: Mapping[str, torch.Tensor], r: torch.Tensor, f: torch.Tensor, y: torch.Tensor,
+             m: torch.Tensor) -> torch.Tensor:
+        return critic_sample_loss(critic, p, r, f, y, m, penalty_weight)
+
+    return vmap(grad_and_value(loss), in_dims=(None, 0, 0, 0, 0))(params, real, fake, labels, mix)
+
+
+def critic_step(gan: GAN, optimizer: torch.optim.Optimizer, real: torch.Tensor, labels: torch.Tensor,
+                options: argparse.Namespace) -> float:
+    """One critic update on a batch of real examples; with DP the optimizer clips and noises."""
+    with torch.no_grad():
+        fake = gan.generator(torch.randn(len(labels), gan.generator.latent_dim), labels)
+    mix = torch.rand(len(labels), 1, 1, 1)
+    if len(labels):
+        grads, losses = per_sample_gradients(gan.critic, real, fake, labels, mix, options.gradient_penalty)
+    else:
+        grads = {name: p.new_zeros((0, *p.shape)) for name, p in gan.critic.named_parameters()}
+        losses = torch.zeros(1)
+    optimizer.zero_grad(set_to_none=True)
+    for name, p in gan.critic.named_parameters():
+        if options.local_dp:
+            p.grad_sample = grads[name]
+        else:
+            p.grad = grads[name].mean(dim=0)
+    optimizer.step()
+    return losses.mean().item()
+
+
+def generator_step(gan: GAN, optimizer: torch.optim.Optimizer, batch_size: int) -> float:
+    """One generator update against the critic, on labels drawn uniformly: no real data involved."""
+    labels = torch.randint(0, 10, (batch_size,))
+    fake = gan.generator(torch.randn(batch_size, gan.generator.latent_dim), labels)
+    loss = -gan.critic(fake, labels).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """WGAN-GP's optimizer settings (Gulrajani et al. 2017)."""
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(0.0, 0.9))
+
+
+def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options: argparse.Namespace,
+                 epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None
+                 ) -> tuple[dict[str, torch.Tensor], int, float, dict[str, float]]:
+    """A worker's round of WGAN-GP on a copy of the global GAN: critic steps on real batches, a
+    generator step every --critic-steps of them. With DP, Opacus's Poisson sampler draws the batches."""
+    gan = copy.deepcopy(model)
+    critic_optimizer, generator_optimizer = adam(gan.critic, lr), adam(gan.generator, lr)
+    engine, loader = None, None
+    if options.local_dp:
+        engine, _, critic_optimizer, loader = privacy.make_private(
+            gan.critic, critic_optimizer, images, labels, options, per_sample_gradients=False)
+    critic_total, critic_count, generator_losses = 0.0, 0, []
+    for _ in range(options.epochs):
+        for index, (real, real_labels) in enumerate(loader if loader is not None else epoch_batches()):
+            critic_total += critic_step(gan, critic_optimizer, real, real_labels, options) * len(real_labels)
+            critic_count += len(real_labels)
+            if (index + 1) % options.critic_steps == 0:
+                generator_losses.append(generator_step(gan, generator_optimizer, options.batch_size))
+            if progress is not None:
+                progress.update(1)
+    critic_loss = critic_total / max(critic_count, 1)
+    extra = {"critic_loss": critic_loss,
+             "generator_loss": sum(generator_losses) / max(len(generator_losses), 1)}
+    if engine is not None:
+        extra.update(privacy.entry_extra(privacy.round_entry(engine)))
+    return dict(gan.state_dict()), len(labels), critic_loss, extra
