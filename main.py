@@ -4,6 +4,7 @@ import getpass
 import io
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from backends import codec
 from ppsdg import data, parser
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.output import RunOutput
+
+ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
 
 
 def launch_gloo(options) -> None:
@@ -54,19 +57,30 @@ def launch_vantage6(options) -> None:
     save_central_result(options, result)
 
 
+def write_partitions(options, folder: Path) -> list[Path]:
+    """Worker r's partition as the CSV database a node holds (`worker{r}.csv`), in rank order.
+
+    The mock run and a real federation's nodes take their databases from this one function, so
+    both train on identical bytes.
+    """
+    train_set, _ = data.load(options.data)
+    parts = data.partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
+                           options.dirichlet_alpha, options.classes_per_worker)
+    paths = []
+    for rank, indices in enumerate(parts, start=1):
+        path = folder / f"worker{rank}.csv"
+        data.to_frame(train_set.subset(indices)).to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
 def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One mock organization per worker, each holding its partition as a CSV database, as a node would."""
     from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 
-    train_set, _ = data.load(options.data)
-    parts = data.partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
-                           options.dirichlet_alpha, options.classes_per_worker)
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
-        databases = []
-        for rank, indices in enumerate(parts, start=1):
-            path = Path(folder) / f"worker{rank}.csv"
-            data.to_frame(train_set.subset(indices)).to_csv(path, index=False)
-            databases.append([{"database": str(path), "db_type": "csv"}])
+        databases = [[{"database": str(path), "db_type": "csv"}]
+                     for path in write_partitions(options, Path(folder))]
         client = MockAlgorithmClient(datasets=databases, module="ppsdg")
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
@@ -111,7 +125,19 @@ def wait_for_task(client: Any, task_id: int, timeout_s: float, interval_s: float
             progress.update(1)
             time.sleep(interval_s)
     if status != "completed":
-        raise FederationError(f"task {task_id} ended '{status}': see the central node's log")
+        raise FederationError(f"task {task_id} ended '{status}': {central_error(client, task_id)}")
+
+
+def central_error(client: Any, task_id: int) -> str:
+    """The central function's own error, read from its run's log: the researcher has no node access.
+
+    The node's wrapper prints the traceback there; its last `Name...Error: message` line is the one
+    the central function raised.
+    """
+    lines = [line.strip() for run in client.run.from_task(task_id)["data"]
+             for line in (run.get("log") or "").splitlines()]
+    errors = [f"{match[1]}: {match[2]}" for match in map(ERROR_LINE.match, lines) if match]
+    return errors[-1] if errors else "the central function left no error message: see the central node's log"
 
 
 def save_central_result(options, result: dict[str, Any]) -> None:
@@ -134,6 +160,9 @@ def save_central_result(options, result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parser.parse(argv)
+        if options.local_dp and not options.secure_noise:
+            print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
+                  "knows the seed can remove it. Deploy with --secure-noise.", file=sys.stderr)
         if options.backend == "gloo":
             launch_gloo(options)
         else:

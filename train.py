@@ -7,6 +7,7 @@ Run one rank by hand (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_POR
 import argparse
 import copy
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ppsdg.simplemodel import GAN, Net
 
 RoundRecord = dict
 Batch = tuple[torch.Tensor, torch.Tensor]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GAN_KEYS = ("critic_loss", "generator_loss")
 
 
@@ -69,14 +71,10 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.
 
 
 def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                labels: torch.Tensor) -> float:
-    """One SGD step; returns the batch's mean loss.
-
-    The loss is the sum over the batch divided by its size, so that an empty batch (which Poisson
-    sampling can draw under DP) still makes the noisy step that the accountant counts.
-    """
+                labels: torch.Tensor, criterion: Criterion = F.nll_loss) -> float:
+    """One SGD step; returns the batch's mean loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = F.nll_loss(model(images), labels, reduction="sum") / max(len(labels), 1)
+    loss = criterion(model(images), labels)
     loss.backward()
     optimizer.step()
     return loss.item()
@@ -91,13 +89,18 @@ def shuffled_batches(examples: Examples, batch_size: int, generator: torch.Gener
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
-                progress: tqdm | None = None, log_interval: int = 10) -> float:
-    """One pass over `batches`; returns the mean loss per sample."""
+                progress: tqdm | None = None, log_interval: int = 10, criterion: Criterion = F.nll_loss) -> float:
+    """One pass over `batches`; returns the mean loss per sample.
+
+    An empty batch (Poisson sampling under DP can draw one) still makes its noisy step, the step
+    the accountant counts; it adds nothing to the loss.
+    """
     model.train()
     total, count = 0.0, 0
     for index, (images, labels) in enumerate(batches):
-        loss = train_batch(model, optimizer, images, labels)
-        total, count = total + loss * len(labels), count + len(labels)
+        loss = train_batch(model, optimizer, images, labels, criterion)
+        if len(labels):
+            total, count = total + loss * len(labels), count + len(labels)
         if progress is not None:
             progress.update(1)
             if index % log_interval == 0:
@@ -148,9 +151,10 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
     """A worker's part of a round from the global model already in `model`.
 
     Every random draw (order, dropout, DP noise and sampling, GAN noise) comes from
-    (seed, round, rank), so a stateless node reproduces exactly what a long-lived gloo worker does.
+    (seed, round, rank), so a stateless node reproduces exactly what a long-lived gloo worker does;
+    with --secure-noise, from the operating system's entropy instead.
     """
-    seed = coordination.derive_seed(options.seed, round_, rank)
+    seed = secrets.randbits(63) if options.secure_noise else coordination.derive_seed(options.seed, round_, rank)
     generator = torch.Generator().manual_seed(seed)
     device = model_device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -176,13 +180,13 @@ def classifier_update(model: nn.Module, examples: Examples, options: argparse.Na
         losses = [train_epoch(model, optimizer, shuffled_batches(examples, options.batch_size, generator),
                               progress, options.log_interval) for _ in range(options.epochs)]
         return dict(model.state_dict()), len(examples), sum(losses) / len(losses), {}
-    private = copy.deepcopy(model)
-    engine, wrapped, optimizer, loader = privacy.make_private(
-        private, make_optimizer(private, lr, options.momentum), examples.images, examples.labels, options)
-    losses = [train_epoch(wrapped, optimizer, loader, progress, options.log_interval)
-              for _ in range(options.epochs)]
-    return (dict(private.state_dict()), len(examples), sum(losses) / len(losses),
-            privacy.entry_extra(privacy.round_entry(engine)))
+    plain = copy.deepcopy(model)
+    private = privacy.make_private(plain, make_optimizer(plain, lr, options.momentum), examples.images,
+                                   examples.labels, options)
+    losses = [train_epoch(private.model, private.optimizer, private.loader, progress, options.log_interval,
+                          private.criterion) for _ in range(options.epochs)]
+    return (dict(plain.state_dict()), len(examples), sum(losses) / len(losses),
+            privacy.entry_extra(privacy.round_entry(private.engine)))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -396,6 +400,7 @@ def partial(client: Any, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     comm = node_communicator(organization, kwargs)
     try:
         options = parser.from_mapping(kwargs.get("options") or {})
+        options.secure_noise = options.secure_noise or os.environ.get(parser.SECURE_NOISE_ENV) == "1"
         torch.set_num_threads(options.threads)
         examples = Examples.from_images(data.from_frame(frame), torch.device("cpu"))
         worker_round(comm, new_model(options), examples, options)

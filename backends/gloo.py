@@ -61,10 +61,14 @@ class GlooCommunicator(Communicator):
             dist.destroy_process_group()
 
     def _flatten(self, tensors: Tensors) -> list[tuple[list[str], torch.Tensor]]:
-        """One contiguous buffer per dtype, in a fixed order, so a round costs few collective calls."""
+        """One contiguous buffer per dtype, so a round costs few collective calls.
+
+        Names are sorted: the buffers carry no names, so sender and receiver must lay them out alike
+        whatever order each built its dict in.
+        """
         by_dtype: dict[torch.dtype, list[str]] = {}
-        for name, tensor in tensors.items():
-            by_dtype.setdefault(tensor.dtype, []).append(name)
+        for name in sorted(tensors):
+            by_dtype.setdefault(tensors[name].dtype, []).append(name)
         return [(names, torch.cat([tensors[n].detach().reshape(-1) for n in names]).to(self.device))
                 for _, names in sorted(by_dtype.items(), key=lambda item: str(item[0]))]
 

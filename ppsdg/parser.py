@@ -12,6 +12,7 @@ from ppsdg.errors import OptionsError
 
 BACKENDS = ("gloo", "vantage6")
 ACCOUNTANTS = ("prv", "rdp")
+SECURE_NOISE_ENV = "PPSDG_SECURE_NOISE"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample gradient clipping norm")
     dp.add_argument("--delta", type=float, default=1e-5, help="the delta of (epsilon, delta)-DP")
     dp.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant")
+    dp.add_argument("--secure-noise", action="store_true",
+                    help="draw a worker's random numbers (DP noise, Poisson sampling) from the operating "
+                         "system's entropy, not from the seed: anyone who knows the seed could otherwise "
+                         "recompute and remove the noise. Runs are then not reproducible. A vantage6 node "
+                         f"forces it with {SECURE_NOISE_ENV}=1 in its algorithm environment")
     gan = parser.add_argument_group("synthetic data (with --gan)")
     gan.add_argument("--gan-learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
     gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")

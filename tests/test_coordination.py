@@ -95,3 +95,16 @@ def test_fedavg_of_one_worker_is_its_local_training():
             train.train_epoch(local, plain_optimizer, train.shuffled_batches(shard, opts.batch_size, generator))
     for name, tensor in federated.state_dict().items():
         assert torch.equal(tensor, local.state_dict()[name]), name
+
+
+def test_gloo_layout_does_not_depend_on_dict_order():
+    from backends.gloo import GlooCommunicator
+
+    comm = GlooCommunicator.__new__(GlooCommunicator)
+    comm.device = torch.device("cpu")
+    a = {"b": torch.tensor(2.0, dtype=torch.float64), "a": torch.tensor(1.0, dtype=torch.float64),
+         "w": torch.ones(3)}
+    b = {"w": torch.ones(3), "a": torch.tensor(1.0, dtype=torch.float64),
+         "b": torch.tensor(2.0, dtype=torch.float64)}
+    assert [(names, flat.tolist()) for names, flat in comm._flatten(a)] == \
+        [(names, flat.tolist()) for names, flat in comm._flatten(b)]
