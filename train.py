@@ -8,9 +8,11 @@ import argparse
 import copy
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +23,8 @@ from tqdm import tqdm
 from backends import Communicator, Tensors, codec
 from backends.gloo import GlooCommunicator
 from backends.vantage6 import CentralCommunicator, node_communicator, node_result
-from ppsdg import coordination, data, parser, privacy, synthetic, wgan
+from ppsdg import checkpoint, coordination, data, parser, privacy, synthetic, wgan
+from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.output import RunOutput
 from ppsdg.simplemodel import GAN, Net
@@ -193,13 +196,12 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def worker_round(comm: Communicator, model: nn.Module, examples: Examples, options: argparse.Namespace,
-                 group: Sequence[int] | None = None) -> int:
+def worker_round(comm: Communicator, model: nn.Module, examples: Examples, options: argparse.Namespace) -> int:
     """The worker's part of a round, the same on every backend: receive, train, reply."""
-    round_, state = coordination.receive_model(comm, model.state_dict(), group)
+    round_, state = coordination.receive_model(comm, model.state_dict())
     model.load_state_dict(state)
     update, num_samples, loss, extra = local_update(model, examples, options, round_, comm.rank)
-    coordination.send_update(comm, coordination.update_message(update, num_samples, loss, extra), group)
+    coordination.send_update(comm, coordination.update_message(update, num_samples, loss, extra))
     return round_
 
 
@@ -220,16 +222,9 @@ def aggregate(model: nn.Module, optimizer: torch.optim.Optimizer | None, replies
     optimizer.step()
 
 
-@dataclass
-class ServerState:
-    """What the server carries from round to round besides the model: the privacy ledger."""
-
-    ledger: privacy.Ledger
-
-
 def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                  options: argparse.Namespace, round_: int, test_set: Examples,
-                 state: ServerState) -> RoundRecord:
+                 ledger: privacy.Ledger) -> RoundRecord:
     """The server's part of a round: draw the group, broadcast, gather, aggregate, test, account."""
     started = time.perf_counter()
     num_workers = comm.world_size - 1
@@ -249,8 +244,8 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
                   "train_loss": float(reply[coordination.TRAIN_LOSS]), "averaged": rank in group,
                   **{k: v for k, v in extra.items() if k in GAN_KEYS}}
         if options.local_dp:
-            state.ledger.add(rank, privacy.entry_from_extra(extra))
-            worker["epsilon"] = state.ledger.epsilon_of(rank)
+            ledger.add(rank, privacy.entry_from_extra(extra))
+            worker["epsilon"] = ledger.epsilon_of(rank)
         workers.append(worker)
     test_loss, accuracy = (None, None) if options.gan else test(model, test_set, options.test_batch_size)
     record = {
@@ -260,33 +255,45 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
                    for rank in members if rank not in replies],
     }
     if options.local_dp:
-        record.update(epsilon=state.ledger.worst(), delta=options.delta, accountant=options.accountant)
+        record.update(epsilon=ledger.worst(), delta=options.delta, accountant=options.accountant)
     record["seconds"] = time.perf_counter() - started
     return record
 
 
 def serve(comm: Communicator, options: argparse.Namespace, test_set: Examples,
-          on_round: Callable[[RoundRecord], None] = lambda record: None
-          ) -> tuple[nn.Module, list[RoundRecord], dict[int, Tensors]]:
-    """The server's whole training from the seeded initial model.
+          on_round: Callable[[RoundRecord, Checkpoint], None] = lambda record, point: None,
+          resume: Checkpoint | None = None) -> Checkpoint:
+    """The server's whole training, from the seeded initial model or from where `resume` stopped.
 
-    Returns the final model, the round records and, with --gan, the generator every
-    --sample-every rounds (for the sample grids).
+    After every round `on_round` gets the round's record and the checkpoint to go on from.
     """
     model = new_model(options, test_set.labels.device)
     optimizer = make_optimizer(model, options.learning_rate, options.momentum) \
         if options.stochastic_gradient else None
-    state = ServerState(privacy.Ledger(options.delta, options.accountant))
-    records, snapshots = [], {}
-    with tqdm(range(1, options.num_rounds + 1), desc="rounds", position=0, disable=None) as rounds:
+    ledger = privacy.Ledger(options.delta, options.accountant)
+    point = resume or Checkpoint(round=0, model=state_copy(model))
+    model.load_state_dict(point.model)
+    if optimizer is not None and point.optimizer is not None:
+        optimizer.load_state_dict(point.optimizer)
+    ledger.restore(point.histories)
+    records, snapshots = list(point.records), dict(point.snapshots)
+    with tqdm(range(point.round + 1, options.num_rounds + 1), desc="rounds", position=0,
+              disable=None) as rounds:
         for round_ in rounds:
-            record = server_round(comm, model, optimizer, options, round_, test_set, state)
+            record = server_round(comm, model, optimizer, options, round_, test_set, ledger)
             records.append(record)
-            on_round(record)
             if options.gan and options.sample_every and round_ % options.sample_every == 0:
-                snapshots[round_] = {k: v.detach().cpu().clone() for k, v in model.generator.state_dict().items()}
+                snapshots[round_] = state_copy(model.generator)
+            point = Checkpoint(round_, state_copy(model), list(records),
+                               optimizer.state_dict() if optimizer is not None else None,
+                               {rank: list(h) for rank, h in ledger.histories.items()}, dict(snapshots))
+            on_round(record, point)
             rounds.set_postfix(progress_figures(record))
-    return model, records, snapshots
+    return point
+
+
+def state_copy(model: nn.Module) -> Tensors:
+    return {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
 
 
 def progress_figures(record: RoundRecord) -> dict[str, str]:
@@ -296,16 +303,14 @@ def progress_figures(record: RoundRecord) -> dict[str, str]:
 
 
 def work(comm: Communicator, options: argparse.Namespace, examples: Examples) -> None:
-    """A long-lived worker (gloo): take part in the rounds whose group holds this rank."""
+    """A long-lived worker (gloo): from the round the server starts at, take part in the rounds
+    whose group holds this rank."""
     model = new_model(options, examples.labels.device)
     num_workers = comm.world_size - 1
-    for round_ in range(1, options.num_rounds + 1):
+    for round_ in range(coordination.receive_start(comm) + 1, options.num_rounds + 1):
         group = coordination.choose_group(options.seed, round_, num_workers, options.group_size)
-        members = coordination.participants(group, num_workers, options.train_all)
-        if comm.rank in members:
-            worker_round(comm, model, examples, options, members)
-        else:
-            comm.sit_out(members)
+        if comm.rank in coordination.participants(group, num_workers, options.train_all):
+            worker_round(comm, model, examples, options)
 
 
 def worker_examples(options: argparse.Namespace, rank: int, device: torch.device) -> Examples:
@@ -334,8 +339,8 @@ def tstr_accuracy(synthetic_set: data.ImageSet, options: argparse.Namespace) -> 
     return test(model, test_examples(options, torch.device("cpu")), options.test_batch_size)[1]
 
 
-def finish_run(output: RunOutput, options: argparse.Namespace, state: Tensors, records: list[RoundRecord],
-               snapshots: dict[int, Tensors], extra: dict[str, Any] | None = None) -> None:
+def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint,
+               extra: dict[str, Any] | None = None) -> None:
     """Write a finished run; with --gan, draw the synthetic data and measure their use first.
 
     Both backends end here, so a run's files do not depend on the transport.
@@ -343,41 +348,71 @@ def finish_run(output: RunOutput, options: argparse.Namespace, state: Tensors, r
     extra = dict(extra or {})
     if options.gan:
         gan = new_model(options)
-        gan.load_state_dict(state)
+        gan.load_state_dict(point.model)
         synthetic_set = synthetic.sample(gan.generator, options.synthetic_samples, options.seed)
         extra["tstr_accuracy"] = tstr_accuracy(synthetic_set, options)
         grids = {}
-        for round_, generator_state in snapshots.items():
+        for round_, generator_state in point.snapshots.items():
             snapshot = new_model(options).generator
             snapshot.load_state_dict(generator_state)
             grids[round_] = synthetic.grid(snapshot, options.seed)
         grids[None] = synthetic.grid(gan.generator, options.seed)
         output.write_synthetic(synthetic_set, grids, gan.generator.state_dict())
-    output.finish(state, records, extra)
+    output.finish(point.model, point.records, extra)
 
 
 def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
-    """One rank of a gloo run: rank 0 serves and writes the output, the others work."""
+    """One rank of a gloo run: rank 0 serves, checkpoints every round and writes the output."""
     torch.set_num_threads(options.threads)
     device = device_for(options)
-    comm = GlooCommunicator(rank, world_size, device)
+    comm = GlooCommunicator(rank, world_size, device, options.worker_timeout)
     try:
         if rank == 0:
-            output = RunOutput(options.output, options)
-            model, records, snapshots = serve(comm, options, test_examples(options, device), output.add_round)
-            finish_run(output, options, model.state_dict(), records, snapshots)
+            resume = resume_point(options, device) if options.resume else None
+            output = RunOutput(options.output, options, resume.records if resume else [])
+            coordination.announce_start(comm, resume.round if resume else 0)
+            point = serve(comm, options, test_examples(options, device),
+                          lambda record, point: output.add_round(record, checkpoint.encode(point, options)),
+                          resume)
+            finish_run(output, options, point)
         else:
             work(comm, options, worker_examples(options, rank, device))
     finally:
         comm.close()
 
 
+def run_rank_process(rank: int, world_size: int, options: argparse.Namespace) -> None:
+    """run_rank as a child process of main.py: errors end in one line on stderr and an exit status."""
+    try:
+        run_rank(rank, world_size, options)
+    except PpsdgError as error:
+        print(f"ppsdg: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as error:
+        if rank == 0:
+            raise
+        print(f"ppsdg: worker {rank} stopped: lost the server ({str(error).splitlines()[0]})", file=sys.stderr)
+        sys.exit(3)
+
+
+def resume_point(options: argparse.Namespace, device: torch.device) -> Checkpoint:
+    """The checkpoint in --output, checked against these options and this model."""
+    point = checkpoint.decode(checkpoint.load(Path(options.output)), options,
+                              new_model(options, device).state_dict())
+    if point.round > options.num_rounds:
+        raise OptionsError(f"--resume: the checkpoint is at round {point.round}, past --num-rounds "
+                           f"{options.num_rounds}")
+    return point
+
+
 def central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The vantage6 central function's work: the server role over the collaboration's organizations.
 
-    Rank r is the r-th organization of `organizations` (default: all of them, by id).
+    Rank r is the r-th organization of `organizations` (default: all of them, by id); `checkpoint`
+    (codec text from an earlier result) resumes a run.
     """
     kwargs = dict(kwargs)
+    resume_text = kwargs.pop("checkpoint", None)
     organizations = kwargs.pop("organizations", None) or sorted(o["id"] for o in client.organization.list())
     kwargs.setdefault("num_nodes", len(organizations) + 1)
     options = parser.from_mapping({**kwargs, "backend": "vantage6"})
@@ -386,12 +421,32 @@ def central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
                            "were given: it must be their number plus one (the server)")
     torch.set_num_threads(options.threads)
     comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
-    model, records, snapshots = serve(comm, options, test_examples(options, torch.device("cpu")))
-    for record in records:
+    resume = None
+    if resume_text is not None:
+        resume = checkpoint.decode(codec.from_text(resume_text), options, new_model(options).state_dict())
+    latest = [resume]
+
+    def keep(record: RoundRecord, point: Checkpoint) -> None:
         for worker in record["workers"] + record["failed"]:
             worker["organization"] = comm.organization_of(worker["rank"])
-    return {"model": codec.encode_text(model.state_dict()), "metrics": records, "organizations": organizations,
-            "snapshots": {str(r): codec.encode_text(state) for r, state in snapshots.items()}}
+        latest[0] = point
+
+    try:
+        serve(comm, options, test_examples(options, torch.device("cpu")), keep, resume)
+    except FederationError as error:
+        return central_result(latest[0], options, organizations, error=str(error))
+    return central_result(latest[0], options, organizations)
+
+
+def central_result(point: Checkpoint | None, options: argparse.Namespace, organizations: list[int],
+                   error: str | None = None) -> dict[str, Any]:
+    """What the central function returns: the metrics, the checkpoint to save or resume from, and the
+    error that stopped it, if one did (the researcher then still gets every finished round)."""
+    result: dict[str, Any] = {"organizations": organizations, "metrics": point.records if point else [],
+                              "checkpoint": codec.to_text(checkpoint.encode(point, options)) if point else None}
+    if error is not None:
+        result["error"] = error
+    return result
 
 
 def partial(client: Any, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

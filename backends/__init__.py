@@ -40,9 +40,6 @@ class Communicator(ABC):
         """How a message names a worker to the person who runs the training."""
         return f"worker rank {rank}"
 
-    def sit_out(self, group: Sequence[int]) -> None:
-        """A rank outside `group` does what the transport needs of it meanwhile; by default nothing."""
-
     def close(self) -> None:
         """Release the transport; a no-op where there is nothing to release."""
 

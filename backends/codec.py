@@ -360,6 +360,11 @@ def _check_size(name: str, dtype: torch.dtype, shape: tuple[int, ...], length: i
         )
 
 
+def check_expected(tensors: Mapping[str, torch.Tensor], expect: Mapping[str, torch.Tensor]) -> None:
+    """decode's `expect` check, for tensors that travelled as part of a larger message."""
+    _check_expect([_Entry(name, t.dtype, tuple(t.shape), b"") for name, t in tensors.items()], expect)
+
+
 def _check_expect(entries: list[_Entry], expect: Mapping[str, torch.Tensor]) -> None:
     """Compare with the receiver's model before allocating, and report every mismatch at once."""
     names = [entry.name for entry in entries]

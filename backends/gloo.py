@@ -1,5 +1,10 @@
-"""The Communicator over torch.distributed: gloo on CPU, nccl where every rank has its own GPU."""
-from collections.abc import Sequence
+"""The Communicator over torch.distributed: gloo on CPU, nccl where every rank has its own GPU.
+
+Messages travel point to point between the server and each worker, so that the server can wait
+for each worker with its own deadline, name the one that died or hangs, and go on without it
+(or stop, by --min-workers) while the others keep working.
+"""
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import torch
@@ -7,61 +12,87 @@ import torch.distributed as dist
 
 from backends import Communicator, Tensors, group_of
 
+NO_DEADLINE = timedelta(days=7)
+
 
 class GlooCommunicator(Communicator):
-    """Thin over torch.distributed; tensors of one dtype travel as one flat buffer per call."""
+    """Thin over torch.distributed; tensors of one dtype travel as one flat buffer."""
 
     def __init__(self, rank: int, world_size: int, device: torch.device = torch.device("cpu"),
-                 timeout_s: float = 1800.0) -> None:
+                 worker_timeout_s: float = 600.0) -> None:
         use_nccl = device.type == "cuda" and torch.cuda.device_count() >= world_size
         self.device = device if use_nccl else torch.device("cpu")
         dist.init_process_group("nccl" if use_nccl else "gloo", rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=timeout_s))
+                                timeout=timedelta(seconds=worker_timeout_s))
         self.rank = rank
         self.world_size = world_size
-        self._groups: dict[tuple[int, ...], dist.ProcessGroup | None] = {}
+        self.worker_timeout = timedelta(seconds=worker_timeout_s)
+        self._lost: dict[int, str] = {}
+        self._failures: dict[int, str] = {}
 
-    def new_group(self, ranks: Sequence[int] | None) -> dist.ProcessGroup | None:
-        """The process group of the server and `ranks`; every rank must ask for the same groups in turn."""
-        members = tuple(group_of(ranks, self.world_size)) if ranks is not None else None
-        if members is None or len(members) == self.world_size:
-            return None
-        if members not in self._groups:
-            self._groups[members] = dist.new_group(list(members))
-        return self._groups[members]
-
-    def sit_out(self, group: Sequence[int]) -> None:
-        """torch.distributed creates groups collectively: ranks outside one must still create it."""
-        self.new_group(group)
+    @property
+    def failures(self) -> dict[int, str]:
+        return dict(self._failures)
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
-        process_group = self.new_group(group)
-        received: Tensors = {}
-        for names, flat in self._flatten(tensors):
-            dist.broadcast(flat, src=src, group=process_group)
-            received.update(_unflatten(names, flat, tensors))
-        return received
+        flats = self._flatten(tensors)
+        if self.rank != src:
+            received: Tensors = {}
+            for names, flat in flats:
+                dist.irecv(flat, src=src).wait(NO_DEADLINE)
+                received.update(_unflatten(names, flat, tensors))
+            return received
+        self._failures = {}
+        for rank in self._members(group, src):
+            self._exchange(rank, lambda: [dist.isend(flat, dst=rank) for _, flat in flats], "sending to")
+        return tensors
 
     def gather(self, tensors: Tensors, dst: int = 0,
                group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
-        members = group_of(group, self.world_size) if group is not None else list(range(self.world_size))
-        process_group = self.new_group(group)
-        per_rank: list[Tensors] = [{} for _ in members]
-        for names, flat in self._flatten(tensors):
-            buffers = [torch.empty_like(flat) for _ in members] if self.rank == dst else None
-            dist.gather(flat, gather_list=buffers, dst=dst, group=process_group)
-            for slot, buffer in zip(per_rank, buffers or []):
-                slot.update(_unflatten(names, buffer, tensors))
+        flats = self._flatten(tensors)
         if self.rank != dst:
+            for _, flat in flats:
+                dist.isend(flat, dst=dst).wait(NO_DEADLINE)
             return None
-        return {rank: message for rank, message in zip(members, per_rank) if rank != dst}
+        received: dict[int, Tensors] = {}
+        for rank in self._members(group, dst):
+            buffers = [(names, torch.empty_like(flat)) for names, flat in flats]
+            if self._exchange(rank, lambda: [dist.irecv(buffer, src=rank) for _, buffer in buffers], "waiting for"):
+                received[rank] = {k: v for names, buffer in buffers for k, v in
+                                  _unflatten(names, buffer, tensors).items()}
+        return received
 
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
 
+    def _members(self, group: Sequence[int] | None, root: int) -> list[int]:
+        """The group without the root and without workers lost earlier (reported as failed again)."""
+        ranks = group_of(group, self.world_size) if group is not None else range(self.world_size)
+        members = []
+        for rank in ranks:
+            if rank in self._lost:
+                self._failures[rank] = self._lost[rank]
+            elif rank != root:
+                members.append(rank)
+        return members
+
+    def _exchange(self, rank: int, post: Callable[[], list[dist.Work]], doing: str) -> bool:
+        """Post one worker's transfers and wait for them up to the deadline; a worker that fails (here,
+        or already when a transfer is posted) is lost for good."""
+        try:
+            for work in post():
+                work.wait(self.worker_timeout)
+            return True
+        except RuntimeError as error:
+            reason = (f"no answer within {self.worker_timeout.total_seconds():.0f} s (--worker-timeout)"
+                      if "Timed out" in str(error) else f"lost while {doing} it ({str(error).splitlines()[0]})")
+            self._lost[rank] = reason
+            self._failures[rank] = reason
+            return False
+
     def _flatten(self, tensors: Tensors) -> list[tuple[list[str], torch.Tensor]]:
-        """One contiguous buffer per dtype, so a round costs few collective calls.
+        """One contiguous buffer per dtype, so a round costs few transfers.
 
         Names are sorted: the buffers carry no names, so sender and receiver must lay them out alike
         whatever order each built its dict in.

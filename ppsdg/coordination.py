@@ -11,6 +11,7 @@ from ppsdg.errors import FederationError
 NUM_SAMPLES = "num_samples"
 TRAIN_LOSS = "train_loss"
 ROUND = "round"
+START = "start_after_round"
 EXTRA = "extra."
 
 
@@ -54,10 +55,18 @@ def broadcast_model(comm: Communicator, state: Mapping[str, torch.Tensor], round
     comm.broadcast({ROUND: torch.tensor(round_, dtype=torch.int64), **state}, src=0, group=group)
 
 
-def receive_model(comm: Communicator, template: Mapping[str, torch.Tensor],
-                  group: Sequence[int] | None) -> tuple[int, Tensors]:
+def announce_start(comm: Communicator, last_round: int) -> None:
+    """Server side: tell every worker the last finished round, 0 unless the run resumes."""
+    comm.broadcast({START: torch.tensor(last_round, dtype=torch.int64)}, src=0)
+
+
+def receive_start(comm: Communicator) -> int:
+    return int(comm.broadcast({START: torch.tensor(0, dtype=torch.int64)}, src=0)[START])
+
+
+def receive_model(comm: Communicator, template: Mapping[str, torch.Tensor]) -> tuple[int, Tensors]:
     """Worker side: the round number and the global parameters, checked against `template`."""
-    message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **template}, src=0, group=group)
+    message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **template}, src=0)
     round_ = int(message.pop(ROUND))
     return round_, message
 
@@ -76,9 +85,9 @@ def reply_extra(reply: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {name[len(EXTRA):]: float(value) for name, value in reply.items() if name.startswith(EXTRA)}
 
 
-def send_update(comm: Communicator, message: Tensors, group: Sequence[int] | None) -> None:
+def send_update(comm: Communicator, message: Tensors) -> None:
     """Worker side: hand the reply to the server."""
-    comm.gather(message, dst=0, group=group)
+    comm.gather(message, dst=0)
 
 
 def gather_updates(comm: Communicator, template: Mapping[str, torch.Tensor],

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import data, parser
+from ppsdg import checkpoint, data, parser
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -24,35 +24,58 @@ MODEL = "model.pt"
 GENERATOR = "generator.pt"
 SYNTHETIC = "synthetic.csv"
 SAMPLES = "samples.png"
+ROUND_SAMPLES = "samples_round*.png"
 PRIVACY_KEYS = ("epsilon", "delta", "accountant")
+STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, SAMPLES)
 
 
 class RunOutput:
-    """The output directory of one run; it starts a fresh metrics file."""
+    """The output directory of one run.
 
-    def __init__(self, directory: str | Path, options: argparse.Namespace) -> None:
+    Nothing is written before the first round finishes, so a run refused for bad input leaves no
+    files behind. A fresh run then clears what an earlier run left; a resumed one rewrites
+    metrics.jsonl from the checkpoint's records and goes on appending.
+    """
+
+    def __init__(self, directory: str | Path, options: argparse.Namespace,
+                 earlier_records: Sequence[Mapping[str, Any]] = ()) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.options = options
         self.started = time.perf_counter()
-        (self.directory / METRICS).write_text("")
+        self._earlier = list(earlier_records)
+        self._opened = False
 
-    def add_round(self, record: Mapping[str, Any]) -> None:
+    def add_round(self, record: Mapping[str, Any], checkpoint_blob: bytes | None = None) -> None:
+        """Append a round's line; the checkpoint goes first, so it is never behind the metrics."""
+        self._open()
+        if checkpoint_blob is not None:
+            checkpoint.save(checkpoint_blob, self.directory)
         with open(self.directory / METRICS, "a", encoding="utf-8") as metrics:
             metrics.write(json.dumps(record) + "\n")
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.options.resume:
+            for path in [self.directory / name for name in STALE] + list(self.directory.glob(ROUND_SAMPLES)):
+                path.unlink(missing_ok=True)
+        (self.directory / METRICS).write_text("".join(json.dumps(r) + "\n" for r in self._earlier))
+        self._opened = True
 
     def write_synthetic(self, images: data.ImageSet, grids: Mapping[int | None, np.ndarray],
                         generator_state: Mapping[str, torch.Tensor]) -> None:
         """The synthetic dataset (node CSV layout), the sample grids (None: after training), the generator."""
         data.to_frame(images).to_csv(self.directory / SYNTHETIC, index=False)
         for round_, pixels in grids.items():
-            name = SAMPLES if round_ is None else f"samples_round{round_:04d}.png"
+            name = SAMPLES if round_ is None else ROUND_SAMPLES.replace("*", f"{round_:04d}")
             save_image(pixels, self.directory / name)
         save_model(generator_state, self.directory / GENERATOR)
 
     def finish(self, state: Mapping[str, torch.Tensor], records: Sequence[Mapping[str, Any]],
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the summary, the plot and (if asked) the model; return the summary."""
+        self._open()
         summary = summarize(self.options, records, time.perf_counter() - self.started, extra or {})
         _write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
         plot(records, self.directory / PLOT)

@@ -79,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--classes-per-worker", type=int, default=2, help="classes each worker holds, --partition classes")
     add("--min-workers", type=int, default=None,
         help="a round goes on without failed workers if this many of its group answered "
-             "(default: all of them; vantage6 only, a gloo worker that fails stops the run)")
+             "(default: all of them)")
     add("--round-timeout", type=float, default=3600.0,
         help="seconds the server waits for a round's workers before it counts them as failed")
+    add("--worker-timeout", type=float, default=600.0,
+        help="gloo: seconds the server waits for a worker's reply before it counts the worker as lost")
+    add("--resume", action="store_true",
+        help="go on from the checkpoint in --output (a larger --num-rounds extends a finished run)")
     add("--threads", type=int, default=1, help="torch threads per process")
     add("--output", default="runs/latest", help="directory for metrics, plot, summary and model")
     server = parser.add_argument_group("a real vantage6 server (--backend vantage6; without "
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CLIENT_ONLY = ("output", "server_url", "server_port", "api_path", "username", "password", "collaboration",
+CLIENT_ONLY = ("output", "resume", "worker_timeout", "server_url", "server_port", "api_path", "username", "password", "collaboration",
                "organizations", "image", "task_timeout")
 SECRET = ("password",)
 
@@ -177,7 +181,8 @@ def validate(options: argparse.Namespace) -> None:
     _require(options.learning_rate > 0, "--learning-rate must be positive")
     _require(0 < options.gamma <= 1, "--gamma must be in (0, 1]")
     _require(0 <= options.momentum < 1, "--momentum must be in [0, 1)")
-    _require(options.round_timeout > 0, "--round-timeout must be positive")
+    _require(options.round_timeout > 0 and options.worker_timeout > 0,
+             "--round-timeout and --worker-timeout must be positive")
     if options.min_workers is not None:
         _require(1 <= options.min_workers <= workers,
                  f"--min-workers {options.min_workers} does not fit {workers} worker(s)")

@@ -120,6 +120,12 @@ class Ledger:
         self.histories.setdefault(rank, []).append(entry)
         self._epsilons[rank] = epsilon(self.histories[rank], self.delta, self.accountant)
 
+    def restore(self, histories: dict[int, list[HistoryEntry]]) -> None:
+        """Take over the histories of a checkpoint."""
+        for rank, history in histories.items():
+            self.histories[rank] = list(history)
+            self._epsilons[rank] = epsilon(history, self.delta, self.accountant)
+
     def epsilon_of(self, rank: int) -> float:
         return self._epsilons.get(rank, 0.0)
 

@@ -1,0 +1,190 @@
+"""Failures mid-training, checkpoints and resume, hostile input: each ends cleanly and is named."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import main
+import train
+from backends import codec
+from conftest import run_main
+from ppsdg import checkpoint, coordination, data, output, parser
+from ppsdg.errors import DataError, FederationError, OptionsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def learning_figures(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory) -> Path:
+    train_set, _ = data.load("embedded")
+    path = tmp_path_factory.mktemp("data") / "digits.csv"
+    data.to_frame(train_set.subset(torch.arange(300).numpy())).to_csv(path, index=False)
+    return path
+
+
+def test_gloo_run_stopped_and_resumed_equals_one_that_was_not(gloo_run, tmp_path):
+    _, straight_state, straight_records = gloo_run
+    run_main(tmp_path, "--backend", "gloo", "-nr", "2")
+    state, records = run_main(tmp_path, "--backend", "gloo", "--resume")
+    assert all(torch.equal(state[name], straight_state[name]) for name in straight_state)
+    assert learning_figures(records) == learning_figures(straight_records)
+
+
+@pytest.mark.parametrize("extra", [["-sgd", "-nr", "4"], ["-ldp", "-nr", "3"]], ids=["fedsgd", "dp"])
+def test_vantage6_run_resumed_equals_one_that_was_not(small_csv, tmp_path, extra):
+    argv = ["--backend", "vantage6", "--data", str(small_csv), "-bs", "32", *extra]
+    straight_state, straight_records = run_main(tmp_path / "straight", *argv)
+    run_main(tmp_path / "resumed", *argv, "-nr", "2")
+    state, records = run_main(tmp_path / "resumed", *argv, "--resume")
+    assert all(torch.equal(state[name], straight_state[name]) for name in straight_state)
+    assert learning_figures(records) == learning_figures(straight_records)
+
+
+def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    options = parser.from_mapping({})
+    first = checkpoint.encode(checkpoint.Checkpoint(1, train.state_copy(train.new_model(options))), options)
+    checkpoint.save(first, tmp_path)
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        checkpoint.save(b"half" * 10, tmp_path)
+    assert checkpoint.load(tmp_path) == first
+    point = checkpoint.decode(checkpoint.load(tmp_path), options, train.new_model(options).state_dict())
+    assert point.round == 1
+
+
+def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
+    options = parser.from_mapping({"output": str(tmp_path)})
+    with pytest.raises(OptionsError, match="no checkpoint at"):
+        train.resume_point(options, torch.device("cpu"))
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, train.state_copy(train.new_model(options))), options)
+    checkpoint.save(blob, tmp_path)
+    other = parser.from_mapping({"output": str(tmp_path), "learning_rate": 0.5, "num_rounds": 5})
+    with pytest.raises(OptionsError, match=r"differing: learning_rate \(checkpoint 0.05, now 0.5\)"):
+        train.resume_point(other, torch.device("cpu"))
+    assert train.resume_point(parser.from_mapping({"output": str(tmp_path), "num_rounds": 5}),
+                              torch.device("cpu")).round == 2
+
+
+def start_ranks(tmp_path: Path, *argv: str) -> list[subprocess.Popen]:
+    """Server and two workers as separate processes, the way torchrun starts them."""
+    port = main.free_port()
+    processes = []
+    for rank in range(3):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port)}
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "--backend", "gloo", "-nn", "3", "--output", str(tmp_path),
+             *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def after_first_round(tmp_path: Path, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + 120
+    while not (tmp_path / checkpoint.FILE).exists():
+        if processes[0].poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"round 1 never finished: {processes[0].communicate()[1][-2000:]}")
+        time.sleep(0.05)
+
+
+def test_gloo_worker_that_dies_stops_the_server_naming_worker_and_round(tmp_path):
+    processes = start_ranks(tmp_path, "-nr", "6", "--worker-timeout", "60")
+    try:
+        after_first_round(tmp_path, processes)
+        processes[2].kill()
+        _, error = processes[0].communicate(timeout=60)
+    finally:
+        for process in processes:
+            process.kill()
+    assert processes[0].returncode == 2, error[-3000:]
+    assert "Traceback" not in error
+    assert "ppsdg: error: round " in error and "worker rank 2: lost while" in error
+    point = checkpoint.load(tmp_path)
+    assert codec.decode(point)[1]["round"] >= 1
+    assert not (tmp_path / output.SUMMARY).exists()
+
+
+def test_gloo_worker_that_hangs_is_left_out_when_min_workers_allows(tmp_path):
+    processes = start_ranks(tmp_path, "-nr", "3", "--worker-timeout", "3", "--min-workers", "1")
+    try:
+        after_first_round(tmp_path, processes)
+        processes[2].send_signal(signal.SIGSTOP)
+        processes[0].communicate(timeout=120)
+    finally:
+        for process in processes:
+            process.kill()
+    assert processes[0].returncode == 0
+    records = [json.loads(line) for line in (tmp_path / output.METRICS).read_text().splitlines()]
+    assert [r["round"] for r in records] == [1, 2, 3]
+    lost = [r for r in records if r["failed"]]
+    assert lost and all(r["failed"][0]["rank"] == 2 and [w["rank"] for w in r["workers"]] == [1] for r in lost)
+    assert "no answer within 3 s" in lost[0]["failed"][0]["reason"]
+
+
+NODE_FRAMES = {
+    "wrong column count": (lambda f: f.iloc[:, :700], "expected 785 columns"),
+    "non-numeric value": (lambda f: f.astype(object).assign(pixel3=["x"] * len(f)), "is not a number"),
+    "label outside 0..9": (lambda f: f.assign(label=[12] * len(f)), "labels must be integers 0..9"),
+    "empty partition": (lambda f: f.iloc[:0], "no rows"),
+}
+
+
+@pytest.mark.parametrize("case", NODE_FRAMES)
+def test_node_with_bad_data_fails_naming_itself_and_the_problem(case):
+    damage, message = NODE_FRAMES[case]
+    options = parser.from_mapping({"num_nodes": 2})
+    state = train.new_model(options).state_dict()
+    kwargs = {"message": codec.encode_text({coordination.ROUND: torch.tensor(1), **state}),
+              "ranks": {"5": 1}, "options": parser.task_options(options)}
+    frame = damage(data.to_frame(data.load("embedded")[0].subset(torch.arange(50).numpy())))
+    with pytest.raises(FederationError, match=rf"organization 5 \(worker rank 1\): .*{message}"):
+        train.partial(SimpleNamespace(organization_id=5), frame, kwargs)
+
+
+def test_node_refuses_a_message_from_another_format_version():
+    options = parser.from_mapping({"num_nodes": 2})
+    newer = codec.encode({coordination.ROUND: torch.tensor(1)}).replace(b"\xa7version\x01", b"\xa7version\x02")
+    kwargs = {"message": codec.to_text(newer), "ranks": {"5": 1}, "options": parser.task_options(options)}
+    frame = data.to_frame(data.load("embedded")[0].subset(torch.arange(20).numpy()))
+    with pytest.raises(FederationError, match="unsupported format version 2"):
+        train.partial(SimpleNamespace(organization_id=5), frame, kwargs)
+
+
+def test_bad_input_leaves_no_output_behind(tmp_path, small_csv):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(small_csv.read_text().replace("\n3,", "\n13,", 1))
+    for backend in ("gloo", "vantage6"):
+        target = tmp_path / backend
+        assert main.main(["--backend", backend, "--data", str(bad), "--output", str(target)]) == 2
+        assert not target.exists()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.one_of(st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=3)),
+                         min_size=0, max_size=790), min_size=0, max_size=4),
+       st.booleans())
+def test_fuzzed_csv_ends_in_data_error_or_a_valid_image_set(tmp_path, rows, with_header):
+    lines = ([",".join(data.CSV_COLUMNS)] if with_header else []) + [",".join(map(str, row)) for row in rows]
+    path = tmp_path / "fuzz.csv"
+    path.write_text("\n".join(lines))
+    try:
+        images = data.load_csv(path)
+    except DataError:
+        return
+    assert images.pixels.dtype.name == "uint8" and images.labels.max() <= 9
