@@ -19,22 +19,42 @@ from vantage6.common.task_status import has_task_finished
 
 import train
 from backends import codec
-from ppsdg import data, parser
+from ppsdg import checkpoint, data, parser
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.output import RunOutput
 
 ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
 
 
-def launch_gloo(options) -> None:
-    """Under torchrun, be the rank it asked for; otherwise spawn server and workers on this machine."""
+def launch_gloo(options) -> int:
+    """Under torchrun, be the rank it asked for; otherwise start server and workers on this machine.
+
+    The run lasts as long as the server: it names a worker that dies or hangs, and the workers
+    end when it does.
+    """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         train.run_from_env(options)
-        return
+        return 0
     check_data(options)
+    if options.resume:
+        train.resume_point(options, torch.device("cpu"))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(free_port())
-    mp.spawn(train.run_rank, args=(options.num_nodes, options), nprocs=options.num_nodes, join=True)
+    context = mp.get_context("spawn")
+    ranks = [context.Process(target=train.run_rank_process, args=(rank, options.num_nodes, options),
+                             daemon=rank > 0) for rank in range(options.num_nodes)]
+    try:
+        for process in ranks:
+            process.start()
+        ranks[0].join()
+    finally:
+        for process in ranks[1:]:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    if ranks[0].exitcode not in (0, 2):
+        raise FederationError(f"the server process ended with exit code {ranks[0].exitcode}")
+    return ranks[0].exitcode
 
 
 def check_data(options) -> None:
@@ -50,11 +70,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch_vantage6(options) -> None:
+def launch_vantage6(options) -> int:
     """Run the central function on a real server, or through vantage6's mock client; save its result."""
     kwargs = json.loads(json.dumps(parser.task_options(options)))
+    if options.resume:
+        train.resume_point(options, torch.device("cpu"))
+        kwargs["checkpoint"] = codec.to_text(checkpoint.load(Path(options.output)))
     result = run_on_server(options, kwargs) if options.server_url else run_on_mock(options, kwargs)
     save_central_result(options, result)
+    return 0
 
 
 def write_partitions(options, folder: Path) -> list[Path]:
@@ -141,20 +165,24 @@ def central_error(client: Any, task_id: int) -> str:
 
 
 def save_central_result(options, result: dict[str, Any]) -> None:
-    """Write the central function's model and metrics exactly as a gloo run writes its own."""
+    """Write the central function's rounds and checkpoint as a gloo run writes its own; if an error
+    stopped it, keep every finished round and say how to go on."""
     torch.set_num_threads(options.threads)
-    model = train.new_model(options)
     try:
-        state, _ = codec.decode_text(result["model"], expect=model.state_dict())
-        snapshots = {int(r): codec.decode_text(text, expect=model.generator.state_dict())[0]
-                     for r, text in result.get("snapshots", {}).items()}
-        records = result["metrics"]
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise FederationError(f"the central function's result is not usable: {error!r}") from error
+        text, error = result.get("checkpoint"), result.get("error")
+        point = None if text is None else checkpoint.decode(codec.from_text(text), options,
+                                                            train.new_model(options).state_dict())
+    except (AttributeError, TypeError, codec.CodecError) as failure:
+        raise FederationError(f"the central function's result is not usable: {failure}") from failure
+    if point is None:
+        raise FederationError(error or "the central function returned no checkpoint")
     output = RunOutput(options.output, options)
-    for record in records:
-        output.add_round(record)
-    train.finish_run(output, options, state, records, snapshots, {"organizations": result.get("organizations")})
+    for index, record in enumerate(point.records):
+        output.add_round(record, checkpoint.encode(point, options) if index == len(point.records) - 1 else None)
+    if error is not None:
+        raise FederationError(f"{error}. Rounds 1..{point.round} are saved in {options.output}: go on "
+                              "with --resume")
+    train.finish_run(output, options, point, {"organizations": result.get("organizations")})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,15 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         if options.local_dp and not options.secure_noise:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise.", file=sys.stderr)
-        if options.backend == "gloo":
-            launch_gloo(options)
-        else:
-            launch_vantage6(options)
+        code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2
-    print(f"results in {options.output}/")
-    return 0
+    if code == 0:
+        print(f"results in {options.output}/")
+    return code
 
 
 if __name__ == "__main__":
