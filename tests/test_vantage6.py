@@ -153,7 +153,7 @@ def test_algorithm_store_lists_every_central_option_with_the_parser_default():
     listed = {a["name"]: a for a in functions["central"]["arguments"]}
     defaults = parser.task_options(parser.build_parser().parse_args([]))
     defaults.pop("backend")
-    assert set(listed) == set(defaults) | {"organizations"}
+    assert set(listed) == set(defaults) | {"organizations", "checkpoint"}
     for name, default in defaults.items():
         if name != "num_nodes":
             assert listed[name]["default_value"] == default, name
