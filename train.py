@@ -230,10 +230,13 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     num_workers = comm.world_size - 1
     group = coordination.choose_group(options.seed, round_, num_workers, options.group_size)
     members = coordination.participants(group, num_workers, options.train_all)
-    coordination.broadcast_model(comm, model.state_dict(), round_, members)
     template = coordination.update_message(exchanged_state(model, options), 0, 0.0,
                                            dict.fromkeys(reply_extras(options), 0.0))
-    replies = coordination.gather_updates(comm, template, members)
+    try:
+        coordination.broadcast_model(comm, model.state_dict(), round_, members)
+        replies = coordination.gather_updates(comm, template, members)
+    except FederationError as error:
+        raise FederationError(f"round {round_}: {error}") from error
     coordination.check_quorum(comm, round_, group, list(replies), options.min_workers)
     aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
               round_lr(options, round_))

@@ -1,8 +1,8 @@
 """The Communicator over torch.distributed: gloo on CPU, nccl where every rank has its own GPU.
 
 Messages travel point to point between the server and each worker, so that the server can wait
-for each worker with its own deadline, name the one that died or hangs, and go on without it
-(or stop, by --min-workers) while the others keep working.
+for each worker with its own deadline and name the one that died or hangs. Without a worker that
+died, the others go on (as --min-workers allows); one that hangs ends the run.
 """
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from backends import Communicator, Tensors, group_of
+from ppsdg.errors import FederationError
 
 NO_DEADLINE = timedelta(days=7)
 
@@ -78,15 +79,21 @@ class GlooCommunicator(Communicator):
         return members
 
     def _exchange(self, rank: int, post: Callable[[], list[dist.Work]], doing: str) -> bool:
-        """Post one worker's transfers and wait for them up to the deadline; a worker that fails (here,
-        or already when a transfer is posted) is lost for good."""
+        """Post one worker's transfers and wait for them up to the deadline.
+
+        A worker that died (here, or already when a transfer is posted) is lost for good and the
+        others go on. A timeout ends the run: gloo closes every connection of the process group
+        after one, so no other worker could be reached either.
+        """
         try:
             for work in post():
                 work.wait(self.worker_timeout)
             return True
         except RuntimeError as error:
-            reason = (f"no answer within {self.worker_timeout.total_seconds():.0f} s (--worker-timeout)"
-                      if "Timed out" in str(error) else f"lost while {doing} it ({str(error).splitlines()[0]})")
+            if "Timed out" in str(error):
+                raise FederationError(f"{self.describe(rank)}: no answer within "
+                                      f"{self.worker_timeout.total_seconds():g} s (--worker-timeout)") from error
+            reason = f"lost while {doing} it ({str(error).splitlines()[0]})"
             self._lost[rank] = reason
             self._failures[rank] = reason
             return False
