@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,16 +333,21 @@ def _check_partition_request(
         raise DataError(f"classes_per_worker must be at least 1, found {classes_per_worker}")
 
 
-def _iid(labels: np.ndarray, num_workers: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """EqualPartitionEachClass: equal per-class shares, the remainder to the last worker."""
+def _split_each_class(labels: np.ndarray, num_workers: int, rng: np.random.Generator,
+                      cuts: Callable[[int], Sequence[int]]) -> list[np.ndarray]:
+    """Shuffle every class and cut it where `cuts(class size)` says; worker k takes piece k."""
     shares: list[list[np.ndarray]] = [[] for _ in range(num_workers)]
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        each = len(members) // num_workers
-        cuts = [each * k for k in range(1, num_workers)]
-        for worker, piece in enumerate(np.split(members, cuts)):
+        for worker, piece in enumerate(np.split(members, cuts(len(members)))):
             shares[worker].append(piece)
     return [np.concatenate(share) for share in shares]
+
+
+def _iid(labels: np.ndarray, num_workers: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """EqualPartitionEachClass: equal per-class shares, the remainder to the last worker."""
+    return _split_each_class(labels, num_workers, rng,
+                             lambda size: [size // num_workers * k for k in range(1, num_workers)])
 
 
 def _dirichlet(
@@ -362,14 +368,9 @@ def _dirichlet_draw(
     labels: np.ndarray, num_workers: int, rng: np.random.Generator, alpha: float
 ) -> list[np.ndarray]:
     """Split each class at cumulative Dirichlet proportions."""
-    shares: list[list[np.ndarray]] = [[] for _ in range(num_workers)]
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        proportions = rng.dirichlet(np.full(num_workers, alpha))
-        cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(np.int64)
-        for worker, piece in enumerate(np.split(members, cuts)):
-            shares[worker].append(piece)
-    return [np.concatenate(share) for share in shares]
+    return _split_each_class(
+        labels, num_workers, rng,
+        lambda size: (np.cumsum(rng.dirichlet(np.full(num_workers, alpha)))[:-1] * size).astype(np.int64))
 
 
 def _shards(

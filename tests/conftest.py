@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import main
-from ppsdg import output
+from ppsdg import data, output
 
 torch.set_num_threads(1)
 
@@ -26,3 +26,13 @@ def run_main(directory: Path, *argv: str) -> tuple[dict[str, torch.Tensor], list
 def gloo_run(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor], list[dict]]:
     directory = tmp_path_factory.mktemp("gloo")
     return (directory, *run_main(directory, "--backend", "gloo"))
+
+
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory) -> Path:
+    """300 embedded digits in the node CSV layout: 240 to train on, 60 held out. For runs that must
+    be quick rather than accurate."""
+    train_set, _ = data.load("embedded")
+    path = tmp_path_factory.mktemp("data") / "digits.csv"
+    data.to_frame(train_set.subset(torch.arange(300).numpy())).to_csv(path, index=False)
+    return path

@@ -8,18 +8,10 @@ import torch
 from opacus.accountants import create_accountant
 
 from conftest import run_main
-from ppsdg import data, output, privacy
+from ppsdg import output, privacy
 
 BATCH = 32
 
-
-@pytest.fixture(scope="module")
-def small_csv(tmp_path_factory):
-    """400 embedded digits as a CSV: 320 to train on, 80 held out."""
-    train_set, _ = data.load("embedded")
-    path = tmp_path_factory.mktemp("data") / "digits.csv"
-    data.to_frame(train_set.subset(torch.arange(400).numpy())).to_csv(path, index=False)
-    return path
 
 
 def expected_epsilon(num_samples: int, rounds_taken: int, noise: float, accountant: str,

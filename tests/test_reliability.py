@@ -28,13 +28,6 @@ def learning_figures(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
-@pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
-    train_set, _ = data.load("embedded")
-    path = tmp_path_factory.mktemp("data") / "digits.csv"
-    data.to_frame(train_set.subset(torch.arange(300).numpy())).to_csv(path, index=False)
-    return path
-
 
 def test_gloo_run_stopped_and_resumed_equals_one_that_was_not(gloo_run, tmp_path):
     _, straight_state, straight_records = gloo_run

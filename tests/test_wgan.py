@@ -1,7 +1,6 @@
 """WGAN-GP: per-sample gradients with the penalty, and the synthetic data a run writes."""
 import json
 
-import pytest
 import torch
 
 from conftest import run_main
@@ -36,13 +35,6 @@ def test_vmap_per_sample_gradients_equal_a_per_example_loop():
     assert losses.shape == (6,)
     assert any(fast[name].abs().sum() > 0 for name in fast)
 
-
-@pytest.fixture(scope="module")
-def small_csv(tmp_path_factory):
-    train_set, _ = data.load("embedded")
-    path = tmp_path_factory.mktemp("data") / "digits.csv"
-    data.to_frame(train_set.subset(torch.arange(300).numpy())).to_csv(path, index=False)
-    return path
 
 
 def test_gan_run_with_dp_writes_synthetic_data_and_equals_across_backends(small_csv, tmp_path):
