@@ -201,8 +201,17 @@ def worker_round(comm: Communicator, model: nn.Module, examples: Examples, optio
     round_, state = coordination.receive_model(comm, model.state_dict())
     model.load_state_dict(state)
     update, num_samples, loss, extra = local_update(model, examples, options, round_, comm.rank)
+    if options.local_dp:
+        loss, extra = withhold_private_losses(loss, extra)
     coordination.send_update(comm, coordination.update_message(update, num_samples, loss, extra))
     return round_
+
+
+def withhold_private_losses(loss: float, extra: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """Under DP only the noised update may leave a node: a loss measured on the private data is not
+    covered by the guarantee, so it is sent as 0 and recorded as unknown. (The generator's loss
+    only queries the DP-trained critic, so it may go.)"""
+    return 0.0, {**extra, **({"critic_loss": 0.0} if "critic_loss" in extra else {})}
 
 
 def aggregate(model: nn.Module, optimizer: torch.optim.Optimizer | None, replies: Sequence[Tensors],
@@ -246,6 +255,8 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
         worker = {"rank": rank, "num_samples": int(reply[coordination.NUM_SAMPLES]),
                   "train_loss": float(reply[coordination.TRAIN_LOSS]), "averaged": rank in group,
                   **{k: v for k, v in extra.items() if k in GAN_KEYS}}
+        if options.local_dp:
+            worker.update({k: None for k in ("train_loss", "critic_loss") if k in worker})
         if options.local_dp:
             ledger.add(rank, privacy.entry_from_extra(extra))
             worker["epsilon"] = ledger.epsilon_of(rank)
@@ -302,7 +313,8 @@ def state_copy(model: nn.Module) -> Tensors:
 def progress_figures(record: RoundRecord) -> dict[str, str]:
     figures = {k: f"{record[k]:.4f}" for k in ("test_accuracy", "test_loss", "epsilon")
                if record.get(k) is not None}
-    return figures or {"critic": f"{sum(w['train_loss'] for w in record['workers']):.4f}"}
+    losses = [w["generator_loss"] for w in record["workers"] if w.get("generator_loss") is not None]
+    return figures or {"generator_loss": f"{sum(losses) / max(len(losses), 1):.4f}"}
 
 
 def work(comm: Communicator, options: argparse.Namespace, examples: Examples) -> None:

@@ -137,8 +137,9 @@ def plot(records: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 
 def _mean_worker(record: Mapping[str, Any], key: str) -> float:
-    values = [w[key] for w in record["workers"]]
-    return sum(values) / len(values)
+    """NaN (a gap in the curve) for a round with no figure, as under DP for the critic's loss."""
+    values = [w[key] for w in record["workers"] if w.get(key) is not None]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def save_image(pixels: np.ndarray, path: Path) -> None:

@@ -86,7 +86,8 @@ def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options
                  epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None
                  ) -> tuple[dict[str, torch.Tensor], int, float, dict[str, float]]:
     """A worker's round of WGAN-GP on a copy of the global GAN: critic steps on real batches, a
-    generator step every --critic-steps of them. With DP, Opacus's Poisson sampler draws the batches."""
+    generator step every --critic-steps of them (at least one a round, however little data a worker
+    holds). With DP, Opacus's Poisson sampler draws the batches."""
     gan = copy.deepcopy(model)
     critic_optimizer, generator_optimizer = adam(gan.critic, lr), adam(gan.generator, lr)
     engine, loader = None, None
@@ -94,18 +95,20 @@ def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options
         private = privacy.make_private(gan.critic, critic_optimizer, images, labels, options,
                                        per_sample_gradients=False)
         engine, critic_optimizer, loader = private.engine, private.optimizer, private.loader
-    critic_total, critic_count, generator_losses = 0.0, 0, []
+    critic_total, critic_count, critic_steps, generator_losses = 0.0, 0, 0, []
     for _ in range(options.epochs):
-        for index, (real, real_labels) in enumerate(loader if loader is not None else epoch_batches()):
+        for real, real_labels in (loader if loader is not None else epoch_batches()):
             critic_total += critic_step(gan, critic_optimizer, real, real_labels, options) * len(real_labels)
             critic_count += len(real_labels)
-            if (index + 1) % options.critic_steps == 0:
+            critic_steps += 1
+            if critic_steps % options.critic_steps == 0:
                 generator_losses.append(generator_step(gan, generator_optimizer, options.batch_size))
             if progress is not None:
                 progress.update(1)
+    if not generator_losses:
+        generator_losses.append(generator_step(gan, generator_optimizer, options.batch_size))
     critic_loss = critic_total / max(critic_count, 1)
-    extra = {"critic_loss": critic_loss,
-             "generator_loss": sum(generator_losses) / max(len(generator_losses), 1)}
+    extra = {"critic_loss": critic_loss, "generator_loss": sum(generator_losses) / len(generator_losses)}
     if engine is not None:
         extra.update(privacy.entry_extra(privacy.round_entry(engine)))
     return dict(gan.state_dict()), len(labels), critic_loss, extra

@@ -35,6 +35,7 @@ def test_reported_epsilon_composes_every_round_a_worker_took_part_in(small_csv, 
         assert worker["epsilon"] == pytest.approx(expected, rel=1e-9)
         assert record["epsilon"] >= worker["epsilon"]
         assert (record["delta"], record["accountant"]) == (1e-5, accountant)
+        assert worker["train_loss"] is None
     assert min(taken.values()) >= 1 and max(taken.values()) >= 2
     summary = json.loads((tmp_path / output.SUMMARY).read_text())
     assert summary["epsilon"] == records[-1]["epsilon"] > records[0]["epsilon"]
