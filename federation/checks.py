@@ -1,0 +1,43 @@
+"""What the real federation's run must show against the mock and gloo runs of the same options."""
+import torch
+
+from federation.runs import Run
+from federation.shell import HarnessError, say
+
+CHANCE = 0.1
+MIN_ACCURACY = 0.5
+
+
+def comparable(records: list[dict]) -> list[dict]:
+    """A round's learning figures, without wall time or the organization ids only a federation knows."""
+    return [{**{k: v for k, v in r.items() if k != "seconds"},
+             "workers": [{k: v for k, v in w.items() if k != "organization"} for w in r["workers"]],
+             "failed": [{k: v for k, v in w.items() if k != "organization"} for w in r["failed"]]}
+            for r in records]
+
+
+def layout(run: Run) -> dict:
+    """The shape of what a run wrote: its files, the model's tensors, the metrics' fields."""
+    return {"files": sorted(p.name for p in run.folder.iterdir()),
+            "tensors": {name: (tuple(t.shape), t.dtype) for name, t in run.state().items()},
+            "fields": [sorted(record) for record in run.records()]}
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise HarnessError(message)
+
+
+def check_training(real: Run, mock: Run, gloo: Run) -> None:
+    """Same files and shapes as the other backends, far above chance, and the mock's model bit for bit."""
+    for other in (mock, gloo):
+        require(layout(real) == layout(other), f"the real run's output differs in shape from the {other.name} "
+                                               f"run's:\n{layout(real)}\n{layout(other)}")
+    accuracy = real.records()[-1]["test_accuracy"]
+    require(accuracy > MIN_ACCURACY, f"final test accuracy {accuracy:.3f} is not far above chance ({CHANCE})")
+    real_state, mock_state = real.state(), mock.state()
+    differing = [name for name in mock_state if not torch.equal(real_state[name], mock_state[name])]
+    require(not differing, f"the real federation's model differs from the mock's in {differing}")
+    require(comparable(real.records()) == comparable(mock.records()),
+            "the real federation's metrics differ from the mock's")
+    say(f"real run: final accuracy {accuracy:.3f}; model and metrics identical to the mock run's")

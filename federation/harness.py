@@ -1,0 +1,117 @@
+"""A real vantage6 4.15.2 federation on this machine, end to end: `python -m federation.harness`.
+
+Docker engine, images (the algorithm from the project's Dockerfile), server, two nodes holding the
+workers' CSV partitions, accounts; then a researcher's training through `main.py --server-url ...`,
+checked against the mock client's run of the same options, and two fault runs with a node stopped.
+Everything it starts is removed again, also when a step fails. Run it as root (apt-get, dockerd).
+"""
+import argparse
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import main
+from federation import accounts, checks, images, nodes, runs, toolenv, watch
+from federation.engine import DockerEngine, bridge_gateway
+from federation.faults import FaultRun
+from federation.nodes import Nodes
+from federation.server import Server
+from federation.shell import say, tail, time_limit
+from ppsdg import parser
+
+RUN_TIMEOUT_S = 600
+FEDERATION_LIMIT_S = 1800
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    described = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    described.add_argument("--rounds", type=int, default=3, help="rounds of the training compared to the mock")
+    described.add_argument("--fault-rounds", type=int, default=2, help="rounds of each fault run")
+    described.add_argument("--round-timeout", type=float, default=60,
+                           help="seconds a fault run's central waits for the stopped node")
+    described.add_argument("--cache", type=Path, default=Path("/var/cache/ppsdg-federation"),
+                           help="where the vantage6 tool environment is kept between runs")
+    described.add_argument("--wheels", type=Path, default=Path("/opt/wheels"), help="the local torch wheel")
+    return described.parse_args(argv)
+
+
+def training(rounds: int) -> list[str]:
+    """The options every transport runs with (--threads is part of the result)."""
+    return ["-nn", "3", "-nr", str(rounds), "--threads", "1", "-sm"]
+
+
+def compare_transports(work: Path, server: Server, federation: accounts.Federation, rounds: int) -> None:
+    """The researcher's real run, then the same options through the mock client and over gloo."""
+    common = training(rounds)
+    real = runs.require_success(runs.main_py(
+        "real", [*common, *runs.server_arguments(server, federation), "--task-timeout", str(RUN_TIMEOUT_S)],
+        work / "real", RUN_TIMEOUT_S, federation.password))
+    mock = runs.require_success(runs.main_py("mock", [*common, "--backend", "vantage6"], work / "mock",
+                                             RUN_TIMEOUT_S))
+    gloo = runs.require_success(runs.main_py("gloo", [*common, "--backend", "gloo"], work / "gloo",
+                                             RUN_TIMEOUT_S))
+    checks.check_training(real, mock, gloo)
+    say("seconds per round (mean of metrics.jsonl): " + ", ".join(
+        f"{run.name} {run.seconds_per_round():.2f}" for run in (real, mock, gloo)))
+
+
+def fault_runs(work: Path, server: Server, federation: accounts.Federation, node_set: Nodes,
+               argv: argparse.Namespace) -> None:
+    client = accounts.root_client(server.url, server.port)
+    common = [*training(argv.fault_rounds), *runs.server_arguments(server, federation),
+              "--round-timeout", str(argv.round_timeout), "--task-timeout", str(RUN_TIMEOUT_S)]
+    fault = FaultRun(client, federation, node_set, common, RUN_TIMEOUT_S)
+    fault.check_goes_on(fault.run("fault, --min-workers 1", ["--min-workers", "1"], work / "fault-min-workers"))
+    fault.restart_node()
+    fault.check_stops(fault.run("fault, all workers needed", [], work / "fault-all-needed"))
+
+
+def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None:
+    engine.start()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tools = pool.submit(toolenv.ensure, argv.cache / "venv")
+        images.build_all(runs.REPO, work, argv.wheels)
+        python = tools.result()
+    server = Server(python, work, bridge_gateway())
+    node_set = Nodes(python, work, server)
+    try:
+        with time_limit(FEDERATION_LIMIT_S, "the federation's runs"):
+            server.start()
+            names = nodes.node_names(2)
+            federation = accounts.create(server.url, server.port, names)
+            partitions = main.write_partitions(parser.parse(training(argv.rounds)), work)
+            for name, api_key, partition in zip(names, federation.api_keys, partitions):
+                node_set.configure(name, api_key, partition)
+                node_set.start(name)
+            watch.wait_online(accounts.root_client(server.url, server.port), federation.collaboration,
+                              len(names))
+            compare_transports(work, server, federation, argv.rounds)
+            fault_runs(work, server, federation, node_set, argv)
+    except BaseException:
+        for name in nodes.node_names(2):
+            say(f"last lines of node {name}:\n{tail(node_set.logs(name))}")
+        if server.log_path.exists():
+            say(f"last lines of the server:\n{tail(server.log_path.read_text())}")
+        raise
+    finally:
+        nodes.remove_leftovers()
+        server.stop()
+
+
+def run(argv: list[str] | None = None) -> None:
+    arguments = options(argv)
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="ppsdg-federation-"))
+    engine = DockerEngine(work / "dockerd.log")
+    try:
+        federate(work, arguments, engine)
+    finally:
+        engine.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"federation harness passed in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    run()
