@@ -23,14 +23,19 @@ from ppsdg import parser
 
 RUN_TIMEOUT_S = 600
 FEDERATION_LIMIT_S = 1800
+# A fault run's round timeout follows this machine's speed now: short when idle, safe when loaded.
+ROUND_TIMEOUT_FACTOR = 3
+MIN_ROUND_TIMEOUT_S = 20
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
     described = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     described.add_argument("--rounds", type=int, default=3, help="rounds of the training compared to the mock")
     described.add_argument("--fault-rounds", type=int, default=2, help="rounds of each fault run")
-    described.add_argument("--round-timeout", type=float, default=60,
-                           help="seconds a fault run's central waits for the stopped node")
+    described.add_argument("--round-timeout", type=float, default=None,
+                           help="seconds a fault run's central waits for the stopped node (default: "
+                                f"{ROUND_TIMEOUT_FACTOR} times a round of the real run, at least "
+                                f"{MIN_ROUND_TIMEOUT_S} s)")
     described.add_argument("--cache", type=Path, default=Path("/var/cache/ppsdg-federation"),
                            help="where the vantage6 tool environment is kept between runs")
     described.add_argument("--wheels", type=Path, default=Path("/opt/wheels"), help="the local torch wheel")
@@ -42,8 +47,9 @@ def training(rounds: int) -> list[str]:
     return ["-nn", "3", "-nr", str(rounds), "--threads", "1", "-sm"]
 
 
-def compare_transports(work: Path, server: Server, federation: accounts.Federation, rounds: int) -> None:
-    """The researcher's real run, then the same options through the mock client and over gloo."""
+def compare_transports(work: Path, server: Server, federation: accounts.Federation, rounds: int) -> float:
+    """The researcher's real run, then the same options through the mock client and over gloo;
+    returns the real run's mean seconds per round."""
     common = training(rounds)
     real = runs.require_success(runs.main_py(
         "real", [*common, *runs.server_arguments(server, federation), "--task-timeout", str(RUN_TIMEOUT_S)],
@@ -55,13 +61,15 @@ def compare_transports(work: Path, server: Server, federation: accounts.Federati
     checks.check_training(real, mock, gloo)
     say("seconds per round (mean of metrics.jsonl): " + ", ".join(
         f"{run.name} {run.seconds_per_round():.2f}" for run in (real, mock, gloo)))
+    return real.seconds_per_round()
 
 
 def fault_runs(work: Path, server: Server, federation: accounts.Federation, node_set: Nodes,
-               argv: argparse.Namespace) -> None:
+               argv: argparse.Namespace, round_timeout_s: float) -> None:
     client = accounts.root_client(server.url, server.port)
+    say(f"fault runs: --round-timeout {round_timeout_s:.0f}")
     common = [*training(argv.fault_rounds), *runs.server_arguments(server, federation),
-              "--round-timeout", str(argv.round_timeout), "--task-timeout", str(RUN_TIMEOUT_S)]
+              "--round-timeout", f"{round_timeout_s:.0f}", "--task-timeout", str(RUN_TIMEOUT_S)]
     fault = FaultRun(client, federation, node_set, common, RUN_TIMEOUT_S)
     fault.check_goes_on(fault.run("fault, --min-workers 1", ["--min-workers", "1"], work / "fault-min-workers"))
     fault.restart_node()
@@ -87,8 +95,9 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
                 node_set.start(name)
             watch.wait_online(accounts.root_client(server.url, server.port), federation.collaboration,
                               len(names))
-            compare_transports(work, server, federation, argv.rounds)
-            fault_runs(work, server, federation, node_set, argv)
+            seconds = compare_transports(work, server, federation, argv.rounds)
+            fault_runs(work, server, federation, node_set, argv,
+                       argv.round_timeout or max(MIN_ROUND_TIMEOUT_S, ROUND_TIMEOUT_FACTOR * seconds))
     except BaseException:
         for name in nodes.node_names(2):
             say(f"last lines of node {name}:\n{tail(node_set.logs(name))}")
