@@ -16,10 +16,11 @@ setup(
         "msgpack>=1.0",
         "pybase64>=1.5",
         "tqdm>=4.60",
+        "opacus>=1.5",
         "matplotlib>=3.7",
         "vantage6-algorithm-tools==4.15.2",
         "vantage6-client==4.15.2",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
-    entry_points={"console_scripts": ["ppsdg=main:cli"]},
+    entry_points={"console_scripts": ["ppsdg=main:main"]},
 )
