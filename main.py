@@ -38,10 +38,11 @@ def launch_gloo(options) -> int:
     check_data(options)
     if options.resume:
         train.resume_point(options, torch.device("cpu"))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ["MASTER_PORT"] = str(free_port())
-    context = mp.get_context("spawn")
-    ranks = [context.Process(target=train.run_rank_process, args=(rank, options.num_nodes, options),
+    address = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = free_port()
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "main"])
+    ranks = [context.Process(target=run_rank_at, args=(address, port, rank, options.num_nodes, options),
                              daemon=rank > 0) for rank in range(options.num_nodes)]
     try:
         for process in ranks:
@@ -55,6 +56,14 @@ def launch_gloo(options) -> int:
     if ranks[0].exitcode not in (0, 2):
         raise FederationError(f"the server process ended with exit code {ranks[0].exitcode}")
     return ranks[0].exitcode
+
+
+def run_rank_at(address: str, port: int, rank: int, world_size: int, options) -> None:
+    """One rank started by launch_gloo. The ranks fork from a forkserver that imported this module
+    once, so a launch does not pay one interpreter start and import per rank; they inherit the
+    forkserver's environment, not this launch's, so the rendezvous address comes as arguments."""
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
+    train.run_rank_process(rank, world_size, options)
 
 
 def check_data(options) -> None:
