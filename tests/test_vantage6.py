@@ -157,3 +157,38 @@ def test_algorithm_store_lists_every_central_option_with_the_parser_default():
     for name, default in defaults.items():
         if name != "num_nodes":
             assert listed[name]["default_value"] == default, name
+
+
+class TampersWithOrganization1(ReversedResults):
+    """Organization 1 answers with a damaged update: NaN in its first tensor, or a wrong shape."""
+
+    damage = "nan"
+
+    class Result(MockAlgorithmClient.Result):
+        def from_task(self, task_id: int) -> list:
+            results = super().from_task(task_id)
+            for result in results:
+                if result.get("organization_id") == 1:
+                    tensors, meta = codec.decode_text(result["message"])
+                    first = next(iter(tensors))
+                    if type(self.parent).damage == "nan":
+                        tensors[first].view(-1)[0] = float("nan")
+                    else:
+                        tensors[first] = torch.zeros(3)
+                    result["message"] = codec.encode_text(tensors, meta)
+            return results
+
+
+class ShrinksOrganization1(TampersWithOrganization1):
+    damage = "shape"
+
+
+@pytest.mark.parametrize("client_class, reason", [(TampersWithOrganization1, "holds NaN or Inf"),
+                                                   (ShrinksOrganization1, "does not match the model")])
+def test_damaged_update_is_rejected_and_the_round_goes_on_without_it(client_class, reason):
+    result = central(mock_client(worker_frames(count=2), client_class), min_workers=1)
+    for record in result["metrics"]:
+        assert [w["organization"] for w in record["workers"]] == [0]
+        (failed,) = record["failed"]
+        assert failed["organization"] == 1 and "update rejected" in failed["reason"] and reason in failed["reason"]
+    assert "error" not in result
