@@ -1,6 +1,6 @@
 """The server's state after a round, enough to go on exactly as if never stopped.
 
-One codec message (no pickle): the global model, the FedSGD server optimizer's buffers, the GAN
+One codec message (nothing pickled): the global model, the FedSGD server optimizer's buffers, the GAN
 snapshots, and as metadata the round, the round records, every worker's privacy history and the
 options that must not change on resume. The same bytes are a file on gloo and text in a vantage6
 task's input and result.
