@@ -2,7 +2,7 @@
 FedSGD, IID and non-IID, next to a centralized run on the same data.
 
     python bench/bench_accuracy.py [MNIST_DIR] [--clients 20] [--fraction 0.1] [--budget-s 240]
-                                   [--targets 0.95,0.97] [--jobs 2]
+                                   [--targets 0.95,0.97] [--jobs 2] [--only centralized] [--name NAME]
 
 McMahan et al. (2017), CNN on MNIST: 60,000 training images over K=100 clients of 600, C=0.1 (10
 clients a round), 99% test accuracy after 20 rounds (IID) and 229 (non-IID) for FedAvg E=5 B=10,
@@ -175,11 +175,13 @@ def main() -> None:
     cli.add_argument("--epochs", type=int, default=50, help="centralized epoch limit")
     cli.add_argument("--budget-s", type=float, default=240.0, help="seconds each run may take")
     cli.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
+    cli.add_argument("--only", help="run only the settings whose label contains this text (e.g. centralized)")
+    cli.add_argument("--name", help="names the result files (default: accuracy[-DATA_DIR_NAME])")
     args = cli.parse_args()
     targets = sorted(float(t) for t in args.targets.split(","))
-    chosen = settings(args.clients, args.fraction, args.lr_fedavg, args.lr_fedsgd, args.max_rounds,
-                      args.max_sgd_rounds, args.epochs)
-    name = "accuracy" if args.data == "embedded" else f"accuracy-{Path(args.data).name}"
+    chosen = [s for s in settings(args.clients, args.fraction, args.lr_fedavg, args.lr_fedsgd, args.max_rounds,
+                                  args.max_sgd_rounds, args.epochs) if args.only is None or args.only in s.label]
+    name = args.name or ("accuracy" if args.data == "embedded" else f"accuracy-{Path(args.data).name}")
     train_size = len(data.load(args.data)[0])
     header = (f"Machine: {runs.machine()}. Data: `{args.data}` ({train_size:,} training samples); K={args.clients}, "
               f"C={args.fraction}, budget {args.budget_s:.0f} s per run.")

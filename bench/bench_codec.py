@@ -28,17 +28,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import inprocess
+import runs
 from backends import codec
 from ppsdg import parser
 from ppsdg.simplemodel import Net
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BIG_LAYERS = 10
 BIG_LAYER_SHAPE = (2500, 1000)
 TARGET_MS = 10.0
@@ -332,11 +331,10 @@ def main() -> None:
                 if args.accuracy_rounds else [])
     lines = verdicts(states[0]) + ([half_cost(accuracy)] if accuracy else [])
     print("\n" + "\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "codec.md").write_text(markdown(states, accuracy, header) + "\n" + "\n".join(f"- {v}" for v in lines) + "\n")
-    (RESULTS / "codec.json").write_text(json.dumps(
-        {"header": header, "states": [{**s, "rows": [vars(r) for r in s["rows"]]} for s in states],
-         "half_accuracy": accuracy, "verdicts": lines}, indent=1, default=str) + "\n")
+    runs.write_text("codec.md", markdown(states, accuracy, header) + "\n" + "\n".join(f"- {v}" for v in lines) + "\n")
+    runs.write_json("codec.json", {"header": header, "states": [{**s, "rows": [vars(r) for r in s["rows"]]}
+                                                                for s in states],
+                                   "half_accuracy": accuracy, "verdicts": lines})
 
 
 if __name__ == "__main__":

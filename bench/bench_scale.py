@@ -21,7 +21,6 @@ import resource
 import socket
 import statistics
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
