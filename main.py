@@ -19,6 +19,7 @@ from vantage6.common.task_status import has_task_finished
 
 import train
 from backends import codec
+from backends.vantage6 import ForgetfulMockClient
 from ppsdg import checkpoint, data, parser
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.output import RunOutput
@@ -109,12 +110,10 @@ def write_partitions(options, folder: Path) -> list[Path]:
 
 def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One mock organization per worker, each holding its partition as a CSV database, as a node would."""
-    from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
-
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
         databases = [[{"database": str(path), "db_type": "csv"}]
                      for path in write_partitions(options, Path(folder))]
-        client = MockAlgorithmClient(datasets=databases, module="ppsdg")
+        client = ForgetfulMockClient(datasets=databases, module="ppsdg")
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
             task = client.task.create(input_={"method": "central", "kwargs": kwargs},

@@ -5,6 +5,7 @@ Run one rank by hand (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_POR
     torchrun --nproc-per-node 3 train.py --num-nodes 3
 """
 import argparse
+import contextlib
 import copy
 import os
 import secrets
@@ -137,6 +138,20 @@ def test(model: nn.Module, examples: Examples, batch_size: int) -> tuple[float, 
     return loss / len(examples), correct / len(examples)
 
 
+@contextlib.contextmanager
+def every_core() -> Iterator[None]:
+    """Torch threads on every core this process may use, for the server's test: the workers wait
+    for the next round meanwhile, so the cores are free. The test's figures do not depend on the
+    thread count, so the backends still agree (tested)."""
+    threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(threads, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def exchanged_state(model: nn.Module, options: argparse.Namespace) -> Tensors:
     """What a worker sends: gradients for FedSGD (so parameters only), the whole state for FedAvg."""
     if options.stochastic_gradient:
@@ -261,7 +276,10 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
             ledger.add(rank, privacy.entry_from_extra(extra))
             worker["epsilon"] = ledger.epsilon_of(rank)
         workers.append(worker)
-    test_loss, accuracy = (None, None) if options.gan else test(model, test_set, options.test_batch_size)
+    test_loss, accuracy = None, None
+    if not options.gan:
+        with every_core():
+            test_loss, accuracy = test(model, test_set, options.test_batch_size)
     record = {
         "round": round_, "test_loss": test_loss, "test_accuracy": accuracy, "lr": round_lr(options, round_),
         "group": group, "participants": members, "workers": workers,

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.common.task_status import has_task_finished
 
 from backends import Communicator, Tensors, codec, group_of
@@ -122,6 +123,28 @@ class NodeCommunicator(Communicator):
                group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
         self.reply = codec.encode_text(tensors)
         return None
+
+
+class ForgetfulMockClient(MockAlgorithmClient):
+    """vantage6's mock client, except that a subtask's input and results go once they are read.
+
+    The mock keeps every run's input and result for the whole session, where a real server keeps
+    them in its database, not in the researcher's process: for the `Net` state and two workers
+    that is 30 MiB a round. The central function reads each round's results once, so they may go.
+    """
+
+    class Result(MockAlgorithmClient.Result):
+        def from_task(self, task_id: int) -> list[Any]:
+            results = super().from_task(task_id)
+            self.parent.forget(task_id)
+            return results
+
+    def forget(self, task_id: int) -> None:
+        """Drop the task's results and its runs' inputs; the runs' status stays."""
+        self.results = [result for result in self.results if result["task"]["id"] != task_id]
+        for run in self.runs:
+            if run["task"]["id"] == task_id:
+                run["input"] = None
 
 
 def node_communicator(organization_id: int, task_kwargs: Mapping[str, Any]) -> NodeCommunicator:

@@ -135,14 +135,12 @@ def growth_per_round(peaks: list[float]) -> float:
 def vantage6_transport(million: float, workers: int, rounds: int, queue: Any) -> None:
     """The central communicator over the mock client, in a fresh process; this module is the algorithm."""
     import pandas as pd
-    from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
-
-    from backends.vantage6 import CentralCommunicator
+    from backends.vantage6 import CentralCommunicator, ForgetfulMockClient
 
     torch.set_num_threads(1)
     state = make_state(million)
     frame = pd.DataFrame({"label": [0]})
-    client = MockAlgorithmClient(datasets=[[{"database": frame}]] * workers, module="__main__")
+    client = ForgetfulMockClient(datasets=[[{"database": frame}]] * workers, module="__main__")
     shapes = {name: list(tensor.shape) for name, tensor in state.items()}
     comm = CentralCommunicator(client, [o["id"] for o in client.organization.list()], {"shapes": shapes}, poll_s=0.01)
     seconds, peaks = [], []

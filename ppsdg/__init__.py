@@ -5,10 +5,12 @@ entry points. They import `train` when called, because `train` itself builds on 
 """
 from typing import Any
 
-from vantage6.algorithm.tools.decorators import algorithm_client, data
+# The decorators are reached through their module: a name `data` here would hide the submodule
+# ppsdg.data from `from ppsdg import data`.
+from vantage6.algorithm.tools import decorators
 
 
-@algorithm_client
+@decorators.algorithm_client
 def central(client: Any, **kwargs: Any) -> dict[str, Any]:
     """Train over the collaboration: one subtask per round; kwargs are main.py's long options."""
     import train
@@ -16,8 +18,8 @@ def central(client: Any, **kwargs: Any) -> dict[str, Any]:
     return train.central(client, kwargs)
 
 
-@data(1)
-@algorithm_client
+@decorators.data(1)
+@decorators.algorithm_client
 def partial(client: Any, frame: Any, **kwargs: Any) -> dict[str, Any]:
     """One worker round on this node's data (label + 784 pixel columns); returns the update only."""
     import train

@@ -1,5 +1,6 @@
 """Properties of the federated rounds: averaging, group draws, FedSGD and FedAvg against plain training."""
 import argparse
+import os
 
 import pytest
 import torch
@@ -108,3 +109,21 @@ def test_gloo_layout_does_not_depend_on_dict_order():
          "b": torch.tensor(2.0, dtype=torch.float64)}
     assert [(names, flat.tolist()) for names, flat in comm._flatten(a)] == \
         [(names, flat.tolist()) for names, flat in comm._flatten(b)]
+
+
+def test_server_test_figures_do_not_depend_on_its_thread_count():
+    """The server tests on every core (train.every_core) while gloo workers train on one thread
+    each and the mock tests on --threads: the figures must agree all the same."""
+    opts = options(num_nodes=2)
+    cpu = torch.device("cpu")
+    model = train.new_model(opts)
+    train.local_update(model, train.worker_examples(opts, 1, cpu), opts, 1, rank=1)
+    test_set = train.test_examples(opts, cpu)
+    torch.set_num_threads(1)
+    one_thread = train.test(model, test_set, opts.test_batch_size)
+    with train.every_core():
+        threads = torch.get_num_threads()
+        every = train.test(model, test_set, opts.test_batch_size)
+    assert torch.get_num_threads() == 1
+    assert threads == len(os.sched_getaffinity(0))
+    assert every == one_thread

@@ -1,6 +1,8 @@
 """The vantage6 backend: the node's container contract, the mock federation, and its failures."""
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt
@@ -11,6 +13,7 @@ from vantage6.algorithm.tools.wrap import wrap_algorithm
 
 import train
 from backends import codec
+from backends.vantage6 import ForgetfulMockClient
 from conftest import run_main
 from ppsdg import checkpoint, coordination, data, parser
 
@@ -192,3 +195,23 @@ def test_damaged_update_is_rejected_and_the_round_goes_on_without_it(client_clas
         (failed,) = record["failed"]
         assert failed["organization"] == 1 and "update rejected" in failed["reason"] and reason in failed["reason"]
     assert "error" not in result
+
+
+def test_forgetful_mock_client_drops_what_the_central_read_and_keeps_the_status():
+    options = parser.from_mapping({"num_nodes": 3, "batch_size": 32})
+    message, _ = round_message(options)
+    client = ForgetfulMockClient(datasets=[[{"database": frame}] for frame in worker_frames(count=2)],
+                                 module="ppsdg")
+    task = client.task.create(input_={"method": "partial", "kwargs": {
+        "message": message, "ranks": {"0": 1, "1": 2}, "options": parser.task_options(options)}},
+        organizations=[0, 1])
+    assert sorted(r["organization_id"] for r in client.result.from_task(task["id"])) == [0, 1]
+    assert client.results == [] and client.result.from_task(task["id"]) == []
+    assert [(run["status"], run["input"]) for run in client.run.from_task(task["id"])] == [("completed", None)] * 2
+
+
+def test_ppsdg_data_is_the_submodule_in_a_fresh_interpreter():
+    """The package's vantage6 decorators must not hide the submodule of the same name."""
+    found = subprocess.run([sys.executable, "-c", "from ppsdg import data; print(len(data.load('embedded')[1]))"],
+                           capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=False)
+    assert (found.returncode, found.stdout.strip()) == (0, "359"), found.stderr
