@@ -53,8 +53,15 @@ class Examples:
 
 
 def device_for(options: argparse.Namespace) -> torch.device:
-    """CUDA when asked for and present, else the CPU."""
-    return torch.device("cuda" if options.use_cuda and torch.cuda.is_available() else "cpu")
+    """CUDA when asked for and present, else the CPU. On CUDA, kernels are chosen for reproducible
+    results (cuDNN and cuBLAS otherwise pick by speed, and some of their picks sum in a varying
+    order), so that a run, its rerun and the other backend give the same model from the same seed."""
+    if not (options.use_cuda and torch.cuda.is_available()):
+        return torch.device("cpu")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device("cuda")
 
 
 def new_model(options: argparse.Namespace, device: torch.device = torch.device("cpu")) -> nn.Module:
@@ -465,7 +472,7 @@ def central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         latest[0] = point
 
     try:
-        serve(comm, options, test_examples(options, torch.device("cpu")), keep, resume)
+        serve(comm, options, test_examples(options, device_for(options)), keep, resume)
     except FederationError as error:
         return central_result(latest[0], options, organizations, error=str(error))
     return central_result(latest[0], options, organizations)
@@ -490,8 +497,9 @@ def partial(client: Any, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         options = parser.from_mapping(kwargs.get("options") or {})
         options.secure_noise = options.secure_noise or os.environ.get(parser.SECURE_NOISE_ENV) == "1"
         torch.set_num_threads(options.threads)
-        examples = Examples.from_images(data.from_frame(frame), torch.device("cpu"))
-        worker_round(comm, new_model(options), examples, options)
+        device = device_for(options)
+        examples = Examples.from_images(data.from_frame(frame), device)
+        worker_round(comm, new_model(options, device), examples, options)
     except PpsdgError as error:
         raise FederationError(f"organization {organization} (worker rank {comm.rank}): {error}") from error
     return node_result(organization, comm)

@@ -36,6 +36,8 @@ def samples_per_second(device: torch.device, threads: int, batch_size: int, sour
     torch.set_num_threads(threads)
     options = parser.parse(["-nn", str(WORKERS + 1), "-bs", str(batch_size), "--data", source,
                             *(["-uc"] if device.type == "cuda" else [])])
+    if device.type == "cuda":
+        device = train.device_for(options)
     examples = train.worker_examples(options, 1, device)
     model = train.new_model(options, device)
     start_state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -49,8 +49,8 @@ def critic_step(gan: GAN, optimizer: torch.optim.Optimizer, real: torch.Tensor, 
                 options: argparse.Namespace) -> float:
     """One critic update on a batch of real examples; with DP the optimizer clips and noises."""
     with torch.no_grad():
-        fake = gan.generator(torch.randn(len(labels), gan.generator.latent_dim), labels)
-    mix = torch.rand(len(labels), 1, 1, 1)
+        fake = gan.generator(torch.randn(len(labels), gan.generator.latent_dim, device=labels.device), labels)
+    mix = torch.rand(len(labels), 1, 1, 1, device=labels.device)
     if len(labels):
         grads, losses = per_sample_gradients(gan.critic, real, fake, labels, mix, options.gradient_penalty)
     else:
@@ -68,8 +68,9 @@ def critic_step(gan: GAN, optimizer: torch.optim.Optimizer, real: torch.Tensor, 
 
 def generator_step(gan: GAN, optimizer: torch.optim.Optimizer, batch_size: int) -> float:
     """One generator update against the critic, on labels drawn uniformly: no real data involved."""
-    labels = torch.randint(0, 10, (batch_size,))
-    fake = gan.generator(torch.randn(batch_size, gan.generator.latent_dim), labels)
+    device = next(gan.generator.parameters()).device
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    fake = gan.generator(torch.randn(batch_size, gan.generator.latent_dim, device=device), labels)
     loss = -gan.critic(fake, labels).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
