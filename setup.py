@@ -21,6 +21,6 @@ setup(
         "vantage6-algorithm-tools==4.15.2",
         "vantage6-client==4.15.2",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"], "bench": ["safetensors>=0.4", "py-spy>=0.3"]},
     entry_points={"console_scripts": ["ppsdg=main:main"]},
 )

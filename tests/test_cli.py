@@ -45,3 +45,17 @@ def test_main_reports_bad_input_in_one_line(argv, message, capsys, tmp_path):
     error = capsys.readouterr().err
     assert error.startswith("ppsdg: error:") and message in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize("argv, ahead", [
+    ([], True),
+    (["-nn", "5", "--backend", "gloo"], True),
+    (["--backend", "vantage6"], False),
+    (["--backend=vantage6", "-nr", "2"], False),
+    (["--help"], False),
+])
+def test_forkserver_starts_ahead_only_for_a_gloo_launch(argv, ahead, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert main.gloo_launch_ahead(argv) is ahead
+    monkeypatch.setenv("RANK", "1")
+    assert main.gloo_launch_ahead(argv) is False
