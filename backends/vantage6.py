@@ -5,6 +5,7 @@ Server side (inside the central function): `broadcast` stages the message for th
 the partial function): `broadcast` returns the task's message, `gather` keeps the reply as the
 function's result. Tensors travel as codec text inside vantage6's JSON; nothing is pickled.
 """
+import copy
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,16 @@ class ForgetfulMockClient(MockAlgorithmClient):
     them in its database, not in the researcher's process: for the `Net` state and two workers
     that is 30 MiB a round. The central function reads each round's results once, so they may go.
     """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ForgetfulMockClient":
+        """The client the mock hands each node (a deep copy, per node and task), without the earlier
+        runs and results: the copies form reference cycles, so whatever they hold stays until a
+        full garbage collection, and a node needs no other node's messages."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in vars(self).items():
+            setattr(copied, name, [] if name in ("runs", "results") else copy.deepcopy(value, memo))
+        return copied
 
     class Result(MockAlgorithmClient.Result):
         def from_task(self, task_id: int) -> list[Any]:

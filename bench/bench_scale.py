@@ -2,7 +2,7 @@
 
     python bench/bench_scale.py [--workers 1,2,4,8,16] [--rounds 3] [--sizes 1.2,4.8,19.2] [--size-workers 2]
 
-Workers: main.py's real training on the embedded data (the same 1,437 samples split over N
+Workers: main.py's real training on the embedded data (the same 1,438 samples split over N
 workers, --threads 1), over gloo and over vantage6's mock client. Per-round time is the median of
 the rounds' `seconds`; peak memory is read from /proc per process (resident high-water mark, and
 the largest PSS seen, which splits pages shared with the forkserver among its children).
@@ -11,8 +11,8 @@ Model: `Net` is fixed, so the transport alone carries states of growing size (mi
 parameters, in 1M-parameter layers): a gloo server broadcasting to and gathering from N worker
 processes, and the vantage6 central communicator running one subtask per round through the mock
 client, whose nodes decode the message and send it back. Per-round time, each process's peak
-resident memory (ru_maxrss) and how much the server's peak grows per round.
-Writes bench/results/scale.{md,json,png}.
+resident memory (ru_maxrss), and how much the memory the server holds after a round grows per round.
+Writes bench/results/scale.{md,json,png} (--name changes "scale").
 """
 import argparse
 import multiprocessing
@@ -29,7 +29,7 @@ import torch
 import runs
 
 LAYER = 1_000_000
-SIZE_ROUNDS = 8
+SIZE_ROUNDS = 12
 
 
 def parse_list(text: str, kind: type) -> list:
@@ -87,7 +87,7 @@ def gloo_rank(rank: int, world_size: int, port: int, million: float, rounds: int
     torch.set_num_threads(1)
     state = make_state(million)
     comm = GlooCommunicator(rank, world_size, torch.device("cpu"), 600.0)
-    seconds, peaks = [], []
+    seconds, held = [], []
     for _ in range(rounds):
         started = time.perf_counter()
         if rank == 0:
@@ -96,9 +96,9 @@ def gloo_rank(rank: int, world_size: int, port: int, million: float, rounds: int
         else:
             comm.gather(comm.broadcast(state))
         seconds.append(time.perf_counter() - started)
-        peaks.append(peak_rss_mib())
+        held.append(resident_mib())
     comm.close()
-    queue.put((rank, statistics.median(seconds), peaks))
+    queue.put((rank, statistics.median(seconds), peak_rss_mib(), held))
 
 
 def free_port() -> int:
@@ -116,20 +116,32 @@ def gloo_transport(million: float, workers: int, rounds: int) -> dict[str, float
                  for rank in range(workers + 1)]
     for process in processes:
         process.start()
-    reports = {rank: (seconds, peak) for rank, seconds, peak in (queue.get(timeout=600) for _ in processes)}
+    reports = {rank: (seconds, peak, held) for rank, seconds, peak, held in (queue.get(timeout=600) for _ in processes)}
     for process in processes:
         process.join()
-    return {"round_s": reports[0][0], "server_mib": reports[0][1][-1],
-            "server_growth_mib": growth_per_round(reports[0][1]),
-            "worker_mib": max(peaks[-1] for rank, (_, peaks) in reports.items() if rank)}
+    return {"round_s": reports[0][0], "server_mib": reports[0][1],
+            "server_growth_mib": growth_per_round(reports[0][2]), "server_held_mib": reports[0][2],
+            "worker_mib": max(peak for rank, (_, peak, _) in reports.items() if rank)}
 
 
-def growth_per_round(peaks: list[float]) -> float:
-    """How much the peak still grows per round in the second half of the rounds: a process that
-    keeps every round's messages grows by their size each round, while glibc's heap, which keeps
-    freed buffers for reuse, levels off within a few rounds."""
-    half = len(peaks) // 2
-    return (peaks[-1] - peaks[half]) / max(len(peaks) - 1 - half, 1)
+def growth_per_round(held: list[float]) -> float:
+    """How fast the floor of the memory held after a round rises (the first two rounds left out).
+
+    A process that keeps every round's messages grows by their size each round. glibc's heap
+    keeps some freed buffers for reuse and returns others, so what it holds jumps up and down by a
+    message or two between rounds; its floor, the least it holds, stays put.
+    """
+    later = held[2:] if len(held) > 5 else held
+    half = max(len(later) // 2, 1)
+    return (min(later[-half:]) - min(later[:half])) / max(len(later) - half, 1)
+
+
+def resident_mib() -> float:
+    """The memory this process holds now (VmRSS), as opposed to its high-water mark."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def vantage6_transport(million: float, workers: int, rounds: int, queue: Any) -> None:
@@ -143,17 +155,17 @@ def vantage6_transport(million: float, workers: int, rounds: int, queue: Any) ->
     client = ForgetfulMockClient(datasets=[[{"database": frame}]] * workers, module="__main__")
     shapes = {name: list(tensor.shape) for name, tensor in state.items()}
     comm = CentralCommunicator(client, [o["id"] for o in client.organization.list()], {"shapes": shapes}, poll_s=0.01)
-    seconds, peaks = [], []
+    seconds, held = [], []
     for _ in range(rounds):
         started = time.perf_counter()
         comm.broadcast(state)
         replies = comm.gather(state)
         seconds.append(time.perf_counter() - started)
-        peaks.append(peak_rss_mib())
+        held.append(resident_mib())
         if len(replies) != workers:
             raise SystemExit(f"the mock round lost workers: {comm.failures}")
-    queue.put({"round_s": statistics.median(seconds), "server_mib": peaks[-1],
-               "server_growth_mib": growth_per_round(peaks), "worker_mib": 0.0})
+    queue.put({"round_s": statistics.median(seconds), "server_mib": peak_rss_mib(),
+               "server_growth_mib": growth_per_round(held), "server_held_mib": held, "worker_mib": 0.0})
 
 
 def echo_partial() -> Any:
@@ -222,9 +234,10 @@ def markdown(workers: list[dict], sizes: list[dict], header: str, size_workers: 
     for label, x, y, unit in (("per-round time", "workers", "round_s", "s per added worker"),
                               ("total PSS", "workers", "total_pss_mib", "MiB per added worker")):
         slopes = growth(workers, x, y)
-        lines += ["", f"Growth of {label}: " + ", ".join(f"{b} {v:+.3g} {unit}" for b, v in slopes.items()) + "."]
+        if slopes:
+            lines += ["", f"Growth of {label}: " + ", ".join(f"{b} {v:+.3g} {unit}" for b, v in slopes.items()) + "."]
     lines += ["", f"### Model size (transport only, {size_workers} workers)", "",
-              "| backend | M parameters | MB float32 | transport ms / round | server peak RSS MiB | server growth MiB / round (2nd half) | worker peak RSS MiB |",
+              "| backend | M parameters | MB float32 | transport ms / round | server peak RSS MiB | server growth MiB / round (floor held after a round) | worker peak RSS MiB |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['backend']} | {r['million_parameters']:.1f} | {r['megabytes']:.1f} | {r['round_s'] * 1000:.1f} | "
               f"{r['server_mib']:.0f} | {r['server_growth_mib']:.0f} | "
@@ -232,7 +245,11 @@ def markdown(workers: list[dict], sizes: list[dict], header: str, size_workers: 
     for label, y, scale, unit in (("transport time", "round_s", 1000, "ms per MB"),
                                   ("server peak memory", "server_mib", 1, "MiB per MB of model")):
         slopes = growth(sizes, "megabytes", y)
-        lines += ["", f"Growth of {label}: " + ", ".join(f"{b} {v * scale:.3g} {unit}" for b, v in slopes.items()) + "."]
+        if slopes:
+            lines += ["", f"Growth of {label}: " + ", ".join(f"{b} {v * scale:.3g} {unit}" for b, v in slopes.items()) + "."]
+    lines += ["", "Memory the server held after each round, MiB:", ""]
+    lines += [f"- {r['backend']}, {r['megabytes']:.1f} MB: {', '.join(f'{m:.0f}' for m in r['server_held_mib'])}"
+              for r in sizes]
     return "\n".join(lines) + "\n"
 
 
@@ -278,17 +295,19 @@ def main() -> None:
     cli.add_argument("--rounds", type=int, default=3, help="rounds of each training run")
     cli.add_argument("--sizes", default="1.2,4.8,19.2", help="million parameters of the transport sweep")
     cli.add_argument("--size-workers", type=int, default=2, help="workers of the transport sweep")
+    cli.add_argument("--size-rounds", type=int, default=SIZE_ROUNDS, help="rounds of each transport run")
+    cli.add_argument("--name", default="scale", help="names the result files")
     cli.add_argument("--scratch", type=Path, default=Path("/tmp/ppsdg-bench-scale"))
     args = cli.parse_args()
     header = f"Machine: {runs.machine()}."
     print(header, flush=True)
     workers = workers_sweep(parse_list(args.workers, int), args.rounds, args.scratch)
-    sizes = sizes_sweep(parse_list(args.sizes, float), args.size_workers, SIZE_ROUNDS)
+    sizes = sizes_sweep(parse_list(args.sizes, float), args.size_workers, args.size_rounds)
     table = markdown(workers, sizes, header, args.size_workers)
     print("\n" + table)
-    runs.write_text("scale.md", table)
-    runs.write_json("scale.json", {"header": header, "workers": workers, "sizes": sizes})
-    plot(workers, sizes, runs.RESULTS / "scale.png")
+    runs.write_text(f"{args.name}.md", table)
+    runs.write_json(f"{args.name}.json", {"header": header, "workers": workers, "sizes": sizes})
+    plot(workers, sizes, runs.RESULTS / f"{args.name}.png")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The vantage6 backend: the node's container contract, the mock federation, and its failures."""
+import copy
 import json
 import re
 import subprocess
@@ -208,6 +209,9 @@ def test_forgetful_mock_client_drops_what_the_central_read_and_keeps_the_status(
     assert sorted(r["organization_id"] for r in client.result.from_task(task["id"])) == [0, 1]
     assert client.results == [] and client.result.from_task(task["id"]) == []
     assert [(run["status"], run["input"]) for run in client.run.from_task(task["id"])] == [("completed", None)] * 2
+    node_copy = copy.deepcopy(client)
+    assert (node_copy.runs, node_copy.results, client.runs != []) == ([], [], True)
+    assert node_copy.result.parent is node_copy and node_copy.tasks == client.tasks
 
 
 def test_ppsdg_data_is_the_submodule_in_a_fresh_interpreter():
