@@ -1,6 +1,6 @@
 #!/bin/sh
 # The GPU figures of BENCHMARKS.md and the CUDA checks, on a machine with a GPU where ppsdg's
-# requirements are importable (about 6 minutes on one H100). Each step is bounded, and one that
+# requirements are importable (about 11 minutes on one H100). Each step is bounded, and one that
 # fails does not stop the others; the exit status says whether all passed.
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
