@@ -20,8 +20,13 @@ def start_rank_server() -> None:
 def gloo_launch_ahead(argv: list[str]) -> bool:
     """Whether this command will launch gloo ranks, judged before its options are parsed: then
     the forkserver starts at once and imports while this process does, not after it."""
-    return ("RANK" not in os.environ and not any(arg.endswith("vantage6") for arg in argv)
+    return (not launched_by_torchrun() and not any(arg.endswith("vantage6") for arg in argv)
             and not {"-h", "--help"} & set(argv))
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (or a launcher like it) started this process as one rank: it starts no others."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 if __name__ == "__main__" and gloo_launch_ahead(sys.argv[1:]):
@@ -59,7 +64,7 @@ def launch_gloo(options) -> int:
     The run lasts as long as the server: it names a worker that dies or hangs, and the workers
     end when it does.
     """
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if launched_by_torchrun():
         train.run_from_env(options)
         return 0
     check_data(options)

@@ -138,10 +138,7 @@ def growth_per_round(held: list[float]) -> float:
 
 def resident_mib() -> float:
     """The memory this process holds now (VmRSS), as opposed to its high-water mark."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return runs.status_mib(os.getpid(), "VmRSS") or 0.0
 
 
 def vantage6_transport(million: float, workers: int, rounds: int, queue: Any) -> None:

@@ -182,9 +182,15 @@ def descendants(pid: int) -> list[tuple[int, int]]:
 
 
 def peak_mib(pid: int) -> float | None:
+    return status_mib(pid, "VmHWM")
+
+
+def status_mib(pid: int, key: str) -> float | None:
+    """A memory figure of /proc/PID/status (VmHWM: the peak resident memory, VmRSS: what the
+    process holds now), None if the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None

@@ -58,4 +58,5 @@ def test_forkserver_starts_ahead_only_for_a_gloo_launch(argv, ahead, monkeypatch
     monkeypatch.delenv("RANK", raising=False)
     assert main.gloo_launch_ahead(argv) is ahead
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
     assert main.gloo_launch_ahead(argv) is False
