@@ -20,8 +20,18 @@ def start_rank_server() -> None:
 def gloo_launch_ahead(argv: list[str]) -> bool:
     """Whether this command will launch gloo ranks, judged before its options are parsed: then
     the forkserver starts at once and imports while this process does, not after it."""
-    return (not launched_by_torchrun() and not any(arg.endswith("vantage6") for arg in argv)
-            and not {"-h", "--help"} & set(argv))
+    return not launched_by_torchrun() and backend_asked(argv) == "gloo" and not {"-h", "--help"} & set(argv)
+
+
+def backend_asked(argv: list[str]) -> str:
+    """The value of the last --backend in `argv` (argparse's rule), or the default, gloo."""
+    backend = "gloo"
+    for index, arg in enumerate(argv):
+        if arg == "--backend" and index + 1 < len(argv):
+            backend = argv[index + 1]
+        elif arg.startswith("--backend="):
+            backend = arg.split("=", 1)[1]
+    return backend
 
 
 def launched_by_torchrun() -> bool:
@@ -38,7 +48,6 @@ import getpass  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import socket  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -46,14 +55,12 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-from vantage6.common.task_status import has_task_finished  # noqa: E402
 
 import train  # noqa: E402
 from backends import codec  # noqa: E402
-from backends.vantage6 import ForgetfulMockClient  # noqa: E402
-from ppsdg import checkpoint, data, parser  # noqa: E402
+from backends.gloo import free_port  # noqa: E402
+from ppsdg import checkpoint, data, output, parser  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError  # noqa: E402
-from ppsdg.output import RunOutput  # noqa: E402
 
 ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
 
@@ -67,9 +74,9 @@ def launch_gloo(options) -> int:
     if launched_by_torchrun():
         train.run_from_env(options)
         return 0
-    check_data(options)
+    data.worker_sets(options)
     if options.resume:
-        train.resume_point(options, torch.device("cpu"))
+        train.resume_point(options)
     address = os.environ.get("MASTER_ADDR", "127.0.0.1")
     port = free_port()
     start_rank_server()
@@ -98,24 +105,11 @@ def run_rank_at(address: str, port: int, rank: int, world_size: int, options) ->
     train.run_rank_process(rank, world_size, options)
 
 
-def check_data(options) -> None:
-    """Load and partition once here, so a bad file or partitioning fails with a message, not in a child."""
-    train_set, _ = data.load(options.data)
-    data.partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
-                   options.dirichlet_alpha, options.classes_per_worker)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def launch_vantage6(options) -> int:
     """Run the central function on a real server, or through vantage6's mock client; save its result."""
     kwargs = json.loads(json.dumps(parser.task_options(options)))
     if options.resume:
-        train.resume_point(options, torch.device("cpu"))
+        train.resume_point(options)
         kwargs["checkpoint"] = codec.to_text(checkpoint.load(Path(options.output)))
     result = run_on_server(options, kwargs) if options.server_url else run_on_mock(options, kwargs)
     save_central_result(options, result)
@@ -128,19 +122,18 @@ def write_partitions(options, folder: Path) -> list[Path]:
     The mock run and a real federation's nodes take their databases from this one function, so
     both train on identical bytes.
     """
-    train_set, _ = data.load(options.data)
-    parts = data.partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
-                           options.dirichlet_alpha, options.classes_per_worker)
     paths = []
-    for rank, indices in enumerate(parts, start=1):
+    for rank, images in enumerate(data.worker_sets(options), start=1):
         path = folder / f"worker{rank}.csv"
-        data.to_frame(train_set.subset(indices)).to_csv(path, index=False)
+        data.to_frame(images).to_csv(path, index=False)
         paths.append(path)
     return paths
 
 
 def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One mock organization per worker, each holding its partition as a CSV database, as a node would."""
+    from backends.mock import ForgetfulMockClient
+
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
         databases = [[{"database": str(path), "db_type": "csv"}]
                      for path in write_partitions(options, Path(folder))]
@@ -179,6 +172,8 @@ def run_on_server(options, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def wait_for_task(client: Any, task_id: int, timeout_s: float, interval_s: float = 1.0) -> None:
     """Poll the task at a fixed short interval, with progress, up to `timeout_s`."""
+    from vantage6.common.task_status import has_task_finished
+
     deadline = time.monotonic() + timeout_s
     with tqdm(desc=f"vantage6 task {task_id}", unit="poll", disable=None) as progress:
         while not has_task_finished(status := client.task.get(task_id)["status"]):
@@ -209,19 +204,18 @@ def save_central_result(options, result: dict[str, Any]) -> None:
     torch.set_num_threads(options.threads)
     try:
         text, error = result.get("checkpoint"), result.get("error")
-        point = None if text is None else checkpoint.decode(codec.from_text(text), options,
-                                                            train.new_model(options).state_dict())
+        point = None if text is None else checkpoint.read(codec.from_text(text), options)
     except (AttributeError, TypeError, codec.CodecError) as failure:
         raise FederationError(f"the central function's result is not usable: {failure}") from failure
     if point is None:
         raise FederationError(error or "the central function returned no checkpoint")
-    output = RunOutput(options.output, options)
+    run = output.RunOutput(options.output, options)
     for index, record in enumerate(point.records):
-        output.add_round(record, checkpoint.encode(point, options) if index == len(point.records) - 1 else None)
+        run.add_round(record, checkpoint.encode(point, options) if index == len(point.records) - 1 else None)
     if error is not None:
         raise FederationError(f"{error}. Rounds 1..{point.round} are saved in {options.output}: go on "
                               "with --resume")
-    train.finish_run(output, options, point, {"organizations": result.get("organizations")})
+    output.finish_run(run, options, point, {"organizations": result.get("organizations")})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2
-    if code == 0:
+    if code == 0 and int(os.environ.get("RANK", "0")) == 0:
         print(f"results in {options.output}/")
     return code
 

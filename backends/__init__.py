@@ -15,8 +15,10 @@ Tensors = dict[str, torch.Tensor]
 class Communicator(ABC):
     """What a round needs from a transport: broadcast to a group, gather from it, in rank order."""
 
-    rank: int
-    world_size: int
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self._failures: dict[int, str] = {}
 
     @abstractmethod
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
@@ -31,10 +33,17 @@ class Communicator(ABC):
         can lose a member leaves it out and says why in `failures`.
         """
 
+    def exchange(self, message: Tensors, group: Sequence[int], reply_template: Tensors) -> dict[int, Tensors]:
+        """Server side of a round: send `message` to the group, return rank -> reply for those that
+        answered. One call, because vantage6 makes a round one subtask whose input is the message
+        and whose results are the replies; torch.distributed does it as a broadcast and a gather."""
+        self.broadcast(message, src=0, group=group)
+        return self.gather(reply_template, dst=0, group=group) or {}
+
     @property
     def failures(self) -> dict[int, str]:
         """Why members of the last gather are missing from its result: rank -> reason."""
-        return {}
+        return dict(self._failures)
 
     def describe(self, rank: int) -> str:
         """How a message names a worker to the person who runs the training."""

@@ -4,6 +4,8 @@ Messages travel point to point between the server and each worker, so that the s
 for each worker with its own deadline and name the one that died or hangs. Without a worker that
 died, the others go on (as --min-workers allows); one that hangs ends the run.
 """
+import os
+import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -21,19 +23,13 @@ class GlooCommunicator(Communicator):
 
     def __init__(self, rank: int, world_size: int, device: torch.device = torch.device("cpu"),
                  worker_timeout_s: float = 600.0) -> None:
-        use_nccl = device.type == "cuda" and torch.cuda.device_count() >= world_size
+        super().__init__(rank, world_size)
+        use_nccl = device.type == "cuda" and torch.cuda.device_count() >= local_world_size(world_size)
         self.device = device if use_nccl else torch.device("cpu")
         dist.init_process_group("nccl" if use_nccl else "gloo", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=worker_timeout_s))
-        self.rank = rank
-        self.world_size = world_size
         self.worker_timeout = timedelta(seconds=worker_timeout_s)
         self._lost: dict[int, str] = {}
-        self._failures: dict[int, str] = {}
-
-    @property
-    def failures(self) -> dict[int, str]:
-        return dict(self._failures)
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
         flats = self._flatten(tensors)
@@ -109,6 +105,18 @@ class GlooCommunicator(Communicator):
             by_dtype.setdefault(tensors[name].dtype, []).append(name)
         return [(names, torch.cat([tensors[n].detach().reshape(-1) for n in names]).to(self.device))
                 for _, names in sorted(by_dtype.items(), key=lambda item: str(item[0]))]
+
+
+def local_world_size(world_size: int) -> int:
+    """How many ranks share this host: torchrun says so; a one-machine launch has them all here."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free now, for the rendezvous of a launch on this machine."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def _unflatten(names: list[str], flat: torch.Tensor, templates: Tensors) -> Tensors:

@@ -1,17 +1,16 @@
 """The Communicator over vantage6: a round is one subtask on the group's organizations.
 
-Server side (inside the central function): `broadcast` stages the message for the next subtask,
-`gather` creates it, waits, checks every reply and returns them ordered by rank. Node side (inside
-the partial function): `broadcast` returns the task's message, `gather` keeps the reply as the
-function's result. Tensors travel as codec text inside vantage6's JSON; nothing is pickled.
+Server side (inside the central function): `exchange` creates the round's subtask with the message
+as its input, waits, decodes every reply against the template and returns them ordered by rank.
+Node side (inside the partial function): `broadcast` returns the task's message, `gather` keeps the
+reply as the function's result. Tensors travel as codec text inside vantage6's JSON; nothing is
+pickled.
 """
-import copy
 import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.common.task_status import has_task_finished
 
 from backends import Communicator, Tensors, codec, group_of
@@ -26,19 +25,12 @@ class CentralCommunicator(Communicator):
 
     def __init__(self, client: Any, organizations: Sequence[int], options: Mapping[str, Any],
                  round_timeout_s: float = 3600.0, poll_s: float = POLL_SECONDS) -> None:
+        super().__init__(0, len(organizations) + 1)
         self.client = client
         self.organizations = list(organizations)
         self.options = dict(options)
-        self.rank = 0
-        self.world_size = len(self.organizations) + 1
         self.round_timeout_s = round_timeout_s
         self.poll_s = poll_s
-        self._staged: str | None = None
-        self._failures: dict[int, str] = {}
-
-    @property
-    def failures(self) -> dict[int, str]:
-        return dict(self._failures)
 
     def organization_of(self, rank: int) -> int:
         return self.organizations[rank - 1]
@@ -47,18 +39,18 @@ class CentralCommunicator(Communicator):
         return f"organization {self.organization_of(rank)} (worker rank {rank})"
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
-        self._staged = codec.encode_text(tensors)
-        return tensors
+        raise FederationError("the central function sends a round's message with exchange (one subtask)")
 
     def gather(self, tensors: Tensors, dst: int = 0,
                group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
-        if self._staged is None:
-            raise FederationError("a round gathers before it broadcast: nothing to send to the nodes")
-        ranks = [r for r in group_of(group or range(1, self.world_size), self.world_size) if r != 0]
+        raise FederationError("the central function gathers a round's replies with exchange (one subtask)")
+
+    def exchange(self, message: Tensors, group: Sequence[int], reply_template: Tensors) -> dict[int, Tensors]:
+        ranks = [r for r in group_of(group, self.world_size) if r != 0]
         organizations = {self.organization_of(r): r for r in ranks}
         task_input = json.loads(json.dumps({"method": WORKER_METHOD, "kwargs": {
-            "message": self._staged, "ranks": {str(o): r for o, r in organizations.items()},
-            "options": self.options}}))
+            "message": codec.encode_text(message), "ranks": {str(o): r for o, r in organizations.items()},
+            "world_size": self.world_size, "options": self.options}}))
         task = self.client.task.create(input_=task_input, organizations=list(organizations),
                                        name="ppsdg round", description="ppsdg: one federated round")
         status = self._wait(task["id"], list(organizations))
@@ -70,7 +62,7 @@ class CentralCommunicator(Communicator):
                 self._failures[rank] = f"no result (run status: {status.get(organization, 'unknown')})"
                 continue
             try:
-                decoded[rank] = self._decode(replies[organization], tensors)
+                decoded[rank] = self._decode(replies[organization], reply_template)
             except FederationError as error:
                 self._failures[rank] = f"update rejected: {error}"
         return decoded
@@ -101,7 +93,7 @@ class CentralCommunicator(Communicator):
         if not isinstance(message, str):
             raise FederationError("the result holds no message")
         try:
-            tensors, _ = codec.decode_text(message, expect=template)
+            tensors, _ = codec.decode_text(message, expect=template, require_finite=False)
         except codec.CodecError as error:
             raise FederationError(str(error)) from error
         return tensors
@@ -111,9 +103,8 @@ class NodeCommunicator(Communicator):
     """A worker inside a partial function: one round's message in, one reply out."""
 
     def __init__(self, message: str, rank: int, world_size: int) -> None:
+        super().__init__(rank, world_size)
         self._message = message
-        self.rank = rank
-        self.world_size = world_size
         self.reply: str | None = None
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
@@ -126,38 +117,6 @@ class NodeCommunicator(Communicator):
         return None
 
 
-class ForgetfulMockClient(MockAlgorithmClient):
-    """vantage6's mock client, except that a subtask's input and results go once they are read.
-
-    The mock keeps every run's input and result for the whole session, where a real server keeps
-    them in its database, not in the researcher's process: for the `Net` state and two workers
-    that is 30 MiB a round. The central function reads each round's results once, so they may go.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> "ForgetfulMockClient":
-        """The client the mock hands each node (a deep copy, per node and task), without the earlier
-        runs and results: the copies form reference cycles, so whatever they hold stays until a
-        full garbage collection, and a node needs no other node's messages."""
-        copied = type(self).__new__(type(self))
-        memo[id(self)] = copied
-        for name, value in vars(self).items():
-            setattr(copied, name, [] if name in ("runs", "results") else copy.deepcopy(value, memo))
-        return copied
-
-    class Result(MockAlgorithmClient.Result):
-        def from_task(self, task_id: int) -> list[Any]:
-            results = super().from_task(task_id)
-            self.parent.forget(task_id)
-            return results
-
-    def forget(self, task_id: int) -> None:
-        """Drop the task's results and its runs' inputs; the runs' status stays."""
-        self.results = [result for result in self.results if result["task"]["id"] != task_id]
-        for run in self.runs:
-            if run["task"]["id"] == task_id:
-                run["input"] = None
-
-
 def node_communicator(organization_id: int, task_kwargs: Mapping[str, Any]) -> NodeCommunicator:
     """The node's side of a subtask: its rank comes from the task input, looked up by its organization."""
     ranks = task_kwargs.get("ranks")
@@ -167,7 +126,9 @@ def node_communicator(organization_id: int, task_kwargs: Mapping[str, Any]) -> N
     rank = ranks.get(str(organization_id))
     if not isinstance(rank, int):
         raise FederationError(f"organization {organization_id} is not among this round's workers")
-    world_size = max(ranks.values()) + 1
+    world_size = task_kwargs.get("world_size")
+    if not isinstance(world_size, int) or not 0 < rank < world_size:
+        raise FederationError(f"the task input's world size {world_size!r} does not hold worker rank {rank}")
     return NodeCommunicator(message, rank, world_size)
 
 

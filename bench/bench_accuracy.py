@@ -31,8 +31,9 @@ import torch
 
 import inprocess
 import runs
-import train
-from ppsdg import coordination, data, parser
+from ppsdg import data, local, parser
+from ppsdg.runtime import derive_seed
+from ppsdg.simplemodel import new_model
 
 PROGRESS_S = 30.0
 PAPER = {"FedAvg E=5 B=10, IID": 20, "FedAvg E=5 B=10, non-IID": 229,
@@ -104,14 +105,14 @@ def cumulative(curve: list[dict[str, float]]) -> list[dict[str, float]]:
 def centralized(options: argparse.Namespace, on_round: Any) -> None:
     """One model on the union of the training data, plain SGD, an evaluation per epoch."""
     train_set, _ = data.load(options.data)
-    examples = train.Examples.from_images(train_set, torch.device("cpu"))
-    test_set = train.test_examples(options, torch.device("cpu"))
-    model = train.new_model(options)
-    optimizer = train.make_optimizer(model, options.learning_rate, options.momentum)
-    generator = torch.Generator().manual_seed(coordination.derive_seed(options.seed, 0, 0))
+    examples = local.Examples.from_images(train_set, torch.device("cpu"))
+    test_set = local.test_examples(options, torch.device("cpu"))
+    model = new_model(options)
+    optimizer = local.make_optimizer(model, options.learning_rate, options.momentum)
+    generator = torch.Generator().manual_seed(derive_seed(options.seed, 0, 0))
     for epoch in range(1, options.num_rounds + 1):
-        train.train_epoch(model, optimizer, train.shuffled_batches(examples, options.batch_size, generator))
-        accuracy = train.test(model, test_set, options.test_batch_size)[1]
+        local.train_epoch(model, optimizer, local.shuffled_batches(examples, options.batch_size, generator))
+        accuracy = local.test(model, test_set, options.test_batch_size)[1]
         on_round({"round": epoch, "test_accuracy": accuracy, "workers": [{"num_samples": len(examples)}]}, None)
 
 

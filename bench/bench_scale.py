@@ -18,7 +18,6 @@ import argparse
 import multiprocessing
 import os
 import resource
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 import runs
+from backends.gloo import free_port
 
 LAYER = 1_000_000
 SIZE_ROUNDS = 12
@@ -101,12 +101,6 @@ def gloo_rank(rank: int, world_size: int, port: int, million: float, rounds: int
     queue.put((rank, statistics.median(seconds), peak_rss_mib(), held))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def gloo_transport(million: float, workers: int, rounds: int) -> dict[str, float]:
     """Server and workers as fresh processes, so each one's peak memory belongs to this size alone."""
     context = multiprocessing.get_context("spawn")
@@ -144,7 +138,8 @@ def resident_mib() -> float:
 def vantage6_transport(million: float, workers: int, rounds: int, queue: Any) -> None:
     """The central communicator over the mock client, in a fresh process; this module is the algorithm."""
     import pandas as pd
-    from backends.vantage6 import CentralCommunicator, ForgetfulMockClient
+    from backends.mock import ForgetfulMockClient
+    from backends.vantage6 import CentralCommunicator
 
     torch.set_num_threads(1)
     state = make_state(million)
@@ -155,8 +150,7 @@ def vantage6_transport(million: float, workers: int, rounds: int, queue: Any) ->
     seconds, held = [], []
     for _ in range(rounds):
         started = time.perf_counter()
-        comm.broadcast(state)
-        replies = comm.gather(state)
+        replies = comm.exchange(state, range(1, workers + 1), state)
         seconds.append(time.perf_counter() - started)
         held.append(resident_mib())
         if len(replies) != workers:

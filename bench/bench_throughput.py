@@ -1,4 +1,4 @@
-"""Samples per second of one worker's local training (train.local_update, as every backend runs
+"""Samples per second of one worker's local training (local.local_update, as every backend runs
 it) on the CPU with 1 and with all threads, and on CUDA when there is a GPU.
 
     python bench/bench_throughput.py [--data embedded] [--batch-sizes 10,64] [--seconds 10]
@@ -14,8 +14,9 @@ import time
 import torch
 
 import runs
-import train
-from ppsdg import parser
+from ppsdg import local, parser
+from ppsdg.runtime import device_for
+from ppsdg.simplemodel import new_model
 
 WORKERS = 2
 
@@ -37,9 +38,9 @@ def samples_per_second(device: torch.device, threads: int, batch_size: int, sour
     options = parser.parse(["-nn", str(WORKERS + 1), "-bs", str(batch_size), "--data", source,
                             *(["-uc"] if device.type == "cuda" else [])])
     if device.type == "cuda":
-        device = train.device_for(options)
-    examples = train.worker_examples(options, 1, device)
-    model = train.new_model(options, device)
+        device = device_for(options)
+    examples = local.worker_examples(options, 1, device)
+    model = new_model(options, device)
     start_state = {k: v.clone() for k, v in model.state_dict().items()}
     rates, spent, round_ = [], 0.0, 0
     while spent < seconds or len(rates) < 3:
@@ -47,7 +48,7 @@ def samples_per_second(device: torch.device, threads: int, batch_size: int, sour
         model.load_state_dict(start_state)
         synchronize(device)
         started = time.perf_counter()
-        train.local_update(model, examples, options, round_, 1)
+        local.local_update(model, examples, options, round_, 1)
         synchronize(device)
         elapsed = time.perf_counter() - started
         spent += elapsed

@@ -2,7 +2,7 @@
 
     python bench/inprocess.py [main.py options]      # e.g. -nn 3 -nr 10 --threads 1 --output /tmp/x
 
-The server's rounds are train.serve's and each worker's part is train.worker_round, exactly as on
+The server's rounds are coordination.serve's and each worker's part is coordination.worker_round, exactly as on
 gloo and vantage6; only the transport is gone (gather runs the group's workers in turn, in rank
 order). So for equal options and --threads it gives the backends' model bit for bit, and its wall
 time is what the same training costs without federation. `--transport-dtype float16` rounds every
@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-import train
 from backends import Communicator, Tensors, group_of
-from ppsdg import checkpoint, parser
+from ppsdg import checkpoint, coordination, local, parser
 from ppsdg.checkpoint import Checkpoint
-from ppsdg.output import RunOutput
+from ppsdg.output import RunOutput, finish_run
+from ppsdg.runtime import device_for
+from ppsdg.simplemodel import new_model
 
 OnRound = Callable[[dict, Checkpoint], None]
 
@@ -29,8 +30,7 @@ class Mailbox(Communicator):
     """A worker's side of one round: the server's message in, the reply kept."""
 
     def __init__(self, rank: int, world_size: int, message: Tensors) -> None:
-        self.rank = rank
-        self.world_size = world_size
+        super().__init__(rank, world_size)
         self.message = message
         self.reply: Tensors | None = None
 
@@ -49,12 +49,11 @@ class InProcess(Communicator):
     """
 
     def __init__(self, options: argparse.Namespace, transport_dtype: torch.dtype | None = None) -> None:
-        self.rank = 0
-        self.world_size = options.num_nodes
+        super().__init__(0, options.num_nodes)
         self.options = options
         self.transport_dtype = transport_dtype
         self._staged: Tensors = {}
-        self._workers: dict[int, tuple[nn.Module, train.Examples]] = {}
+        self._workers: dict[int, tuple[nn.Module, local.Examples]] = {}
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
         self._staged = self._carry(tensors)
@@ -68,12 +67,12 @@ class InProcess(Communicator):
     def _worker_reply(self, rank: int) -> Tensors:
         """Worker `rank`'s round on its own long-lived model and partition, as a gloo worker keeps them."""
         if rank not in self._workers:
-            device = train.device_for(self.options)
-            self._workers[rank] = (train.new_model(self.options, device),
-                                   train.worker_examples(self.options, rank, device))
+            device = device_for(self.options)
+            self._workers[rank] = (new_model(self.options, device),
+                                   local.worker_examples(self.options, rank, device))
         model, examples = self._workers[rank]
         mailbox = Mailbox(rank, self.world_size, self._staged)
-        train.worker_round(mailbox, model, examples, self.options)
+        coordination.worker_round(mailbox, model, examples, self.options)
         return mailbox.reply
 
     def _carry(self, tensors: Tensors) -> Tensors:
@@ -89,8 +88,8 @@ def run(options: argparse.Namespace, on_round: OnRound = lambda record, point: N
         transport_dtype: torch.dtype | None = None) -> Checkpoint:
     """Train as the backends do, in this process; on_round may raise to stop early."""
     torch.set_num_threads(options.threads)
-    test_set = train.test_examples(options, train.device_for(options))
-    return train.serve(InProcess(options, transport_dtype), options, test_set, on_round)
+    test_set = local.test_examples(options, device_for(options))
+    return coordination.serve(InProcess(options, transport_dtype), options, test_set, on_round)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = None if known.transport_dtype == "float32" else getattr(torch, known.transport_dtype)
     output = RunOutput(options.output, options)
     point = run(options, lambda record, point: output.add_round(record, checkpoint.encode(point, options)), dtype)
-    train.finish_run(output, options, point)
+    finish_run(output, options, point)
 
 
 if __name__ == "__main__":

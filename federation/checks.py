@@ -3,6 +3,7 @@ import torch
 
 from federation.runs import Run
 from federation.shell import HarnessError, say
+from ppsdg import coordination
 
 CHANCE = 0.1
 MIN_ACCURACY = 0.5
@@ -10,10 +11,7 @@ MIN_ACCURACY = 0.5
 
 def comparable(records: list[dict]) -> list[dict]:
     """A round's learning figures, without wall time or the organization ids only a federation knows."""
-    return [{**{k: v for k, v in r.items() if k != "seconds"},
-             "workers": [{k: v for k, v in w.items() if k != "organization"} for w in r["workers"]],
-             "failed": [{k: v for k, v in w.items() if k != "organization"} for w in r["failed"]]}
-            for r in records]
+    return [coordination.comparable(r) for r in records]
 
 
 def layout(run: Run) -> dict:

@@ -1,11 +1,5 @@
-"""Ports on this host: a free one for the server, and whether something listens on one."""
+"""Whether something listens on a port of this host."""
 import socket
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def port_open(host: str, port: int) -> bool:

@@ -6,7 +6,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from federation.net import free_port
+from backends.gloo import free_port
 from federation.shell import HarnessError, say, stop_process, tail, wait_until
 
 API_PATH = "/api"

@@ -6,8 +6,6 @@ options that must not change on resume. The same bytes are a file on gloo and te
 task's input and result.
 """
 import argparse
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,14 @@ import torch
 from backends import Tensors, codec
 from ppsdg import parser
 from ppsdg.errors import OptionsError, PpsdgError
+from ppsdg.files import write_atomically
+from ppsdg.simplemodel import new_model
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
-RESUMABLE = ("num_rounds", "min_workers", "round_timeout", "backend")
+# Options that do not change the training: a resumed run may set them anew.
+RESUMABLE = ("num_rounds", "min_workers", "round_timeout", "backend", "save_model", "log_interval",
+             "test_batch_size", "sample_every", "synthetic_samples", "tstr_epochs")
 
 
 @dataclass
@@ -81,6 +83,11 @@ def decode(blob: bytes, options: argparse.Namespace, model_template: Tensors) ->
         raise PpsdgError(f"the checkpoint is damaged or from another version: {error!r}") from error
 
 
+def read(blob: bytes, options: argparse.Namespace) -> Checkpoint:
+    """Decode a checkpoint for a run with these options, checked against a fresh model of theirs."""
+    return decode(blob, options, new_model(options).state_dict())
+
+
 def _optimizer_state(tensors: Tensors, meta: dict[str, Any] | None) -> dict[str, Any] | None:
     if meta is None:
         return None
@@ -104,11 +111,7 @@ def _snapshots(tensors: Tensors) -> dict[int, Tensors]:
 def save(blob: bytes, directory: Path) -> None:
     """Write atomically: a crash while writing leaves the previous checkpoint whole."""
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, delete=False, suffix=".tmp") as handle:
-        handle.write(blob)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, directory / FILE)
+    write_atomically(directory / FILE, blob)
 
 
 def load(directory: Path) -> bytes:

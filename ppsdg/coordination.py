@@ -1,24 +1,127 @@
-"""Federated rounds against a Communicator: who takes part, what travels, how updates are combined."""
-import hashlib
-from collections.abc import Mapping, Sequence
+"""A federated round against a Communicator: the server's and the worker's part, the one reply
+schema both sides use, aggregation, quorum, and the round record that is a line of metrics.jsonl.
+
+Both backends run exactly these functions: gloo ranks in `train.py`, vantage6's central and
+partial functions in `algorithm.py`.
+"""
+import argparse
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
+from torch import nn
+from tqdm import tqdm
 
 from backends import Communicator, Tensors
+from ppsdg import local
+from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError
+from ppsdg.privacy import Ledger, LocalDP
+from ppsdg.runtime import derive_seed, every_core
+from ppsdg.simplemodel import new_model, state_copy
 
-NUM_SAMPLES = "num_samples"
-TRAIN_LOSS = "train_loss"
 ROUND = "round"
 START = "start_after_round"
-EXTRA = "extra."
+NUM_SAMPLES = "num_samples"
+TRAIN_LOSS = "train_loss"
+FIGURE = "extra."
+GAN_FIGURES = ("critic_loss", "generator_loss")
+VOLATILE = ("seconds",)
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from (seed, round, worker, ...): the same on every machine and every backend."""
-    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+class WorkerRecord(TypedDict, total=False):
+    """A worker that answered: `train_loss` and `critic_loss` are None under DP (withheld)."""
+
+    rank: int
+    num_samples: int
+    train_loss: float | None
+    averaged: bool
+    critic_loss: float | None
+    generator_loss: float
+    epsilon: float
+    organization: int
+
+
+class FailedRecord(TypedDict, total=False):
+    rank: int
+    reason: str
+    organization: int
+
+
+class RoundRecord(TypedDict, total=False):
+    """One line of metrics.jsonl. `test_loss` and `test_accuracy` are None for a GAN; `epsilon`,
+    `delta` and `accountant` are there only under local DP."""
+
+    round: int
+    test_loss: float | None
+    test_accuracy: float | None
+    lr: float
+    group: list[int]
+    participants: list[int]
+    workers: list[WorkerRecord]
+    failed: list[FailedRecord]
+    epsilon: float
+    delta: float
+    accountant: str
+    seconds: float
+
+
+def comparable(record: Mapping) -> dict:
+    """A record as every backend and every rerun of the same training writes it: without timings,
+    and without the organization ids that only vantage6 knows."""
+    def plain(entries: list[Mapping]) -> list[dict]:
+        return [{k: v for k, v in entry.items() if k != "organization"} for entry in entries]
+
+    return {**{k: v for k, v in record.items() if k not in VOLATILE},
+            "workers": plain(record["workers"]), "failed": plain(record["failed"])}
+
+
+@dataclass
+class Reply:
+    """What a worker sends back: its parameters or gradients, the count and loss that weight them,
+    and named figures (a DP accountant entry, GAN losses). One schema for both sides of a round."""
+
+    update: Tensors
+    num_samples: int
+    train_loss: float
+    figures: dict[str, float]
+
+    def to_message(self) -> Tensors:
+        scalars = {NUM_SAMPLES: self.num_samples, TRAIN_LOSS: self.train_loss,
+                   **{FIGURE + name: value for name, value in self.figures.items()}}
+        return {**self.update,
+                **{name: torch.tensor(float(value), dtype=torch.float64) for name, value in scalars.items()}}
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, torch.Tensor]) -> "Reply":
+        """Read and check a reply: a bad one is rejected (FederationError), on every backend alike."""
+        scalars = {name: float(t) for name, t in message.items()
+                   if name in (NUM_SAMPLES, TRAIN_LOSS) or name.startswith(FIGURE)}
+        bad = sorted(name for name, value in scalars.items() if not math.isfinite(value))
+        bad += sorted(name for name, t in message.items()
+                      if name not in scalars and t.is_floating_point() and not bool(torch.isfinite(t).all()))
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise FederationError(f"update rejected: {', '.join(bad[:3])}{more} not finite")
+        count = scalars[NUM_SAMPLES]
+        if count < 1 or count != int(count):
+            raise FederationError(f"update rejected: num_samples {count:g} is not a positive whole number")
+        update = {name: t for name, t in message.items() if name not in scalars}
+        figures = {name[len(FIGURE):]: value for name, value in scalars.items() if name.startswith(FIGURE)}
+        return cls(update, int(count), scalars[TRAIN_LOSS], figures)
+
+
+def reply_template(model: nn.Module, options: argparse.Namespace, dp: LocalDP | None) -> Tensors:
+    """The shape of every reply this run expects: gradients for FedSGD (parameters only), the whole
+    state for FedAvg, and the figures the run's options call for."""
+    update = ({name: p.detach() for name, p in model.named_parameters()} if options.stochastic_gradient
+              else dict(model.state_dict()))
+    figure_names = (dp.figures if dp else ()) + (GAN_FIGURES if options.gan else ())
+    return Reply(update, 0, 0.0, dict.fromkeys(figure_names, 0.0)).to_message()
 
 
 def choose_group(seed: int, round_: int, num_workers: int, group_size: int | None) -> list[int]:
@@ -49,14 +152,133 @@ def weighted_average(messages: Sequence[Mapping[str, torch.Tensor]], weights: Se
     return averaged
 
 
-def broadcast_model(comm: Communicator, state: Mapping[str, torch.Tensor], round_: int,
-                    group: Sequence[int]) -> None:
-    """Server side: send the global parameters and the round number to the group."""
-    comm.broadcast({ROUND: torch.tensor(round_, dtype=torch.int64), **state}, src=0, group=group)
+def aggregate(model: nn.Module, optimizer: torch.optim.Optimizer | None, replies: Sequence[Reply],
+              lr: float) -> None:
+    """Fold the group's replies into the global model: FedAvg, or FedSGD's averaged gradient step."""
+    updates, weights = [reply.update for reply in replies], [float(reply.num_samples) for reply in replies]
+    if optimizer is None:
+        model.load_state_dict(weighted_average(updates, weights, list(model.state_dict())))
+        return
+    params = dict(model.named_parameters())
+    gradient = weighted_average(updates, weights, list(params))
+    for name, p in params.items():
+        p.grad = gradient[name].to(p.device)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+
+
+def check_quorum(comm: Communicator, round_: int, group: Sequence[int], failures: Mapping[int, str],
+                 min_workers: int | None) -> None:
+    """Go on without the workers that failed only if enough of the averaged group answered."""
+    needed = len(group) if min_workers is None else min(min_workers, len(group))
+    present = [rank for rank in group if rank not in failures]
+    if len(present) >= needed:
+        return
+    missing = "; ".join(f"{comm.describe(rank)}: {failures[rank]}" for rank in group if rank in failures)
+    raise FederationError(f"round {round_}: {len(present)} of {len(group)} workers answered and "
+                          f"{needed} are needed (--min-workers) - {missing}")
+
+
+def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, round_: int,
+             members: Sequence[int], dp: LocalDP | None) -> tuple[dict[int, Reply], dict[int, str]]:
+    """Send the global model to the round's members; their checked replies and why others are missing."""
+    message = {ROUND: torch.tensor(round_, dtype=torch.int64), **model.state_dict()}
+    try:
+        messages = comm.exchange(message, members, reply_template(model, options, dp))
+    except FederationError as error:
+        raise FederationError(f"round {round_}: {error}") from error
+    failures = {rank: comm.failures.get(rank, "no answer") for rank in members if rank not in messages}
+    replies = {}
+    for rank, reply_message in messages.items():
+        try:
+            replies[rank] = Reply.from_message(reply_message)
+        except FederationError as error:
+            failures[rank] = str(error)
+    return replies, failures
+
+
+def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                 options: argparse.Namespace, round_: int, test_set: local.Examples, dp: LocalDP | None,
+                 ledger: Ledger | None) -> RoundRecord:
+    """The server's part of a round: draw the group, exchange, aggregate, test, account."""
+    started = time.perf_counter()
+    num_workers = comm.world_size - 1
+    group = choose_group(options.seed, round_, num_workers, options.group_size)
+    members = participants(group, num_workers, options.train_all)
+    replies, failures = exchange(comm, model, options, round_, members, dp)
+    check_quorum(comm, round_, group, failures, options.min_workers)
+    aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
+              local.round_lr(options, round_))
+    workers = [worker_record(rank, reply, rank in group, dp, ledger) for rank, reply in replies.items()]
+    test_loss, accuracy = None, None
+    if not options.gan:
+        with every_core():
+            test_loss, accuracy = local.test(model, test_set, options.test_batch_size)
+    record = RoundRecord(round=round_, test_loss=test_loss, test_accuracy=accuracy,
+                         lr=local.round_lr(options, round_), group=group, participants=members, workers=workers,
+                         failed=[FailedRecord(rank=rank, reason=failures[rank]) for rank in members if rank in failures])
+    if dp is not None:
+        record.update(dp.round_figures(ledger))
+    record["seconds"] = time.perf_counter() - started
+    return record
+
+
+def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None,
+                  ledger: Ledger | None) -> WorkerRecord:
+    """A worker's line in the round record; under DP its reply is charged to its history here."""
+    worker = WorkerRecord(rank=rank, num_samples=reply.num_samples, train_loss=reply.train_loss,
+                          averaged=averaged, **{k: v for k, v in reply.figures.items() if k in GAN_FIGURES})
+    if dp is not None:
+        worker.update({k: None for k in dp.withheld if k in worker})
+        worker["epsilon"] = dp.account(ledger, rank, reply.figures)
+    return worker
+
+
+def serve(comm: Communicator, options: argparse.Namespace, test_set: local.Examples,
+          on_round: Callable[[RoundRecord, Checkpoint], None] = lambda record, point: None,
+          resume: Checkpoint | None = None) -> Checkpoint:
+    """The server's whole training, from the seeded initial model or from where `resume` stopped.
+
+    After every round `on_round` gets the round's record and the checkpoint to go on from.
+    """
+    model = new_model(options, test_set.labels.device)
+    optimizer = local.make_optimizer(model, options.learning_rate, options.momentum) \
+        if options.stochastic_gradient else None
+    dp = LocalDP.from_options(options)
+    ledger = dp.ledger() if dp else None
+    point = resume or Checkpoint(round=0, model=state_copy(model))
+    model.load_state_dict(point.model)
+    if optimizer is not None and point.optimizer is not None:
+        optimizer.load_state_dict(point.optimizer)
+    if ledger is not None:
+        ledger.restore(point.histories)
+    records, snapshots = list(point.records), dict(point.snapshots)
+    with tqdm(range(point.round + 1, options.num_rounds + 1), desc="rounds", position=0,
+              disable=None) as rounds:
+        for round_ in rounds:
+            record = server_round(comm, model, optimizer, options, round_, test_set, dp, ledger)
+            records.append(record)
+            if options.gan and options.sample_every and round_ % options.sample_every == 0:
+                snapshots[round_] = state_copy(model.generator)
+            point = Checkpoint(round_, state_copy(model), list(records),
+                               optimizer.state_dict() if optimizer is not None else None,
+                               {rank: list(h) for rank, h in ledger.histories.items()} if ledger else {},
+                               dict(snapshots))
+            on_round(record, point)
+            rounds.set_postfix(progress_figures(record))
+    return point
+
+
+def progress_figures(record: RoundRecord) -> dict[str, str]:
+    figures = {k: f"{record[k]:.4f}" for k in ("test_accuracy", "test_loss", "epsilon")
+               if record.get(k) is not None}
+    losses = [w["generator_loss"] for w in record["workers"] if w.get("generator_loss") is not None]
+    return figures or {"generator_loss": f"{sum(losses) / max(len(losses), 1):.4f}"}
 
 
 def announce_start(comm: Communicator, last_round: int) -> None:
-    """Server side: tell every worker the last finished round, 0 unless the run resumes."""
+    """Server side (gloo): tell every worker the last finished round, 0 unless the run resumes."""
     comm.broadcast({START: torch.tensor(last_round, dtype=torch.int64)}, src=0)
 
 
@@ -64,46 +286,26 @@ def receive_start(comm: Communicator) -> int:
     return int(comm.broadcast({START: torch.tensor(0, dtype=torch.int64)}, src=0)[START])
 
 
-def receive_model(comm: Communicator, template: Mapping[str, torch.Tensor]) -> tuple[int, Tensors]:
-    """Worker side: the round number and the global parameters, checked against `template`."""
-    message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **template}, src=0)
+def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples,
+                 options: argparse.Namespace) -> int:
+    """The worker's part of a round, the same on every backend: receive, train, reply."""
+    dp = LocalDP.from_options(options)
+    message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **model.state_dict()}, src=0)
     round_ = int(message.pop(ROUND))
-    return round_, message
+    model.load_state_dict(message)
+    update, num_samples, loss, figures = local.local_update(model, examples, options, round_, comm.rank, dp)
+    if dp is not None:
+        loss, figures = dp.release(loss, figures)
+    comm.gather(Reply(update, num_samples, loss, figures).to_message(), dst=0)
+    return round_
 
 
-def update_message(update: Mapping[str, torch.Tensor], num_samples: int, loss: float,
-                   extra: Mapping[str, float] | None = None) -> Tensors:
-    """A worker's reply: its parameters or gradients, the count and loss that weight them, and
-    named figures (a DP accountant entry, GAN losses) as float64 scalars."""
-    figures = {NUM_SAMPLES: num_samples, TRAIN_LOSS: loss,
-               **{EXTRA + name: value for name, value in (extra or {}).items()}}
-    return {**update, **{name: torch.tensor(float(value), dtype=torch.float64) for name, value in figures.items()}}
-
-
-def reply_extra(reply: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """The named figures of a reply, as update_message put them."""
-    return {name[len(EXTRA):]: float(value) for name, value in reply.items() if name.startswith(EXTRA)}
-
-
-def send_update(comm: Communicator, message: Tensors) -> None:
-    """Worker side: hand the reply to the server."""
-    comm.gather(message, dst=0)
-
-
-def gather_updates(comm: Communicator, template: Mapping[str, torch.Tensor],
-                   group: Sequence[int]) -> dict[int, Tensors]:
-    """Server side: rank -> reply for every member that answered, ordered by rank."""
-    return comm.gather(update_message(template, 0, 0.0), dst=0, group=group) or {}
-
-
-def check_quorum(comm: Communicator, round_: int, group: Sequence[int], answered: Sequence[int],
-                 min_workers: int | None) -> None:
-    """Go on without the workers that failed only if enough of the averaged group answered."""
-    needed = len(group) if min_workers is None else min(min_workers, len(group))
-    present = [rank for rank in group if rank in answered]
-    if len(present) >= needed:
-        return
-    missing = "; ".join(f"{comm.describe(rank)}: {comm.failures.get(rank, 'no answer')}"
-                        for rank in group if rank not in answered)
-    raise FederationError(f"round {round_}: {len(present)} of {len(group)} workers answered and "
-                          f"{needed} are needed (--min-workers) - {missing}")
+def work(comm: Communicator, options: argparse.Namespace, examples: local.Examples) -> None:
+    """A long-lived worker (gloo): from the round the server starts at, take part in the rounds
+    whose group holds this rank."""
+    model = new_model(options, examples.labels.device)
+    num_workers = comm.world_size - 1
+    for round_ in range(receive_start(comm) + 1, options.num_rounds + 1):
+        group = choose_group(options.seed, round_, num_workers, options.group_size)
+        if comm.rank in participants(group, num_workers, options.train_all):
+            worker_round(comm, model, examples, options)

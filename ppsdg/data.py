@@ -6,6 +6,7 @@ model, the workers and the vantage6 algorithm never care where the data came fro
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import zlib
 from collections.abc import Callable, Sequence
@@ -278,6 +279,18 @@ def load(source: str) -> tuple[ImageSet, ImageSet]:
         f"data source {source!r} is not 'embedded', a directory of MNIST IDX files "
         f"or an existing .csv file"
     )
+
+
+def worker_sets(options: argparse.Namespace) -> list[ImageSet]:
+    """Each worker's share of `options.data`'s training set, in rank order, as the options ask.
+
+    Every place that needs a worker's data (a gloo worker, the mock's node databases, the launcher's
+    early check) takes it from here, so they all hold identical bytes.
+    """
+    train_set, _ = load(options.data)
+    parts = partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
+                      options.dirichlet_alpha, options.classes_per_worker)
+    return [train_set.subset(indices) for indices in parts]
 
 
 def to_tensors(images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,6 @@ and loss per round, and with --save-model the final state_dict as model.pt.
 """
 import argparse
 import json
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import checkpoint, data, parser
+from ppsdg import checkpoint, data, evaluate, parser, synthetic
+from ppsdg.checkpoint import Checkpoint
+from ppsdg.files import write_atomically
+from ppsdg.simplemodel import new_model
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -77,11 +78,33 @@ class RunOutput:
         """Write the summary, the plot and (if asked) the model; return the summary."""
         self._open()
         summary = summarize(self.options, records, time.perf_counter() - self.started, extra or {})
-        _write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
         plot(records, self.directory / PLOT)
         if self.options.save_model:
             save_model(state, self.directory / MODEL)
         return summary
+
+
+def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write a finished run; with --gan, draw the synthetic data and measure their use first.
+
+    Both backends end here, so a run's files do not depend on the transport.
+    """
+    extra = dict(extra or {})
+    if options.gan:
+        gan = new_model(options)
+        gan.load_state_dict(point.model)
+        synthetic_set = synthetic.sample(gan.generator, options.synthetic_samples, options.seed)
+        extra["tstr_accuracy"] = evaluate.tstr_accuracy(synthetic_set, options)
+        grids = {}
+        for round_, generator_state in point.snapshots.items():
+            snapshot = new_model(options).generator
+            snapshot.load_state_dict(generator_state)
+            grids[round_] = synthetic.grid(snapshot, options.seed)
+        grids[None] = synthetic.grid(gan.generator, options.seed)
+        output.write_synthetic(synthetic_set, grids, gan.generator.state_dict())
+    return output.finish(point.model, point.records, extra)
 
 
 def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,
@@ -103,9 +126,7 @@ def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]],
 def save_model(state: Mapping[str, torch.Tensor], path: Path) -> None:
     """The final state_dict, loadable with torch.load(path, weights_only=True)."""
     cpu_state = {name: tensor.detach().cpu() for name, tensor in state.items()}
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
-        torch.save(cpu_state, handle)
-    os.replace(handle.name, path)
+    write_atomically(path, lambda handle: torch.save(cpu_state, handle))
 
 
 def _pyplot():
@@ -144,9 +165,3 @@ def _mean_worker(record: Mapping[str, Any], key: str) -> float:
 
 def save_image(pixels: np.ndarray, path: Path) -> None:
     _pyplot().imsave(path, pixels, cmap="gray", vmin=0, vmax=255)
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(content)
-    os.replace(handle.name, path)

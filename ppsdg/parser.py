@@ -22,9 +22,17 @@ class _Parser(argparse.ArgumentParser):
         raise OptionsError(message)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one and the help text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="main.py", description=__doc__.splitlines()[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog="main.py", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
     add = parser.add_argument
     add("-nn", "--num-nodes", type=int, default=3, help="number of nodes, the server included")
     add("-uc", "--use-cuda", action="store_true", help="train on CUDA when present")

@@ -24,6 +24,7 @@ ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha", category=UserWarning)
 
 
 def batches_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -33,21 +34,6 @@ def batches_per_epoch(num_samples: int, batch_size: int) -> int:
 def sample_rate(num_samples: int, batch_size: int) -> float:
     """Poisson sampling rate as Opacus derives it from the data loader: 1 / batches per epoch."""
     return 1 / batches_per_epoch(num_samples, batch_size)
-
-
-def noise_multiplier(options: argparse.Namespace, num_samples: int) -> float:
-    """The noise for this worker: given, or the smallest that keeps all rounds within --target-epsilon.
-
-    The budget is planned for a worker that takes part in every round, the most it can spend.
-    """
-    if options.target_epsilon is None:
-        return options.noise_multiplier
-    from opacus.accountants.utils import get_noise_multiplier
-
-    steps = options.num_rounds * options.epochs * batches_per_epoch(num_samples, options.batch_size)
-    return get_noise_multiplier(target_epsilon=options.target_epsilon, target_delta=options.delta,
-                                sample_rate=sample_rate(num_samples, options.batch_size), steps=steps,
-                                accountant=options.accountant)
 
 
 @dataclass
@@ -61,29 +47,87 @@ class PrivateTraining:
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                 labels: torch.Tensor, options: argparse.Namespace, per_sample_gradients: bool = True
-                 ) -> PrivateTraining:
-    """Wrap a worker's model, optimizer and data for DP-SGD with Poisson sampling.
+class LocalDP:
+    """A run's local DP, decided once from the options: how a worker trains, what its reply may
+    carry, and how the server accounts for it. A run without --local_dp has none (`from_options`)."""
 
-    The classifier uses Opacus's ghost clipping: the same flat clipping and noise as per-sample
-    gradients, without materializing them (2.1 s against 5.2 s an epoch of 720 samples here).
-    With per_sample_gradients=False, Opacus computes none: the caller sets each parameter's
-    `grad_sample` itself (the WGAN-GP critic, whose penalty Opacus's hooks cannot differentiate).
-    """
-    from opacus import PrivacyEngine
+    figures = ENTRY_KEYS
+    withheld = ("train_loss", "critic_loss")
 
-    engine = PrivacyEngine(accountant=options.accountant)
-    loader = DataLoader(TensorDataset(images, labels), batch_size=options.batch_size)
-    wrapped = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, poisson_sampling=True,
-        noise_multiplier=noise_multiplier(options, len(labels)), max_grad_norm=options.max_grad_norm,
-        criterion=nn.NLLLoss(), grad_sample_mode="ghost" if per_sample_gradients else "no_op")
-    if per_sample_gradients:
-        private_model, private_optimizer, criterion, private_loader = wrapped
-    else:
-        (private_model, private_optimizer, private_loader), criterion = wrapped, nn.NLLLoss()
-    return PrivateTraining(engine, private_model, private_optimizer, private_loader, criterion)
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.noise = options.noise_multiplier
+        self.target_epsilon = options.target_epsilon
+        self.max_grad_norm = options.max_grad_norm
+        self.delta = options.delta
+        self.accountant = options.accountant
+        self.batch_size = options.batch_size
+        self.planned_epochs = options.num_rounds * options.epochs
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace) -> "LocalDP | None":
+        return cls(options) if options.local_dp else None
+
+    def noise_multiplier(self, num_samples: int) -> float:
+        """The noise for this worker: given, or the smallest that keeps all rounds within the target.
+
+        The budget is planned for a worker that takes part in every round, the most it can spend.
+        """
+        if self.target_epsilon is None:
+            return self.noise
+        from opacus.accountants.utils import get_noise_multiplier
+
+        steps = self.planned_epochs * batches_per_epoch(num_samples, self.batch_size)
+        return get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
+                                    sample_rate=sample_rate(num_samples, self.batch_size), steps=steps,
+                                    accountant=self.accountant)
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+             labels: torch.Tensor, per_sample_gradients: bool = True) -> PrivateTraining:
+        """Wrap a worker's model, optimizer and data for DP-SGD with Poisson sampling.
+
+        The classifier uses Opacus's ghost clipping: the same flat clipping and noise as per-sample
+        gradients, without materializing them (2.1 s against 5.2 s an epoch of 720 samples here).
+        With per_sample_gradients=False, Opacus computes none: the caller sets each parameter's
+        `grad_sample` itself (the WGAN-GP critic, whose penalty Opacus's hooks cannot differentiate).
+        """
+        from opacus import PrivacyEngine
+
+        engine = PrivacyEngine(accountant=self.accountant)
+        loader = DataLoader(TensorDataset(images, labels), batch_size=self.batch_size)
+        wrapped = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, poisson_sampling=True,
+            noise_multiplier=self.noise_multiplier(len(labels)), max_grad_norm=self.max_grad_norm,
+            criterion=nn.NLLLoss(), grad_sample_mode="ghost" if per_sample_gradients else "no_op")
+        if per_sample_gradients:
+            private_model, private_optimizer, criterion, private_loader = wrapped
+        else:
+            (private_model, private_optimizer, private_loader), criterion = wrapped, nn.NLLLoss()
+        return PrivateTraining(engine, private_model, private_optimizer, private_loader, criterion)
+
+    @staticmethod
+    def spent(private: PrivateTraining) -> dict[str, float]:
+        """This round's spending, as the named figures of the worker's reply."""
+        return entry_extra(round_entry(private.engine))
+
+    @staticmethod
+    def release(loss: float, figures: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """What may leave the node: only the noised update. A loss measured on the private data is not
+        covered by the guarantee, so it is sent as 0 and recorded as unknown. (The generator's loss
+        only queries the DP-trained critic, so it may go.)"""
+        return 0.0, {**figures, **({"critic_loss": 0.0} if "critic_loss" in figures else {})}
+
+    def ledger(self) -> "Ledger":
+        return Ledger(self.delta, self.accountant)
+
+    @staticmethod
+    def account(ledger: "Ledger", rank: int, figures: dict[str, float]) -> float:
+        """Charge a worker's reply to its history; return the worker's epsilon so far."""
+        ledger.add(rank, entry_from_extra(figures))
+        return ledger.epsilon_of(rank)
+
+    def round_figures(self, ledger: "Ledger") -> dict[str, float | str]:
+        """The run's guarantee after a round: the largest epsilon of any worker so far."""
+        return {"epsilon": ledger.worst(), "delta": self.delta, "accountant": self.accountant}
 
 
 def round_entry(engine: Any) -> HistoryEntry:

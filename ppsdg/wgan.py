@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from ppsdg import privacy
+from ppsdg.privacy import LocalDP
 from ppsdg.simplemodel import GAN
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -46,19 +46,19 @@ def per_sample_gradients(critic: nn.Module, real: torch.Tensor, fake: torch.Tens
 
 
 def critic_step(gan: GAN, optimizer: torch.optim.Optimizer, real: torch.Tensor, labels: torch.Tensor,
-                options: argparse.Namespace) -> float:
-    """One critic update on a batch of real examples; with DP the optimizer clips and noises."""
+                penalty_weight: float, private: bool) -> float:
+    """One critic update on a batch of real examples; a private optimizer clips and noises."""
     with torch.no_grad():
         fake = gan.generator(torch.randn(len(labels), gan.generator.latent_dim, device=labels.device), labels)
     mix = torch.rand(len(labels), 1, 1, 1, device=labels.device)
     if len(labels):
-        grads, losses = per_sample_gradients(gan.critic, real, fake, labels, mix, options.gradient_penalty)
+        grads, losses = per_sample_gradients(gan.critic, real, fake, labels, mix, penalty_weight)
     else:
         grads = {name: p.new_zeros((0, *p.shape)) for name, p in gan.critic.named_parameters()}
         losses = torch.zeros(1)
     optimizer.zero_grad(set_to_none=True)
     for name, p in gan.critic.named_parameters():
-        if options.local_dp:
+        if private:
             p.grad_sample = grads[name]
         else:
             p.grad = grads[name].mean(dim=0)
@@ -84,22 +84,22 @@ def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options: argparse.Namespace,
-                 epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None
+                 dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None
                  ) -> tuple[dict[str, torch.Tensor], int, float, dict[str, float]]:
     """A worker's round of WGAN-GP on a copy of the global GAN: critic steps on real batches, a
     generator step every --critic-steps of them (at least one a round, however little data a worker
     holds). With DP, Opacus's Poisson sampler draws the batches."""
     gan = copy.deepcopy(model)
     critic_optimizer, generator_optimizer = adam(gan.critic, lr), adam(gan.generator, lr)
-    engine, loader = None, None
-    if options.local_dp:
-        private = privacy.make_private(gan.critic, critic_optimizer, images, labels, options,
-                                       per_sample_gradients=False)
-        engine, critic_optimizer, loader = private.engine, private.optimizer, private.loader
+    private = None
+    if dp is not None:
+        private = dp.wrap(gan.critic, critic_optimizer, images, labels, per_sample_gradients=False)
+        critic_optimizer = private.optimizer
     critic_total, critic_count, critic_steps, generator_losses = 0.0, 0, 0, []
     for _ in range(options.epochs):
-        for real, real_labels in (loader if loader is not None else epoch_batches()):
-            critic_total += critic_step(gan, critic_optimizer, real, real_labels, options) * len(real_labels)
+        for real, real_labels in (private.loader if private is not None else epoch_batches()):
+            critic_total += critic_step(gan, critic_optimizer, real, real_labels, options.gradient_penalty,
+                                        private is not None) * len(real_labels)
             critic_count += len(real_labels)
             critic_steps += 1
             if critic_steps % options.critic_steps == 0:
@@ -110,6 +110,6 @@ def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options
         generator_losses.append(generator_step(gan, generator_optimizer, options.batch_size))
     critic_loss = critic_total / max(critic_count, 1)
     extra = {"critic_loss": critic_loss, "generator_loss": sum(generator_losses) / len(generator_losses)}
-    if engine is not None:
-        extra.update(privacy.entry_extra(privacy.round_entry(engine)))
+    if private is not None:
+        extra.update(LocalDP.spent(private))
     return dict(gan.state_dict()), len(labels), critic_loss, extra

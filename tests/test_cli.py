@@ -52,6 +52,8 @@ def test_main_reports_bad_input_in_one_line(argv, message, capsys, tmp_path):
     (["-nn", "5", "--backend", "gloo"], True),
     (["--backend", "vantage6"], False),
     (["--backend=vantage6", "-nr", "2"], False),
+    (["--output", "runs/vantage6"], True),
+    (["--backend", "vantage6", "--backend", "gloo"], True),
     (["--help"], False),
 ])
 def test_forkserver_starts_ahead_only_for_a_gloo_launch(argv, ahead, monkeypatch):

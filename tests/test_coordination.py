@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import train
-from ppsdg import coordination, parser
+from ppsdg import coordination, local, parser, runtime, simplemodel
 
 
 def options(**overrides) -> argparse.Namespace:
@@ -42,7 +41,7 @@ def test_train_all_trains_everyone_but_group_is_averaged():
 
 
 def test_derive_seed_depends_on_every_part():
-    seeds = {coordination.derive_seed(1, r, w) for r in range(5) for w in range(5)}
+    seeds = {runtime.derive_seed(1, r, w) for r in range(5) for w in range(5)}
     assert len(seeds) == 25
 
 
@@ -52,9 +51,9 @@ def linear_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.LogSoftmax(dim=1))
 
 
-def examples(count: int, seed: int) -> train.Examples:
+def examples(count: int, seed: int) -> local.Examples:
     g = torch.Generator().manual_seed(seed)
-    return train.Examples(torch.randn(count, 1, 28, 28, generator=g), torch.randint(0, 10, (count,), generator=g))
+    return local.Examples(torch.randn(count, 1, 28, 28, generator=g), torch.randint(0, 10, (count,), generator=g))
 
 
 def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
@@ -65,15 +64,15 @@ def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
     for rank, shard in enumerate(shards, start=1):
         worker = linear_model()
         worker.load_state_dict(federated.state_dict())
-        grads, count, loss, _ = train.local_update(worker, shard, opts, round_=1, rank=rank)
-        replies.append(coordination.update_message(grads, count, loss))
-    optimizer = train.make_optimizer(federated, opts.learning_rate, opts.momentum)
-    train.aggregate(federated, optimizer, replies, train.round_lr(opts, 1))
+        grads, count, loss, _ = local.local_update(worker, shard, opts, round_=1, rank=rank)
+        replies.append(coordination.Reply(grads, count, loss, {}))
+    optimizer = local.make_optimizer(federated, opts.learning_rate, opts.momentum)
+    coordination.aggregate(federated, optimizer, replies, local.round_lr(opts, 1))
 
     central = linear_model()
-    union = train.Examples(torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]))
-    central_optimizer = train.make_optimizer(central, opts.learning_rate, 0.0)
-    train.train_batch(central, central_optimizer, union.images, union.labels)
+    union = local.Examples(torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]))
+    central_optimizer = local.make_optimizer(central, opts.learning_rate, 0.0)
+    local.train_batch(central, central_optimizer, union.images, union.labels)
 
     for (name, p), q in zip(federated.named_parameters(), central.parameters()):
         assert torch.allclose(p, q, atol=1e-6), name
@@ -83,19 +82,19 @@ def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
 def test_fedavg_of_one_worker_is_its_local_training():
     opts = options(num_nodes=2, epochs=2, batch_size=16)
     shard = examples(48, 5)
-    federated, local = linear_model(), linear_model()
+    federated, alone = linear_model(), linear_model()
     for round_ in (1, 2):
         worker = linear_model()
         worker.load_state_dict(federated.state_dict())
-        state, count, loss, _ = train.local_update(worker, shard, opts, round_, rank=1)
-        train.aggregate(federated, None, [coordination.update_message(state, count, loss)], 0.0)
-        plain_optimizer = torch.optim.SGD(local.parameters(), lr=train.round_lr(opts, round_),
+        state, count, loss, _ = local.local_update(worker, shard, opts, round_, rank=1)
+        coordination.aggregate(federated, None, [coordination.Reply(state, count, loss, {})], 0.0)
+        plain_optimizer = torch.optim.SGD(alone.parameters(), lr=local.round_lr(opts, round_),
                                           momentum=opts.momentum)
-        generator = torch.Generator().manual_seed(coordination.derive_seed(opts.seed, round_, 1))
+        generator = torch.Generator().manual_seed(runtime.derive_seed(opts.seed, round_, 1))
         for _ in range(opts.epochs):
-            train.train_epoch(local, plain_optimizer, train.shuffled_batches(shard, opts.batch_size, generator))
+            local.train_epoch(alone, plain_optimizer, local.shuffled_batches(shard, opts.batch_size, generator))
     for name, tensor in federated.state_dict().items():
-        assert torch.equal(tensor, local.state_dict()[name]), name
+        assert torch.equal(tensor, alone.state_dict()[name]), name
 
 
 def test_gloo_layout_does_not_depend_on_dict_order():
@@ -112,18 +111,18 @@ def test_gloo_layout_does_not_depend_on_dict_order():
 
 
 def test_server_test_figures_do_not_depend_on_its_thread_count():
-    """The server tests on every core (train.every_core) while gloo workers train on one thread
+    """The server tests on every core (runtime.every_core) while gloo workers train on one thread
     each and the mock tests on --threads: the figures must agree all the same."""
     opts = options(num_nodes=2)
     cpu = torch.device("cpu")
-    model = train.new_model(opts)
-    train.local_update(model, train.worker_examples(opts, 1, cpu), opts, 1, rank=1)
-    test_set = train.test_examples(opts, cpu)
+    model = simplemodel.new_model(opts)
+    local.local_update(model, local.worker_examples(opts, 1, cpu), opts, 1, rank=1)
+    test_set = local.test_examples(opts, cpu)
     torch.set_num_threads(1)
-    one_thread = train.test(model, test_set, opts.test_batch_size)
-    with train.every_core():
+    one_thread = local.test(model, test_set, opts.test_batch_size)
+    with runtime.every_core():
         threads = torch.get_num_threads()
-        every = train.test(model, test_set, opts.test_batch_size)
+        every = local.test(model, test_set, opts.test_batch_size)
     assert torch.get_num_threads() == 1
     assert threads == len(os.sched_getaffinity(0))
     assert every == one_thread

@@ -17,22 +17,23 @@ from hypothesis import strategies as st
 import main
 import train
 from backends import codec
+from backends.gloo import free_port
 from conftest import run_main
-from ppsdg import checkpoint, coordination, data, output, parser
+from ppsdg import algorithm, checkpoint, coordination, data, output, parser, simplemodel
 from ppsdg.errors import DataError, FederationError, OptionsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def learning_figures(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return [coordination.comparable(r) for r in records]
 
 
 
 def test_gloo_run_stopped_and_resumed_equals_one_that_was_not(gloo_run, tmp_path):
     _, straight_state, straight_records = gloo_run
     run_main(tmp_path, "--backend", "gloo", "-nr", "2")
-    state, records = run_main(tmp_path, "--backend", "gloo", "--resume")
+    state, records = run_main(tmp_path, "--backend", "gloo", "--resume", "--log-interval", "3")
     assert all(torch.equal(state[name], straight_state[name]) for name in straight_state)
     assert learning_figures(records) == learning_figures(straight_records)
 
@@ -49,7 +50,7 @@ def test_vantage6_run_resumed_equals_one_that_was_not(small_csv, tmp_path, extra
 
 def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     options = parser.from_mapping({})
-    first = checkpoint.encode(checkpoint.Checkpoint(1, train.state_copy(train.new_model(options))), options)
+    first = checkpoint.encode(checkpoint.Checkpoint(1, simplemodel.state_copy(simplemodel.new_model(options))), options)
     checkpoint.save(first, tmp_path)
 
     def crash(*args):
@@ -59,26 +60,25 @@ def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, mo
     with pytest.raises(OSError):
         checkpoint.save(b"half" * 10, tmp_path)
     assert checkpoint.load(tmp_path) == first
-    point = checkpoint.decode(checkpoint.load(tmp_path), options, train.new_model(options).state_dict())
+    point = checkpoint.read(checkpoint.load(tmp_path), options)
     assert point.round == 1
 
 
 def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
     options = parser.from_mapping({"output": str(tmp_path)})
     with pytest.raises(OptionsError, match="no checkpoint at"):
-        train.resume_point(options, torch.device("cpu"))
-    blob = checkpoint.encode(checkpoint.Checkpoint(2, train.state_copy(train.new_model(options))), options)
+        train.resume_point(options)
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, simplemodel.state_copy(simplemodel.new_model(options))), options)
     checkpoint.save(blob, tmp_path)
     other = parser.from_mapping({"output": str(tmp_path), "learning_rate": 0.5, "num_rounds": 5})
     with pytest.raises(OptionsError, match=r"differing: learning_rate \(checkpoint 0.05, now 0.5\)"):
-        train.resume_point(other, torch.device("cpu"))
-    assert train.resume_point(parser.from_mapping({"output": str(tmp_path), "num_rounds": 5}),
-                              torch.device("cpu")).round == 2
+        train.resume_point(other)
+    assert train.resume_point(parser.from_mapping({"output": str(tmp_path), "num_rounds": 5})).round == 2
 
 
 def start_ranks(tmp_path: Path, *argv: str) -> list[subprocess.Popen]:
     """Server and two workers as separate processes, the way torchrun starts them."""
-    port = main.free_port()
+    port = free_port()
     processes = []
     for rank in range(3):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
@@ -87,6 +87,13 @@ def start_ranks(tmp_path: Path, *argv: str) -> list[subprocess.Popen]:
             [sys.executable, str(ROOT / "main.py"), "--backend", "gloo", "-nn", "3", "--output", str(tmp_path),
              *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
+
+
+def test_under_torchrun_only_the_server_says_where_the_results_are(tmp_path, small_csv):
+    processes = start_ranks(tmp_path, "--data", str(small_csv), "-nr", "1")
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs[0][1][-2000:]
+    assert ["results in" in out for out, _ in outputs] == [True, False, False]
 
 
 def after_first_round(tmp_path: Path, processes: list[subprocess.Popen]) -> None:
@@ -143,21 +150,21 @@ NODE_FRAMES = {
 def test_node_with_bad_data_fails_naming_itself_and_the_problem(case):
     damage, message = NODE_FRAMES[case]
     options = parser.from_mapping({"num_nodes": 2})
-    state = train.new_model(options).state_dict()
+    state = simplemodel.new_model(options).state_dict()
     kwargs = {"message": codec.encode_text({coordination.ROUND: torch.tensor(1), **state}),
-              "ranks": {"5": 1}, "options": parser.task_options(options)}
+              "ranks": {"5": 1}, "world_size": 2, "options": parser.task_options(options)}
     frame = damage(data.to_frame(data.load("embedded")[0].subset(torch.arange(50).numpy())))
     with pytest.raises(FederationError, match=rf"organization 5 \(worker rank 1\): .*{message}"):
-        train.partial(SimpleNamespace(organization_id=5), frame, kwargs)
+        algorithm.run_partial(5, frame, kwargs)
 
 
 def test_node_refuses_a_message_from_another_format_version():
     options = parser.from_mapping({"num_nodes": 2})
     newer = codec.encode({coordination.ROUND: torch.tensor(1)}).replace(b"\xa7version\x01", b"\xa7version\x02")
-    kwargs = {"message": codec.to_text(newer), "ranks": {"5": 1}, "options": parser.task_options(options)}
+    kwargs = {"message": codec.to_text(newer), "ranks": {"5": 1}, "world_size": 2, "options": parser.task_options(options)}
     frame = data.to_frame(data.load("embedded")[0].subset(torch.arange(20).numpy()))
     with pytest.raises(FederationError, match="unsupported format version 2"):
-        train.partial(SimpleNamespace(organization_id=5), frame, kwargs)
+        algorithm.run_partial(5, frame, kwargs)
 
 
 def test_bad_input_leaves_no_output_behind(tmp_path, small_csv):

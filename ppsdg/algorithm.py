@@ -1,0 +1,81 @@
+"""The vantage6 algorithm: `central` runs the server's rounds, one subtask per round; `partial` runs
+one worker's round on the node's own data. Both are thin: the round itself is coordination's."""
+import os
+from typing import Any
+
+from vantage6.algorithm.tools import decorators
+
+from backends import codec
+from backends.vantage6 import CentralCommunicator, node_communicator, node_result
+from ppsdg import checkpoint, coordination, data, local, parser, runtime
+from ppsdg.checkpoint import Checkpoint
+from ppsdg.errors import FederationError, OptionsError, PpsdgError
+from ppsdg.simplemodel import new_model
+
+
+@decorators.algorithm_client
+def central(client: Any, **kwargs: Any) -> dict[str, Any]:
+    """Train over the collaboration; kwargs are main.py's long options with underscores."""
+    return run_central(client, kwargs)
+
+
+@decorators.data(1)
+@decorators.algorithm_client
+def partial(client: Any, frame: Any, **kwargs: Any) -> dict[str, Any]:
+    """One worker round on this node's data (label + 784 pixel columns); returns the update only."""
+    return run_partial(client.organization_id, frame, kwargs)
+
+
+def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The server's rounds over the collaboration's organizations, each round one subtask.
+
+    Rank r is the r-th organization of `organizations` (default: all of them, by id); `checkpoint`
+    (codec text from an earlier result) resumes a run.
+    """
+    kwargs = dict(kwargs)
+    resume_text = kwargs.pop("checkpoint", None)
+    organizations = kwargs.pop("organizations", None) or sorted(o["id"] for o in client.organization.list())
+    kwargs.setdefault("num_nodes", len(organizations) + 1)
+    options = parser.from_mapping({**kwargs, "backend": "vantage6"})
+    if options.num_nodes != len(organizations) + 1:
+        raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
+                           "were given: it must be their number plus one (the server)")
+    device = runtime.set_up(options)
+    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
+    latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
+
+    def keep(record: coordination.RoundRecord, point: Checkpoint) -> None:
+        for worker in record["workers"] + record["failed"]:
+            worker["organization"] = comm.organization_of(worker["rank"])
+        latest[0] = point
+
+    try:
+        coordination.serve(comm, options, local.test_examples(options, device), keep, latest[0])
+    except FederationError as error:
+        return central_result(latest[0], options, organizations, error=str(error))
+    return central_result(latest[0], options, organizations)
+
+
+def central_result(point: Checkpoint | None, options: Any, organizations: list[int],
+                   error: str | None = None) -> dict[str, Any]:
+    """What the central function returns: the metrics, the checkpoint to save or resume from, and the
+    error that stopped it, if one did (the researcher then still gets every finished round)."""
+    result: dict[str, Any] = {"organizations": organizations, "metrics": point.records if point else [],
+                              "checkpoint": codec.to_text(checkpoint.encode(point, options)) if point else None}
+    if error is not None:
+        result["error"] = error
+    return result
+
+
+def run_partial(organization: int, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A worker's round on the node's own data; its errors name the organization and its rank."""
+    comm = node_communicator(organization, kwargs)
+    try:
+        options = parser.from_mapping(kwargs.get("options") or {})
+        options.secure_noise = options.secure_noise or os.environ.get(parser.SECURE_NOISE_ENV) == "1"
+        device = runtime.set_up(options)
+        examples = local.Examples.from_images(data.from_frame(frame), device)
+        coordination.worker_round(comm, new_model(options, device), examples, options)
+    except PpsdgError as error:
+        raise FederationError(f"organization {organization} (worker rank {comm.rank}): {error}") from error
+    return node_result(organization, comm)

@@ -1,0 +1,179 @@
+"""A worker's local learning on its own data: batches, epochs, the FedSGD gradient, the test, and
+the classifier's round (the counterpart of wgan.py for the GAN).
+
+Every random draw of a worker's round comes from (seed, round, rank), so a stateless vantage6 node
+reproduces exactly what a long-lived gloo worker does.
+"""
+import argparse
+import copy
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from backends import Tensors
+from ppsdg import data, wgan
+from ppsdg.privacy import LocalDP
+from ppsdg.runtime import derive_seed
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Update = tuple[Tensors, int, float, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A worker's training data or the server's test data, as tensors ready for the model."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_images(cls, images: data.ImageSet, device: torch.device) -> "Examples":
+        inputs, labels = data.to_tensors(images)
+        return cls(inputs.to(device), labels.to(device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def worker_examples(options: argparse.Namespace, rank: int, device: torch.device) -> Examples:
+    """Worker `rank`'s partition of the training set, the same one a vantage6 node would hold."""
+    return Examples.from_images(data.worker_sets(options)[rank - 1], device)
+
+
+def test_examples(options: argparse.Namespace, device: torch.device) -> Examples:
+    _, test_set = data.load(options.data)
+    return Examples.from_images(test_set, device)
+
+
+def round_lr(options: argparse.Namespace, round_: int) -> float:
+    """StepLR with one step per round: the server and a stateless node compute the same rate."""
+    base = options.gan_learning_rate if options.gan else options.learning_rate
+    return base * options.gamma ** (round_ - 1)
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+
+
+def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                labels: torch.Tensor, criterion: Criterion = F.nll_loss) -> float:
+    """One SGD step; returns the batch's mean loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = criterion(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def shuffled_batches(examples: Examples, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """One epoch of batches in a seeded order."""
+    order = torch.randperm(len(examples), generator=generator).to(examples.labels.device)
+    for start in range(0, len(examples), batch_size):
+        batch = order[start:start + batch_size]
+        yield examples.images[batch], examples.labels[batch]
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
+                progress: tqdm | None = None, log_interval: int = 10, criterion: Criterion = F.nll_loss) -> float:
+    """One pass over `batches`; returns the mean loss per sample.
+
+    An empty batch (Poisson sampling under DP can draw one) still makes its noisy step, the step
+    the accountant counts; it adds nothing to the loss.
+    """
+    model.train()
+    total, count = 0.0, 0
+    for index, (images, labels) in enumerate(batches):
+        loss = train_batch(model, optimizer, images, labels, criterion)
+        if len(labels):
+            total, count = total + loss * len(labels), count + len(labels)
+        if progress is not None:
+            progress.update(1)
+            if index % log_interval == 0:
+                progress.set_postfix(loss=f"{loss:.4f}")
+    return total / max(count, 1)
+
+
+def batch_gradient(model: nn.Module, examples: Examples, batch_size: int,
+                   generator: torch.Generator) -> Update:
+    """FedSGD's local step: the mean gradient over one seeded batch (the whole set if it is smaller)."""
+    model.train()
+    images, labels = next(shuffled_batches(examples, batch_size, generator))
+    model.zero_grad(set_to_none=True)
+    loss = F.nll_loss(model(images), labels)
+    loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    return grads, len(labels), loss.item(), {}
+
+
+@torch.no_grad()
+def test(model: nn.Module, examples: Examples, batch_size: int) -> tuple[float, float]:
+    """Mean loss per sample and accuracy (0..1) of `model` on `examples`."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        images = examples.images[start:start + batch_size]
+        labels = examples.labels[start:start + batch_size]
+        output = model(images)
+        loss += F.nll_loss(output, labels, reduction="sum").item()
+        correct += int((output.argmax(dim=1) == labels).sum())
+    return loss / len(examples), correct / len(examples)
+
+
+def fit(model: nn.Module, examples: Examples, epochs: int, batch_size: int, lr: float, momentum: float,
+        seed: int) -> nn.Module:
+    """Plain SGD epochs on `examples` for a classifier trained in one place (TSTR), every draw
+    (order and dropout) from `seed`, so that every backend gets the same classifier."""
+    optimizer = make_optimizer(model, lr, momentum)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            train_epoch(model, optimizer, shuffled_batches(examples, batch_size, generator))
+    return model
+
+
+def local_update(model: nn.Module, examples: Examples, options: argparse.Namespace, round_: int,
+                 rank: int, dp: LocalDP | None = None) -> Update:
+    """A worker's part of a round from the global model already in `model`: its update, sample
+    count, loss, and named figures (the DP spending, the GAN's losses).
+
+    Every random draw (order, dropout, DP noise and sampling, GAN noise) comes from
+    (seed, round, rank); with --secure-noise, from the operating system's entropy instead.
+    """
+    seed = secrets.randbits(63) if options.secure_noise else derive_seed(options.seed, round_, rank)
+    generator = torch.Generator().manual_seed(seed)
+    device = examples.labels.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        if options.stochastic_gradient:
+            return batch_gradient(model, examples, options.batch_size, generator)
+        batches_per_epoch = -(-len(examples) // options.batch_size)
+        with tqdm(total=options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
+                  position=rank, leave=False, disable=None) as progress:
+            if options.gan:
+                return wgan.local_update(model, examples.images, examples.labels, options, dp,
+                                         lambda: shuffled_batches(examples, options.batch_size, generator),
+                                         round_lr(options, round_), progress)
+            return classifier_update(model, examples, options, dp, round_lr(options, round_), generator,
+                                     progress)
+
+
+def classifier_update(model: nn.Module, examples: Examples, options: argparse.Namespace, dp: LocalDP | None,
+                      lr: float, generator: torch.Generator, progress: tqdm) -> Update:
+    """FedAvg's local epochs, as DP-SGD on a private copy of the model under local DP."""
+    if dp is None:
+        optimizer = make_optimizer(model, lr, options.momentum)
+        losses = [train_epoch(model, optimizer, shuffled_batches(examples, options.batch_size, generator),
+                              progress, options.log_interval) for _ in range(options.epochs)]
+        return dict(model.state_dict()), len(examples), sum(losses) / len(losses), {}
+    plain = copy.deepcopy(model)
+    private = dp.wrap(plain, make_optimizer(plain, lr, options.momentum), examples.images, examples.labels)
+    losses = [train_epoch(private.model, private.optimizer, private.loader, progress, options.log_interval,
+                          private.criterion) for _ in range(options.epochs)]
+    return dict(plain.state_dict()), len(examples), sum(losses) / len(losses), dp.spent(private)
