@@ -53,13 +53,12 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, data, output, parser  # noqa: E402
+from ppsdg import checkpoint, data, output, parser, runtime  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError  # noqa: E402
 
 ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
@@ -201,7 +200,7 @@ def central_error(client: Any, task_id: int) -> str:
 def save_central_result(options, result: dict[str, Any]) -> None:
     """Write the central function's rounds and checkpoint as a gloo run writes its own; if an error
     stopped it, keep every finished round and say how to go on."""
-    torch.set_num_threads(options.threads)
+    runtime.set_up(options)
     try:
         text, error = result.get("checkpoint"), result.get("error")
         point = None if text is None else checkpoint.read(codec.from_text(text), options)

@@ -20,7 +20,7 @@ from backends import Communicator, Tensors, group_of
 from ppsdg import checkpoint, coordination, local, parser
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.output import RunOutput, finish_run
-from ppsdg.runtime import device_for
+from ppsdg.runtime import device_for, set_up
 from ppsdg.simplemodel import new_model
 
 OnRound = Callable[[dict, Checkpoint], None]
@@ -87,8 +87,7 @@ class InProcess(Communicator):
 def run(options: argparse.Namespace, on_round: OnRound = lambda record, point: None,
         transport_dtype: torch.dtype | None = None) -> Checkpoint:
     """Train as the backends do, in this process; on_round may raise to stop early."""
-    torch.set_num_threads(options.threads)
-    test_set = local.test_examples(options, device_for(options))
+    test_set = local.test_examples(options, set_up(options))
     return coordination.serve(InProcess(options, transport_dtype), options, test_set, on_round)
 
 

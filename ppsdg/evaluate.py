@@ -1,17 +1,243 @@
-"""How much of the real data's use a synthetic set keeps, measured the way the literature does."""
-import argparse
+"""How much of the real data's use a synthetic set keeps, measured the way the literature does.
 
+Every figure comes from one fixed protocol, so that figures of different runs compare:
+
+* TSTR (train on synthetic, test on real): a fresh `Net` trained on the synthetic set alone with
+  Adam (lr 1e-3), batch 64, 5 epochs, every draw from the seed, then tested once on the real test set.
+  Nothing is chosen on the test set (no early stopping, no best epoch).
+* TRTR (train on real, test on real): the same recipe on the real training set; the ceiling of TSTR.
+* Feature space: the 128 ReLU outputs of fc1 of a `Net` trained with the same recipe on the REAL
+  training set. The literature's Inception network needs a download that a node cannot make, and a
+  digit classifier's features are the usual substitute for MNIST (nothing is cached on disk).
+* Fréchet distance between the real test set's and the synthetic set's features.
+* Precision and recall (Kynkäänniemi et al. 2019) and coverage (Naeem et al. 2020) with k=3
+  nearest-neighbour manifolds in feature space; the real side is the test set.
+* Memorization: each image's L2 pixel distance (pixels/255) to its nearest real training image of any
+  class (a copy leaks whatever label it is given). A synthetic image counts as memorized if it is at
+  least as close as the 5th percentile of the real test images' distances, so real test images come
+  out about 5% memorized and copies of training images 100%.
+
+Per class, synthetic images of class c are compared with real test images of class c.
+"""
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
 import torch
 
 from ppsdg import data, local
+from ppsdg.errors import DataError, OptionsError, PpsdgError
+from ppsdg.parser import _Parser
 from ppsdg.runtime import derive_seed
-from ppsdg.simplemodel import new_model
+from ppsdg.simplemodel import Net
+
+LEARNING_RATE = 1e-3
+BATCH_SIZE = 64
+EPOCHS = 5
+TEST_BATCH_SIZE = 1000
+NEIGHBOURS = 3
+MEMORIZATION_QUANTILE = 0.05
+CHUNK = 1024
+CPU = torch.device("cpu")
+
+
+def train_classifier(images: data.ImageSet, seed: int, epochs: int = EPOCHS) -> Net:
+    """The protocol's one recipe (Adam, fixed batch and epochs), its initialization, order and dropout
+    all drawn from `seed`, so a figure depends on the images alone."""
+    examples = local.Examples.from_images(images, CPU)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Net()
+        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        for _ in range(epochs):
+            local.train_epoch(model, optimizer, local.shuffled_batches(examples, BATCH_SIZE, generator))
+    return model
+
+
+def accuracy(model: Net, images: data.ImageSet) -> float:
+    return local.test(model, local.Examples.from_images(images, CPU), TEST_BATCH_SIZE)[1]
 
 
 def tstr_accuracy(synthetic_set: data.ImageSet, options: argparse.Namespace) -> float:
-    """Train-on-synthetic, test-on-real: the classifier trained on synthetic data alone, tested on the
-    real held-out set."""
-    classifier = new_model(argparse.Namespace(**{**vars(options), "gan": False}))
-    local.fit(classifier, local.Examples.from_images(synthetic_set, torch.device("cpu")), options.tstr_epochs,
-              options.batch_size, options.learning_rate, options.momentum, derive_seed(options.seed, 0, 0))
-    return local.test(classifier, local.test_examples(options, torch.device("cpu")), options.test_batch_size)[1]
+    """Train-on-synthetic, test-on-real for a finished run: the protocol's classifier, tested on the
+    run's real held-out set (the seed of the run's classifier, `--tstr-epochs` epochs)."""
+    _, test_set = data.load(options.data)
+    return accuracy(train_classifier(synthetic_set, classifier_seed(options.seed), options.tstr_epochs), test_set)
+
+
+def classifier_seed(seed: int) -> int:
+    """The seed of the protocol's classifiers, derived as a run derives its draws."""
+    return derive_seed(seed, 0, 0)
+
+
+@torch.no_grad()
+def features(model: Net, images: data.ImageSet) -> torch.Tensor:
+    """Penultimate features: what fc1's ReLU hands to the last dropout (the identity in eval mode)."""
+    model.eval()
+    inputs, _ = data.to_tensors(images)
+    captured: list[torch.Tensor] = []
+    hook = model.dropout2.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    try:
+        for chunk in inputs.split(TEST_BATCH_SIZE):
+            model(chunk)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
+def frechet_distance(first: torch.Tensor, second: torch.Tensor) -> float:
+    """|m1 - m2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2) of Gaussians fitted to two feature sets, in float64.
+
+    tr (S1 S2)^1/2 is taken as the sum of the square roots of the eigenvalues of S1^1/2 S2 S1^1/2,
+    a symmetric matrix, so no complex parts arise and the distance of a set to itself is ~0.
+    """
+    first, second = first.double(), second.double()
+    if min(len(first), len(second)) < 2:
+        raise DataError("the Fréchet distance needs at least 2 images in each set")
+    cov_first, cov_second = torch.cov(first.T), torch.cov(second.T)
+    root_first = _psd_sqrt(cov_first)
+    cross = torch.linalg.eigvalsh(root_first @ cov_second @ root_first).clamp(min=0).sqrt().sum()
+    mean_term = (first.mean(0) - second.mean(0)).square().sum()
+    return max(float(mean_term + cov_first.trace() + cov_second.trace() - 2 * cross), 0.0)
+
+
+def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a covariance matrix; rounding's tiny negative eigenvalues count as 0."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def _distance_blocks(queries: torch.Tensor, references: torch.Tensor) -> Iterator[torch.Tensor]:
+    """L2 distances of CHUNK queries at a time to every reference, so memory stays bounded."""
+    references = references.float()
+    for chunk in queries.float().split(CHUNK):
+        yield torch.cdist(chunk, references, compute_mode="use_mm_for_euclid_dist")
+
+
+def nearest_distances(queries: torch.Tensor, references: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Each query's distance to its k-th nearest reference."""
+    return torch.cat([block.topk(k, dim=1, largest=False).values[:, -1]
+                      for block in _distance_blocks(queries, references)])
+
+
+def inside_balls(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Whether each query lies in at least one ball: the k-NN manifold estimate of both papers."""
+    return torch.cat([(block <= radii).any(dim=1) for block in _distance_blocks(queries, centres)])
+
+
+def neighbour_radii(points: torch.Tensor) -> torch.Tensor:
+    """Distance of each point to its NEIGHBOURS-th nearest other point (the point itself is nearest)."""
+    return nearest_distances(points, points, NEIGHBOURS + 1)
+
+
+def manifold_figures(real: torch.Tensor, synthetic: torch.Tensor) -> dict[str, float]:
+    """Precision (synthetic inside the real manifold), recall (real inside the synthetic manifold) and
+    coverage (real balls that hold a synthetic point)."""
+    real_radii = neighbour_radii(real)
+    return {
+        "precision": float(inside_balls(synthetic, real, real_radii).float().mean()),
+        "recall": float(inside_balls(real, synthetic, neighbour_radii(synthetic)).float().mean()),
+        "coverage": float((nearest_distances(real, synthetic) <= real_radii).float().mean()),
+    }
+
+
+def _flat_pixels(images: data.ImageSet) -> torch.Tensor:
+    return torch.from_numpy(images.pixels.reshape(len(images), -1)).float() / data.MAX_PIXEL
+
+
+def memorization(synthetic: data.ImageSet, train: data.ImageSet, test: data.ImageSet) -> tuple[torch.Tensor, float]:
+    """Which synthetic images are memorized, and the threshold: the MEMORIZATION_QUANTILE of the real
+    test images' distances to the training set, i.e. as close as only that share of unseen real
+    images comes by chance."""
+    reference = _flat_pixels(train)
+    threshold = float(torch.quantile(nearest_distances(_flat_pixels(test), reference), MEMORIZATION_QUANTILE))
+    return nearest_distances(_flat_pixels(synthetic), reference) <= threshold, threshold
+
+
+def evaluate(synthetic: data.ImageSet, train: data.ImageSet, test: data.ImageSet, seed: int,
+             epochs: int = EPOCHS) -> dict[str, Any]:
+    """Every figure of the protocol for `synthetic`, given the real data it was made from (`train`,
+    which it must not copy) and the real test set, as plain JSON values."""
+    for name, images in (("synthetic", synthetic), ("training", train), ("test", test)):
+        if len(images) <= NEIGHBOURS:
+            raise DataError(f"the {name} set holds {len(images)} images; the evaluation needs at least "
+                            f"{NEIGHBOURS + 1}")
+    tstr_model = train_classifier(synthetic, classifier_seed(seed), epochs)
+    extractor = train_classifier(train, classifier_seed(seed), epochs)
+    real_features, synthetic_features = features(extractor, test), features(extractor, synthetic)
+    memorized, threshold = memorization(synthetic, train, test)
+    return {
+        "synthetic_images": len(synthetic), "train_images": len(train), "test_images": len(test),
+        "tstr_accuracy": accuracy(tstr_model, test),
+        "trtr_accuracy": accuracy(extractor, test),
+        "frechet_distance": frechet_distance(real_features, synthetic_features),
+        **manifold_figures(real_features, synthetic_features),
+        "memorized_share": float(memorized.float().mean()),
+        "memorization_threshold": threshold,
+        "memorization_quantile": MEMORIZATION_QUANTILE,
+        "per_class": {str(label): class_figures(label, tstr_model, test, synthetic, real_features,
+                                                synthetic_features, memorized)
+                      for label in range(data.NUM_CLASSES)},
+        "protocol": {"optimizer": "Adam", "learning_rate": LEARNING_RATE, "batch_size": BATCH_SIZE,
+                     "epochs": epochs, "seed": seed, "neighbours": NEIGHBOURS},
+    }
+
+
+def class_figures(label: int, tstr_model: Net, test: data.ImageSet, synthetic: data.ImageSet,
+                  real_features: torch.Tensor, synthetic_features: torch.Tensor,
+                  memorized: torch.Tensor) -> dict[str, Any]:
+    """One class's figures; those a class has too few images for are null, and `note` says why. A class
+    missing from the synthetic set has recall and coverage 0: the generator gives none of it."""
+    real_rows = torch.from_numpy(np.flatnonzero(test.labels == label))
+    synthetic_rows = torch.from_numpy(np.flatnonzero(synthetic.labels == label))
+    figures: dict[str, Any] = {
+        "synthetic_images": len(synthetic_rows), "test_images": len(real_rows),
+        "missing": len(synthetic_rows) == 0,
+        "tstr_accuracy": accuracy(tstr_model, test.subset(real_rows.numpy())) if len(real_rows) else None,
+        "memorized_share": float(memorized[synthetic_rows].float().mean()) if len(synthetic_rows) else None,
+        "frechet_distance": None, "precision": None, "recall": None, "coverage": None,
+    }
+    if figures["missing"]:
+        return {**figures, "recall": 0.0, "coverage": 0.0,
+                "note": "no synthetic images of this class: none of its real images is recalled or covered"}
+    if min(len(real_rows), len(synthetic_rows)) <= NEIGHBOURS:
+        return {**figures, "note": f"{len(synthetic_rows)} synthetic and {len(real_rows)} test images of this "
+                                   f"class; its distances need at least {NEIGHBOURS + 1} of each"}
+    real, fake = real_features[real_rows], synthetic_features[synthetic_rows]
+    return {**figures, "frechet_distance": frechet_distance(real, fake), **manifold_figures(real, fake)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ppsdg evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("synthetic", help="synthetic images as a node CSV (label, pixel0..pixel783)")
+    parser.add_argument("--data", required=True,
+                        help="the real data as a run reads it: its training part must not be copied, "
+                             "its test part is the real test set")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the protocol's classifiers")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures as one JSON object; bad input ends in one line on stderr and status 2."""
+    try:
+        options = build_parser().parse_args(argv)
+        if options.threads < 1:
+            raise OptionsError(f"--threads must be at least 1, found {options.threads}")
+        torch.set_num_threads(options.threads)
+        synthetic = data.load_csv(options.synthetic)
+        train, test = data.load(options.data)
+        figures = evaluate(synthetic, train, test, options.seed)
+    except PpsdgError as error:
+        print(f"ppsdg: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

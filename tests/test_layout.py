@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import main
 from backends import Communicator, Tensors
 from backends.gloo import local_world_size
 from backends.vantage6 import node_communicator
