@@ -33,7 +33,7 @@ import inprocess
 import runs
 from ppsdg import data, local, parser
 from ppsdg.runtime import derive_seed
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 PROGRESS_S = 30.0
 PAPER = {"FedAvg E=5 B=10, IID": 20, "FedAvg E=5 B=10, non-IID": 229,

@@ -16,7 +16,7 @@ import torch
 import runs
 from ppsdg import local, parser
 from ppsdg.runtime import device_for
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 WORKERS = 2
 

@@ -21,7 +21,7 @@ from ppsdg import checkpoint, coordination, local, parser
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.output import RunOutput, finish_run
 from ppsdg.runtime import device_for, set_up
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 OnRound = Callable[[dict, Checkpoint], None]
 

@@ -10,7 +10,7 @@ from backends.vantage6 import CentralCommunicator, node_communicator, node_resul
 from ppsdg import checkpoint, coordination, data, local, parser, runtime
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 
 @decorators.algorithm_client

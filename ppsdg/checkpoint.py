@@ -16,7 +16,7 @@ from backends import Tensors, codec
 from ppsdg import parser
 from ppsdg.errors import OptionsError, PpsdgError
 from ppsdg.files import write_atomically
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."

@@ -17,19 +17,18 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Communicator, Tensors
-from ppsdg import local
+from ppsdg import local, synthesizers
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError
 from ppsdg.privacy import Ledger, LocalDP
 from ppsdg.runtime import derive_seed, every_core
-from ppsdg.simplemodel import new_model, state_copy
+from ppsdg.models import new_model, state_copy
 
 ROUND = "round"
 START = "start_after_round"
 NUM_SAMPLES = "num_samples"
 TRAIN_LOSS = "train_loss"
 FIGURE = "extra."
-GAN_FIGURES = ("critic_loss", "generator_loss")
 VOLATILE = ("seconds",)
 
 
@@ -120,8 +119,13 @@ def reply_template(model: nn.Module, options: argparse.Namespace, dp: LocalDP | 
     state for FedAvg, and the figures the run's options call for."""
     update = ({name: p.detach() for name, p in model.named_parameters()} if options.stochastic_gradient
               else dict(model.state_dict()))
-    figure_names = (dp.figures if dp else ()) + (GAN_FIGURES if options.gan else ())
+    figure_names = (dp.figures if dp else ()) + synthesizer_figures(options)
     return Reply(update, 0, 0.0, dict.fromkeys(figure_names, 0.0)).to_message()
+
+
+def synthesizer_figures(options: argparse.Namespace) -> tuple[str, ...]:
+    """The figures a synthesizer's workers report beside their update (the GAN's losses)."""
+    return synthesizers.by_name(options.synthesizer).figures if options.gan else ()
 
 
 def choose_group(seed: int, round_: int, num_workers: int, group_size: int | None) -> list[int]:
@@ -153,9 +157,14 @@ def weighted_average(messages: Sequence[Mapping[str, torch.Tensor]], weights: Se
 
 
 def aggregate(model: nn.Module, optimizer: torch.optim.Optimizer | None, replies: Sequence[Reply],
-              lr: float) -> None:
-    """Fold the group's replies into the global model: FedAvg, or FedSGD's averaged gradient step."""
+              lr: float, summed: bool = False) -> None:
+    """Fold the group's replies into the global model: FedAvg, FedSGD's averaged gradient step, or
+    (`summed`) statistics that workers release once per round, added to those of earlier rounds."""
     updates, weights = [reply.update for reply in replies], [float(reply.num_samples) for reply in replies]
+    if summed:
+        state = model.state_dict()
+        model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
+        return
     if optimizer is None:
         model.load_state_dict(weighted_average(updates, weights, list(model.state_dict())))
         return
@@ -209,8 +218,10 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     replies, failures = exchange(comm, model, options, round_, members, dp)
     check_quorum(comm, round_, group, failures, options.min_workers)
     aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
-              local.round_lr(options, round_))
-    workers = [worker_record(rank, reply, rank in group, dp, ledger) for rank, reply in replies.items()]
+              local.round_lr(options, round_),
+              summed=options.gan and synthesizers.by_name(options.synthesizer).aggregation == "sum")
+    figures = synthesizer_figures(options)
+    workers = [worker_record(rank, reply, rank in group, dp, ledger, figures) for rank, reply in replies.items()]
     test_loss, accuracy = None, None
     if not options.gan:
         with every_core():
@@ -224,11 +235,11 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     return record
 
 
-def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None,
-                  ledger: Ledger | None) -> WorkerRecord:
+def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None, ledger: Ledger | None,
+                  figures: Sequence[str]) -> WorkerRecord:
     """A worker's line in the round record; under DP its reply is charged to its history here."""
     worker = WorkerRecord(rank=rank, num_samples=reply.num_samples, train_loss=reply.train_loss,
-                          averaged=averaged, **{k: v for k, v in reply.figures.items() if k in GAN_FIGURES})
+                          averaged=averaged, **{k: v for k, v in reply.figures.items() if k in figures})
     if dp is not None:
         worker.update({k: None for k in dp.withheld if k in worker})
         worker["epsilon"] = dp.account(ledger, rank, reply.figures)
@@ -260,7 +271,7 @@ def serve(comm: Communicator, options: argparse.Namespace, test_set: local.Examp
             record = server_round(comm, model, optimizer, options, round_, test_set, dp, ledger)
             records.append(record)
             if options.gan and options.sample_every and round_ % options.sample_every == 0:
-                snapshots[round_] = state_copy(model.generator)
+                snapshots[round_] = synthesizers.by_name(options.synthesizer).generator_state(model)
             point = Checkpoint(round_, state_copy(model), list(records),
                                optimizer.state_dict() if optimizer is not None else None,
                                {rank: list(h) for rank, h in ledger.histories.items()} if ledger else {},

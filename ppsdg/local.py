@@ -1,5 +1,5 @@
-"""A worker's local learning on its own data: batches, epochs, the FedSGD gradient, the test, and
-the classifier's round (the counterpart of wgan.py for the GAN).
+"""A worker's local learning on its own data: batches, epochs, the FedSGD gradient, the test, the
+classifier's round, and the hand-over to the synthesizer's round with --gan.
 
 Every random draw of a worker's round comes from (seed, round, rank), so a stateless vantage6 node
 reproduces exactly what a long-lived gloo worker does.
@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Tensors
-from ppsdg import data, wgan
+from ppsdg import data, synthesizers
 from ppsdg.privacy import LocalDP
 from ppsdg.runtime import derive_seed
 
@@ -157,9 +157,10 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
         with tqdm(total=options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
                   position=rank, leave=False, disable=None) as progress:
             if options.gan:
-                return wgan.local_update(model, examples.images, examples.labels, options, dp,
-                                         lambda: shuffled_batches(examples, options.batch_size, generator),
-                                         round_lr(options, round_), progress)
+                return synthesizers.by_name(options.synthesizer).local_update(
+                    model, examples.images, examples.labels, options, dp,
+                    lambda: shuffled_batches(examples, options.batch_size, generator), round_lr(options, round_),
+                    progress)
             return classifier_update(model, examples, options, dp, round_lr(options, round_), generator,
                                      progress)
 

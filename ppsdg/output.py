@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import checkpoint, data, evaluate, parser, synthetic
+from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.files import write_atomically
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -93,17 +93,16 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
     """
     extra = dict(extra or {})
     if options.gan:
-        gan = new_model(options)
-        gan.load_state_dict(point.model)
-        synthetic_set = synthetic.sample(gan.generator, options.synthetic_samples, options.seed)
+        synthesizer = synthesizers.by_name(options.synthesizer)
+        model = new_model(options)
+        model.load_state_dict(point.model)
+        state = synthesizer.generator_state(model)
+        synthetic_set = synthesizer.sample(state, options.synthetic_samples, options.seed)
         extra["tstr_accuracy"] = evaluate.tstr_accuracy(synthetic_set, options)
-        grids = {}
-        for round_, generator_state in point.snapshots.items():
-            snapshot = new_model(options).generator
-            snapshot.load_state_dict(generator_state)
-            grids[round_] = synthetic.grid(snapshot, options.seed)
-        grids[None] = synthetic.grid(gan.generator, options.seed)
-        output.write_synthetic(synthetic_set, grids, gan.generator.state_dict())
+        grids = {round_: synthetic.grid(synthesizer, snapshot, options.seed)
+                 for round_, snapshot in point.snapshots.items()}
+        grids[None] = synthetic.grid(synthesizer, state, options.seed)
+        output.write_synthetic(synthetic_set, grids, state)
     return output.finish(point.model, point.records, extra)
 
 

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from ppsdg import synthesizers
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
 
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "recompute and remove the noise. Runs are then not reproducible. A vantage6 node "
                          f"forces it with {SECURE_NOISE_ENV}=1 in its algorithm environment")
     gan = parser.add_argument_group("synthetic data (with --gan)")
+    gan.add_argument("--synthesizer", choices=synthesizers.names(), default="wgan",
+                     help="the synthesis method")
     gan.add_argument("--gan-learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
     gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")
     gan.add_argument("--sample-every", type=int, default=0,

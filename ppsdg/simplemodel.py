@@ -1,6 +1,4 @@
 """The networks that are trained federatedly: the original MNIST classifier and a conditional WGAN-GP."""
-import argparse
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,14 +74,3 @@ class GAN(nn.Module):
         self.generator = Generator()
         self.critic = Critic()
 
-
-def new_model(options: argparse.Namespace, device: torch.device = torch.device("cpu")) -> nn.Module:
-    """The initial global model (the classifier, or the GAN with --gan), the same from the same seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        return (GAN() if options.gan else Net()).to(device)
-
-
-def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state on the CPU, detached from the model: what a checkpoint keeps."""
-    return {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ppsdg import coordination, local, parser, runtime, simplemodel
+from ppsdg import coordination, local, models, parser, runtime
 
 
 def options(**overrides) -> argparse.Namespace:
@@ -115,7 +115,7 @@ def test_server_test_figures_do_not_depend_on_its_thread_count():
     each and the mock tests on --threads: the figures must agree all the same."""
     opts = options(num_nodes=2)
     cpu = torch.device("cpu")
-    model = simplemodel.new_model(opts)
+    model = models.new_model(opts)
     local.local_update(model, local.worker_examples(opts, 1, cpu), opts, 1, rank=1)
     test_set = local.test_examples(opts, cpu)
     torch.set_num_threads(1)

@@ -11,7 +11,7 @@ from backends.gloo import local_world_size
 from backends.vantage6 import node_communicator
 from ppsdg import coordination, local, parser, runtime
 from ppsdg.errors import FederationError
-from ppsdg.simplemodel import new_model
+from ppsdg.models import new_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

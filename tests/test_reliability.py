@@ -18,7 +18,7 @@ import train
 from backends import codec
 from backends.gloo import free_port
 from conftest import run_main
-from ppsdg import algorithm, checkpoint, coordination, data, output, parser, simplemodel
+from ppsdg import algorithm, checkpoint, coordination, data, models, output, parser
 from ppsdg.errors import DataError, FederationError, OptionsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_vantage6_run_resumed_equals_one_that_was_not(small_csv, tmp_path, extra
 
 def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     options = parser.from_mapping({})
-    first = checkpoint.encode(checkpoint.Checkpoint(1, simplemodel.state_copy(simplemodel.new_model(options))), options)
+    first = checkpoint.encode(checkpoint.Checkpoint(1, models.state_copy(models.new_model(options))), options)
     checkpoint.save(first, tmp_path)
 
     def crash(*args):
@@ -67,7 +67,7 @@ def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
     options = parser.from_mapping({"output": str(tmp_path)})
     with pytest.raises(OptionsError, match="no checkpoint at"):
         train.resume_point(options)
-    blob = checkpoint.encode(checkpoint.Checkpoint(2, simplemodel.state_copy(simplemodel.new_model(options))), options)
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options))), options)
     checkpoint.save(blob, tmp_path)
     other = parser.from_mapping({"output": str(tmp_path), "learning_rate": 0.5, "num_rounds": 5})
     with pytest.raises(OptionsError, match=r"differing: learning_rate \(checkpoint 0.05, now 0.5\)"):
@@ -149,7 +149,7 @@ NODE_FRAMES = {
 def test_node_with_bad_data_fails_naming_itself_and_the_problem(case):
     damage, message = NODE_FRAMES[case]
     options = parser.from_mapping({"num_nodes": 2})
-    state = simplemodel.new_model(options).state_dict()
+    state = models.new_model(options).state_dict()
     kwargs = {"message": codec.encode_text({coordination.ROUND: torch.tensor(1), **state}),
               "ranks": {"5": 1}, "world_size": 2, "options": parser.task_options(options)}
     frame = damage(data.to_frame(data.load("embedded")[0].subset(torch.arange(50).numpy())))

@@ -15,7 +15,7 @@ from vantage6.algorithm.tools.wrap import wrap_algorithm
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from conftest import run_main
-from ppsdg import checkpoint, coordination, data, local, parser, simplemodel
+from ppsdg import checkpoint, coordination, data, local, models, parser
 
 def comparable(records: list[dict]) -> list[dict]:
     return [coordination.comparable(r) for r in records]
@@ -37,7 +37,7 @@ def worker_frames(count: int = 2, rows: int = 120) -> list:
 
 
 def round_message(options) -> tuple[str, dict[str, torch.Tensor]]:
-    state = simplemodel.new_model(options).state_dict()
+    state = models.new_model(options).state_dict()
     return codec.encode_text({coordination.ROUND: torch.tensor(1), **state}), state
 
 
@@ -63,7 +63,7 @@ def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, 
     template = coordination.Reply(state, 0, 0.0, {}).to_message()
     reply, _ = codec.decode_text(result["message"], expect=template)
 
-    model = simplemodel.new_model(options)
+    model = models.new_model(options)
     expected, count, loss, _ = local.local_update(model, local.Examples.from_images(data.from_frame(frame),
                                                                                  torch.device("cpu")),
                                                options, round_=1, rank=1)

@@ -4,7 +4,8 @@ import json
 import torch
 
 from conftest import run_main
-from ppsdg import data, output, wgan
+from ppsdg import data, output
+from ppsdg.synthesizers import wgan
 from ppsdg.simplemodel import GAN
 
 

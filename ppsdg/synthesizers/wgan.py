@@ -1,4 +1,5 @@
-"""A worker's WGAN-GP training, with or without DP on the critic (the only part that sees real data).
+"""WGAN-GP: a class-conditional generator and critic trained by FedAvg, with or without DP on the
+critic (the only part that sees real data).
 
 Opacus's per-sample gradient hooks cannot differentiate the gradient penalty (a double backward),
 so the critic's per-sample gradients, penalty included, come from torch.func (vmap over grad) and
@@ -12,10 +13,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from backends import Tensors
+from ppsdg import data
 from ppsdg.privacy import LocalDP
-from ppsdg.simplemodel import GAN
-
-Batch = tuple[torch.Tensor, torch.Tensor]
+from ppsdg.simplemodel import GAN, Generator
+from ppsdg.synthesizers import Batch, Synthesizer, Update
 
 
 def critic_sample_loss(critic: nn.Module, params: Mapping[str, torch.Tensor], real: torch.Tensor,
@@ -85,7 +87,7 @@ def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options: argparse.Namespace,
                  dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None
-                 ) -> tuple[dict[str, torch.Tensor], int, float, dict[str, float]]:
+                 ) -> Update:
     """A worker's round of WGAN-GP on a copy of the global GAN: critic steps on real batches, a
     generator step every --critic-steps of them (at least one a round, however little data a worker
     holds). With DP, Opacus's Poisson sampler draws the batches."""
@@ -113,3 +115,32 @@ def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options
     if private is not None:
         extra.update(LocalDP.spent(private))
     return dict(gan.state_dict()), len(labels), critic_loss, extra
+
+
+class WGAN(Synthesizer):
+    """The federated WGAN-GP: FedAvg averages the generator and the critic together."""
+
+    name = "wgan"
+    figures = ("critic_loss", "generator_loss")
+
+    def new_model(self) -> nn.Module:
+        return GAN()
+
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
+                     lr: float, progress=None) -> Update:
+        return local_update(model, images, labels, options, dp, epoch_batches, lr, progress)
+
+    def generator_state(self, model: nn.Module) -> Tensors:
+        return {name: t.detach().cpu().clone() for name, t in model.generator.state_dict().items()}
+
+    @torch.no_grad()
+    def sample(self, state: Tensors, count: int, seed: int) -> data.ImageSet:
+        """Images from the generator for labels 0, 1, ..., 9, 0, ... and seeded latent noise."""
+        generator = Generator()
+        generator.load_state_dict(state)
+        generator.eval()
+        noise_source = torch.Generator().manual_seed(seed)
+        labels = torch.arange(count) % data.NUM_CLASSES
+        noise = torch.randn(count, generator.latent_dim, generator=noise_source)
+        return data.from_tensors(generator(noise, labels), labels)

@@ -1,0 +1,62 @@
+"""Synthesizers: the methods that turn the workers' private data into a source of synthetic data.
+
+Each one is a module behind the small `Synthesizer` interface: the global model it trains (or
+accumulates), a worker's part of a round, how the server folds the replies in, and how synthetic
+images are drawn from what the server holds. The rounds, the transports, the accounting and the
+evaluation are the same for all of them.
+"""
+import argparse
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from backends import Tensors
+from ppsdg import data
+from ppsdg.privacy import LocalDP
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Update = tuple[Tensors, int, float, dict[str, float]]
+
+
+class Synthesizer(ABC):
+    """One synthesis method. `aggregation` is how the server folds the replies into the global state:
+    "average" (FedAvg, weighted by sample counts) or "sum" (statistics released once per round)."""
+
+    name: str
+    figures: tuple[str, ...] = ()
+    aggregation = "average"
+
+    @abstractmethod
+    def new_model(self) -> nn.Module:
+        """The initial global state; call under a fixed seed (models.new_model does)."""
+
+    @abstractmethod
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
+                     lr: float, progress: tqdm | None) -> Update:
+        """A worker's part of a round: its update, sample count, loss and named figures."""
+
+    @abstractmethod
+    def generator_state(self, model: nn.Module) -> Tensors:
+        """What it takes to draw synthetic data: kept for snapshots and written as generator.pt."""
+
+    @abstractmethod
+    def sample(self, state: Tensors, count: int, seed: int) -> data.ImageSet:
+        """`count` synthetic images with balanced labels (0, 1, ..., 9, 0, ...), the same from a seed."""
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_registry())
+
+
+def by_name(name: str) -> Synthesizer:
+    return _registry()[name]()
+
+
+def _registry() -> dict[str, Callable[[], Synthesizer]]:
+    from ppsdg.synthesizers import wgan
+
+    return {"wgan": wgan.WGAN}
