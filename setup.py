@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Privacy-preserving synthetic data generation by federated learning (gloo and vantage6)",
     python_requires=">=3.10",
-    packages=["ppsdg", "backends"],
+    packages=["ppsdg", "ppsdg.synthesizers", "backends"],
     py_modules=["train", "main"],
     package_data={"ppsdg": ["digits.npz"]},
     install_requires=[

@@ -59,6 +59,7 @@ def train_classifier(images: data.ImageSet, seed: int, epochs: int = EPOCHS) -> 
 
 
 def accuracy(model: Net, images: data.ImageSet) -> float:
+    """Accuracy on real images, through the same test loop the federated runs report."""
     return local.test(model, local.Examples.from_images(images, CPU), TEST_BATCH_SIZE)[1]
 
 
@@ -66,7 +67,8 @@ def tstr_accuracy(synthetic_set: data.ImageSet, options: argparse.Namespace) -> 
     """Train-on-synthetic, test-on-real for a finished run: the protocol's classifier, tested on the
     run's real held-out set (the seed of the run's classifier, `--tstr-epochs` epochs)."""
     _, test_set = data.load(options.data)
-    return accuracy(train_classifier(synthetic_set, classifier_seed(options.seed), options.tstr_epochs), test_set)
+    classifier = train_classifier(synthetic_set, classifier_seed(options.seed), options.tstr_epochs)
+    return accuracy(classifier, test_set)
 
 
 def classifier_seed(seed: int) -> int:
@@ -139,17 +141,24 @@ def manifold_figures(real: torch.Tensor, synthetic: torch.Tensor) -> dict[str, f
     coverage (real balls that hold a synthetic point)."""
     real_radii = neighbour_radii(real)
     return {
-        "precision": float(inside_balls(synthetic, real, real_radii).float().mean()),
-        "recall": float(inside_balls(real, synthetic, neighbour_radii(synthetic)).float().mean()),
-        "coverage": float((nearest_distances(real, synthetic) <= real_radii).float().mean()),
+        "precision": _share(inside_balls(synthetic, real, real_radii)),
+        "recall": _share(inside_balls(real, synthetic, neighbour_radii(synthetic))),
+        "coverage": _share(nearest_distances(real, synthetic) <= real_radii),
     }
 
 
+def _share(mask: torch.Tensor) -> float:
+    """The share of True in a mask, counted exactly rather than averaged in float32."""
+    return int(mask.sum()) / len(mask)
+
+
 def _flat_pixels(images: data.ImageSet) -> torch.Tensor:
+    """Pixels as 784-vectors in 0..1, so distances do not depend on the classifier's normalization."""
     return torch.from_numpy(images.pixels.reshape(len(images), -1)).float() / data.MAX_PIXEL
 
 
-def memorization(synthetic: data.ImageSet, train: data.ImageSet, test: data.ImageSet) -> tuple[torch.Tensor, float]:
+def memorization(synthetic: data.ImageSet, train: data.ImageSet,
+                 test: data.ImageSet) -> tuple[torch.Tensor, float]:
     """Which synthetic images are memorized, and the threshold: the MEMORIZATION_QUANTILE of the real
     test images' distances to the training set, i.e. as close as only that share of unseen real
     images comes by chance."""
@@ -176,7 +185,7 @@ def evaluate(synthetic: data.ImageSet, train: data.ImageSet, test: data.ImageSet
         "trtr_accuracy": accuracy(extractor, test),
         "frechet_distance": frechet_distance(real_features, synthetic_features),
         **manifold_figures(real_features, synthetic_features),
-        "memorized_share": float(memorized.float().mean()),
+        "memorized_share": _share(memorized),
         "memorization_threshold": threshold,
         "memorization_quantile": MEMORIZATION_QUANTILE,
         "per_class": {str(label): class_figures(label, tstr_model, test, synthetic, real_features,
@@ -198,20 +207,21 @@ def class_figures(label: int, tstr_model: Net, test: data.ImageSet, synthetic: d
         "synthetic_images": len(synthetic_rows), "test_images": len(real_rows),
         "missing": len(synthetic_rows) == 0,
         "tstr_accuracy": accuracy(tstr_model, test.subset(real_rows.numpy())) if len(real_rows) else None,
-        "memorized_share": float(memorized[synthetic_rows].float().mean()) if len(synthetic_rows) else None,
+        "memorized_share": _share(memorized[synthetic_rows]) if len(synthetic_rows) else None,
         "frechet_distance": None, "precision": None, "recall": None, "coverage": None,
     }
     if figures["missing"]:
         return {**figures, "recall": 0.0, "coverage": 0.0,
                 "note": "no synthetic images of this class: none of its real images is recalled or covered"}
     if min(len(real_rows), len(synthetic_rows)) <= NEIGHBOURS:
-        return {**figures, "note": f"{len(synthetic_rows)} synthetic and {len(real_rows)} test images of this "
-                                   f"class; its distances need at least {NEIGHBOURS + 1} of each"}
+        return {**figures, "note": f"{len(synthetic_rows)} synthetic and {len(real_rows)} test images of "
+                                   f"this class; its distances need at least {NEIGHBOURS + 1} of each"}
     real, fake = real_features[real_rows], synthetic_features[synthetic_rows]
     return {**figures, "frechet_distance": frechet_distance(real, fake), **manifold_figures(real, fake)}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's options; its errors are OptionsError, reported like every bad input."""
     parser = _Parser(prog="ppsdg evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("synthetic", help="synthetic images as a node CSV (label, pixel0..pixel783)")
     parser.add_argument("--data", required=True,
