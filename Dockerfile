@@ -31,7 +31,7 @@ COPY README.md ./
 COPY ppsdg ppsdg
 COPY backends backends
 COPY train.py main.py ./
-RUN pip install --no-deps . && python -c "import ppsdg, train, backends.vantage6"
+RUN pip install --no-deps . && python -c "import ppsdg.algorithm, ppsdg.synthesizers, train, backends.vantage6"
 
 # The work runs as ppsdg; the entry point starts as root only to make the node's output file writable.
 COPY docker-entrypoint.sh /usr/local/bin/ppsdg-entrypoint

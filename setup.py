@@ -1,12 +1,12 @@
 """Installs ppsdg: the library and vantage6 algorithm package, its transports, and the launchers."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="ppsdg",
     version="0.1.0",
     description="Privacy-preserving synthetic data generation by federated learning (gloo and vantage6)",
     python_requires=">=3.10",
-    packages=["ppsdg", "ppsdg.synthesizers", "backends"],
+    packages=find_packages(include=["ppsdg", "ppsdg.*", "backends"]),
     py_modules=["train", "main"],
     package_data={"ppsdg": ["digits.npz"]},
     install_requires=[
