@@ -20,7 +20,8 @@ def start_rank_server() -> None:
 def gloo_launch_ahead(argv: list[str]) -> bool:
     """Whether this command will launch gloo ranks, judged before its options are parsed: then
     the forkserver starts at once and imports while this process does, not after it."""
-    return not launched_by_torchrun() and backend_asked(argv) == "gloo" and not {"-h", "--help"} & set(argv)
+    return (not launched_by_torchrun() and argv[:1] != ["evaluate"] and backend_asked(argv) == "gloo"
+            and not {"-h", "--help"} & set(argv))
 
 
 def backend_asked(argv: list[str]) -> str:
@@ -58,7 +59,7 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, data, output, parser, runtime  # noqa: E402
+from ppsdg import checkpoint, data, evaluate, output, parser, runtime  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError  # noqa: E402
 
 ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
@@ -218,6 +219,9 @@ def save_central_result(options, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        return evaluate.main(argv[1:])
     try:
         options = parser.parse(argv)
         if options.local_dp and not options.secure_noise:

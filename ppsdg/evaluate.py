@@ -30,7 +30,7 @@ import torch
 
 from ppsdg import data, local
 from ppsdg.errors import DataError, OptionsError, PpsdgError
-from ppsdg.parser import _Parser
+from ppsdg.parser import OptionParser
 from ppsdg.runtime import derive_seed
 from ppsdg.simplemodel import Net
 
@@ -42,6 +42,7 @@ NEIGHBOURS = 3
 MEMORIZATION_QUANTILE = 0.05
 CHUNK = 1024
 CPU = torch.device("cpu")
+HEADLINE = ("tstr_accuracy", "frechet_distance", "memorized_share")
 
 
 def train_classifier(images: data.ImageSet, seed: int, epochs: int = EPOCHS) -> Net:
@@ -61,14 +62,6 @@ def train_classifier(images: data.ImageSet, seed: int, epochs: int = EPOCHS) -> 
 def accuracy(model: Net, images: data.ImageSet) -> float:
     """Accuracy on real images, through the same test loop the federated runs report."""
     return local.test(model, local.Examples.from_images(images, CPU), TEST_BATCH_SIZE)[1]
-
-
-def tstr_accuracy(synthetic_set: data.ImageSet, options: argparse.Namespace) -> float:
-    """Train-on-synthetic, test-on-real for a finished run: the protocol's classifier, tested on the
-    run's real held-out set (the seed of the run's classifier, `--tstr-epochs` epochs)."""
-    _, test_set = data.load(options.data)
-    classifier = train_classifier(synthetic_set, classifier_seed(options.seed), options.tstr_epochs)
-    return accuracy(classifier, test_set)
 
 
 def classifier_seed(seed: int) -> int:
@@ -222,7 +215,7 @@ def class_figures(label: int, tstr_model: Net, test: data.ImageSet, synthetic: d
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's options; its errors are OptionsError, reported like every bad input."""
-    parser = _Parser(prog="ppsdg evaluate", description=__doc__.splitlines()[0])
+    parser = OptionParser(prog="ppsdg evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("synthetic", help="synthetic images as a node CSV (label, pixel0..pixel783)")
     parser.add_argument("--data", required=True,
                         help="the real data as a run reads it: its training part must not be copied, "

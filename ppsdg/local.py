@@ -125,19 +125,6 @@ def test(model: nn.Module, examples: Examples, batch_size: int) -> tuple[float, 
     return loss / len(examples), correct / len(examples)
 
 
-def fit(model: nn.Module, examples: Examples, epochs: int, batch_size: int, lr: float, momentum: float,
-        seed: int) -> nn.Module:
-    """Plain SGD epochs on `examples` for a classifier trained in one place (TSTR), every draw
-    (order and dropout) from `seed`, so that every backend gets the same classifier."""
-    optimizer = make_optimizer(model, lr, momentum)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _ in range(epochs):
-            train_epoch(model, optimizer, shuffled_batches(examples, batch_size, generator))
-    return model
-
-
 def local_update(model: nn.Module, examples: Examples, options: argparse.Namespace, round_: int,
                  rank: int, dp: LocalDP | None = None) -> Update:
     """A worker's part of a round from the global model already in `model`: its update, sample

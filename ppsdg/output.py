@@ -97,13 +97,27 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
         model = new_model(options)
         model.load_state_dict(point.model)
         state = synthesizer.generator_state(model)
-        synthetic_set = synthesizer.sample(state, options.synthetic_samples, options.seed)
-        extra["tstr_accuracy"] = evaluate.tstr_accuracy(synthetic_set, options)
+        train_set, test_set = data.load(options.data)
+        synthetic_set = synthesizer.sample(state, options.synthetic_samples or len(train_set), options.seed)
+        figures = evaluate.evaluate(synthetic_set, train_set, test_set, options.seed, options.tstr_epochs)
+        extra.update({key: figures[key] for key in evaluate.HEADLINE}, evaluation=figures)
         grids = {round_: synthetic.grid(synthesizer, snapshot, options.seed)
                  for round_, snapshot in point.snapshots.items()}
         grids[None] = synthetic.grid(synthesizer, state, options.seed)
         output.write_synthetic(synthetic_set, grids, state)
-    return output.finish(point.model, point.records, extra)
+    summary = output.finish(point.model, point.records, extra)
+    if options.gan:
+        print(synthetic_report(summary))
+    return summary
+
+
+def synthetic_report(summary: Mapping[str, Any]) -> str:
+    """The end of a --gan run in one line: the synthetic data's use, realism, copies and privacy."""
+    privacy = (f"epsilon {summary['epsilon']:.2f} (delta {summary['delta']:g})" if "epsilon" in summary
+               else "no differential privacy")
+    return (f"synthetic data: TSTR accuracy {summary['tstr_accuracy']:.4f} (real data: "
+            f"{summary['evaluation']['trtr_accuracy']:.4f}), Frechet distance {summary['frechet_distance']:.2f}, "
+            f"memorized {summary['memorized_share']:.1%}, {privacy}")
 
 
 def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,

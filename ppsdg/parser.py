@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from ppsdg import synthesizers
+from ppsdg import data, synthesizers
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
 
@@ -16,7 +16,7 @@ ACCOUNTANTS = ("prv", "rdp")
 SECURE_NOISE_ENV = "PPSDG_SECURE_NOISE"
 
 
-class _Parser(argparse.ArgumentParser):
+class OptionParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are OptionsError, so a caller decides how to report them."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -33,7 +33,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="main.py", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
+    parser = OptionParser(prog="main.py", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
     add = parser.add_argument
     add("-nn", "--num-nodes", type=int, default=3, help="number of nodes, the server included")
     add("-uc", "--use-cuda", action="store_true", help="train on CUDA when present")
@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")
     gan.add_argument("--sample-every", type=int, default=0,
                      help="also draw a sample grid every this many rounds (0: only at the end)")
-    gan.add_argument("--synthetic-samples", type=int, default=2000,
-                     help="size of the synthetic dataset written as synthetic.csv")
+    gan.add_argument("--synthetic-samples", type=int, default=None,
+                     help="size of the synthetic dataset written as synthetic.csv (default: as large as "
+                          "the real training set)")
     gan.add_argument("--tstr-epochs", type=int, default=5,
-                     help="epochs of the train-on-synthetic, test-on-real classifier")
+                     help="epochs of the evaluation's classifiers (train on synthetic, test on real)")
     add("--momentum", type=float, default=0.5, help="SGD momentum, reset every round")
     add("--backend", choices=BACKENDS, default="gloo", help="transport of the rounds")
     add("--data", default="embedded",
@@ -211,8 +212,10 @@ def validate(options: argparse.Namespace) -> None:
         _require(getattr(options, name) > 0, f"--{name.replace('_', '-')} must be positive")
     _require(0 < options.delta < 1, "--delta must be in (0, 1)")
     _require(options.target_epsilon is None or options.target_epsilon > 0, "--target-epsilon must be positive")
-    for name in ("critic_steps", "synthetic_samples", "tstr_epochs"):
+    for name in ("critic_steps", "tstr_epochs"):
         _require(getattr(options, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
+    _require(options.synthetic_samples is None or options.synthetic_samples > data.NUM_CLASSES * 3,
+             f"--synthetic-samples must be more than {data.NUM_CLASSES * 3} (the evaluation needs every class)")
     _require(options.sample_every >= 0, "--sample-every must be 0 or more")
 
 

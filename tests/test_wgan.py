@@ -55,5 +55,8 @@ def test_gan_run_with_dp_writes_synthetic_data_and_equals_across_backends(small_
         summary = json.loads((directory / output.SUMMARY).read_text())
         assert 0 <= summary["tstr_accuracy"] <= 1 and summary["epsilon"] > 0
     assert (tmp_path / "gloo" / output.SYNTHETIC).read_text() == (tmp_path / "mock" / output.SYNTHETIC).read_text()
+    gloo_summary, mock_summary = (json.loads((tmp_path / side / output.SUMMARY).read_text()) for side in ("gloo", "mock"))
+    assert gloo_summary["evaluation"] == mock_summary["evaluation"]
+    assert 0 <= gloo_summary["memorized_share"] <= 1 and gloo_summary["frechet_distance"] > 0
     assert all(w["critic_loss"] is None and w["train_loss"] is None and w["generator_loss"] != 0
                for r in gloo_records for w in r["workers"])
