@@ -125,7 +125,7 @@ def reply_template(model: nn.Module, options: argparse.Namespace, dp: LocalDP | 
 
 def synthesizer_figures(options: argparse.Namespace) -> tuple[str, ...]:
     """The figures a synthesizer's workers report beside their update (the GAN's losses)."""
-    return synthesizers.by_name(options.synthesizer).figures if options.gan else ()
+    return synthesizers.for_options(options).figures if options.gan else ()
 
 
 def choose_group(seed: int, round_: int, num_workers: int, group_size: int | None) -> list[int]:
@@ -219,7 +219,7 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     check_quorum(comm, round_, group, failures, options.min_workers)
     aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
               local.round_lr(options, round_),
-              summed=options.gan and synthesizers.by_name(options.synthesizer).aggregation == "sum")
+              summed=options.gan and synthesizers.for_options(options).aggregation == "sum")
     figures = synthesizer_figures(options)
     workers = [worker_record(rank, reply, rank in group, dp, ledger, figures) for rank, reply in replies.items()]
     test_loss, accuracy = None, None
@@ -271,7 +271,7 @@ def serve(comm: Communicator, options: argparse.Namespace, test_set: local.Examp
             record = server_round(comm, model, optimizer, options, round_, test_set, dp, ledger)
             records.append(record)
             if options.gan and options.sample_every and round_ % options.sample_every == 0:
-                snapshots[round_] = synthesizers.by_name(options.synthesizer).generator_state(model)
+                snapshots[round_] = synthesizers.for_options(options).generator_state(model)
             point = Checkpoint(round_, state_copy(model), list(records),
                                optimizer.state_dict() if optimizer is not None else None,
                                {rank: list(h) for rank, h in ledger.histories.items()} if ledger else {},

@@ -144,7 +144,7 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
         with tqdm(total=options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
                   position=rank, leave=False, disable=None) as progress:
             if options.gan:
-                return synthesizers.by_name(options.synthesizer).local_update(
+                return synthesizers.for_options(options).local_update(
                     model, examples.images, examples.labels, options, dp,
                     lambda: shuffled_batches(examples, options.batch_size, generator), round_lr(options, round_),
                     progress)

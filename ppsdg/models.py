@@ -12,7 +12,7 @@ def new_model(options: argparse.Namespace, device: torch.device = torch.device("
     """The initial global model, the same from the same seed on every rank and backend."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
-        model = synthesizers.by_name(options.synthesizer).new_model() if options.gan else Net()
+        model = synthesizers.for_options(options).new_model() if options.gan else Net()
         return model.to(device)
 
 

@@ -93,7 +93,7 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
     """
     extra = dict(extra or {})
     if options.gan:
-        synthesizer = synthesizers.by_name(options.synthesizer)
+        synthesizer = synthesizers.for_options(options)
         model = new_model(options)
         model.load_state_dict(point.model)
         state = synthesizer.generator_state(model)

@@ -71,8 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "recompute and remove the noise. Runs are then not reproducible. A vantage6 node "
                          f"forces it with {SECURE_NOISE_ENV}=1 in its algorithm environment")
     gan = parser.add_argument_group("synthetic data (with --gan)")
-    gan.add_argument("--synthesizer", choices=synthesizers.names(), default="wgan",
-                     help="the synthesis method")
+    gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default="moments",
+                     help="the synthesis method: 'moments' (class-conditional Gaussians in a public "
+                          "subspace, each worker's noisy statistics released once a round) or 'wgan' "
+                          "(a federated WGAN-GP)")
+    gan.add_argument("--moments-basis", choices=("auto", "digits", "dct"), default="auto",
+                     help="moments: the public subspace: the principal directions of the embedded "
+                          "digits, or low-frequency DCT images; auto: DCT when --data is the embedded "
+                          "digits themselves (nothing is public then), else the digits")
+    gan.add_argument("--moments-dims", type=int, default=40, help="moments: dimensions of the subspace")
+    gan.add_argument("--moments-scale", type=float, default=8.0,
+                     help="moments: the L2 norm of an image's coordinates that is scaled to 1 (larger "
+                          "ones are clipped to it)")
     gan.add_argument("--gan-learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
     gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")
     gan.add_argument("--sample-every", type=int, default=0,
@@ -212,6 +222,8 @@ def validate(options: argparse.Namespace) -> None:
         _require(getattr(options, name) > 0, f"--{name.replace('_', '-')} must be positive")
     _require(0 < options.delta < 1, "--delta must be in (0, 1)")
     _require(options.target_epsilon is None or options.target_epsilon > 0, "--target-epsilon must be positive")
+    _require(1 <= options.moments_dims <= data.NUM_PIXELS, f"--moments-dims must be in 1..{data.NUM_PIXELS}")
+    _require(options.moments_scale > 0 and options.moments_scale != float("inf"), "--moments-scale must be positive")
     for name in ("critic_steps", "tstr_epochs"):
         _require(getattr(options, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
     _require(options.synthetic_samples is None or options.synthetic_samples > data.NUM_CLASSES * 3,

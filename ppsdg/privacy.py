@@ -24,6 +24,7 @@ ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"opacus\.accountants\.analysis\.prv")
 warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha", category=UserWarning)
 
 
@@ -62,6 +63,7 @@ class LocalDP:
         self.accountant = options.accountant
         self.batch_size = options.batch_size
         self.planned_epochs = options.num_rounds * options.epochs
+        self.planned_rounds = options.num_rounds
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> "LocalDP | None":
@@ -80,6 +82,21 @@ class LocalDP:
         return get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
                                     sample_rate=sample_rate(num_samples, self.batch_size), steps=steps,
                                     accountant=self.accountant)
+
+    def release_noise(self) -> float:
+        """The noise multiplier of a worker that releases statistics once a round (a full-batch step,
+        sample rate 1): given, or the smallest that keeps every round within the target."""
+        if self.target_epsilon is None:
+            return self.noise
+        from opacus.accountants.utils import get_noise_multiplier
+
+        return get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
+                                    sample_rate=1.0, steps=self.planned_rounds, accountant=self.accountant)
+
+    @staticmethod
+    def release_spent(noise_multiplier: float) -> dict[str, float]:
+        """One release's spending, as the named figures of the worker's reply."""
+        return entry_extra((noise_multiplier, 1.0, 1))
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
              labels: torch.Tensor, per_sample_gradients: bool = True) -> PrivateTraining:

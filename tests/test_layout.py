@@ -116,5 +116,7 @@ def test_help_names_each_default_once():
 
 def test_dp_accounting_does_not_flood_the_terminal_with_opacus_warnings():
     found = fresh_python("from ppsdg import privacy\nprivacy.epsilon([(0.3, 1.0, 1000)], 1e-5, 'rdp')\n"
-                         "privacy.epsilon([(50.0, 0.01, 10)], 1e-5, 'rdp')", "-W", "error::UserWarning")
+                         "privacy.epsilon([(50.0, 0.01, 10)], 1e-5, 'rdp')\n"
+                         "privacy.epsilon([(2.0, 1.0, 1)], 1e-5, 'prv')", "-W", "error::UserWarning",
+                         "-W", "error::RuntimeWarning")
     assert found.returncode == 0, found.stderr

@@ -39,7 +39,7 @@ def test_vmap_per_sample_gradients_equal_a_per_example_loop():
 
 
 def test_gan_run_with_dp_writes_synthetic_data_and_equals_across_backends(small_csv, tmp_path):
-    argv = ["--data", str(small_csv), "--gan", "-ldp", "-bs", "32", "-nr", "2", "--sample-every", "1",
+    argv = ["--data", str(small_csv), "--gan", "--synthesizer", "wgan", "-ldp", "-bs", "32", "-nr", "2", "--sample-every", "1",
             "--synthetic-samples", "60", "--tstr-epochs", "1"]
     gloo_state, gloo_records = run_main(tmp_path / "gloo", "--backend", "gloo", *argv)
     mock_state, mock_records = run_main(tmp_path / "mock", "--backend", "vantage6", *argv)

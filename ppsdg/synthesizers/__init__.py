@@ -48,15 +48,15 @@ class Synthesizer(ABC):
         """`count` synthetic images with balanced labels (0, 1, ..., 9, 0, ...), the same from a seed."""
 
 
-def names() -> tuple[str, ...]:
-    return tuple(_registry())
+NAMES = ("moments", "wgan")
 
 
-def by_name(name: str) -> Synthesizer:
-    return _registry()[name]()
+def for_options(options: argparse.Namespace) -> Synthesizer:
+    """The synthesizer --synthesizer names, set up for these options."""
+    if options.synthesizer == "moments":
+        from ppsdg.synthesizers.moments import MomentsSynthesizer
 
+        return MomentsSynthesizer(options)
+    from ppsdg.synthesizers.wgan import WGAN
 
-def _registry() -> dict[str, Callable[[], Synthesizer]]:
-    from ppsdg.synthesizers import wgan
-
-    return {"wgan": wgan.WGAN}
+    return WGAN()

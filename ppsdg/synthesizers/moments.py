@@ -1,0 +1,172 @@
+"""DP moments: class-conditional Gaussians in a public linear subspace, each worker's statistics
+released once per round under the Gaussian mechanism; the server sums them and samples.
+
+A worker projects its images onto a public basis (the principal directions of public digits, or
+low-frequency 2-D DCT images where nothing is public), scales and clips each to L2 norm <= 1, and
+releases per class the weighted concatenation [a * count, b * sum z, d * sum z z^T] plus Gaussian
+noise. Adding or removing one example changes one class's entry by at most sqrt(a^2 + b^2 + d^2)
+(||z|| <= 1 and ||z z^T||_F = ||z||^2 <= 1): the mechanism's L2 sensitivity. The noise multiplier
+is Opacus's for one full-batch step a round, so the ledger composes these releases like DP-SGD's.
+Everything after the release (summing, covariances, sampling) is post-processing: it costs nothing.
+"""
+import argparse
+import functools
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from backends import Tensors
+from ppsdg import data
+from ppsdg.privacy import LocalDP
+from ppsdg.synthesizers import Batch, Synthesizer, Update
+
+COUNT_WEIGHT, MEAN_WEIGHT, SECOND_WEIGHT = 0.3, 1.0, 1.0
+SENSITIVITY = math.sqrt(COUNT_WEIGHT ** 2 + MEAN_WEIGHT ** 2 + SECOND_WEIGHT ** 2)
+STATISTICS = ("count", "sum", "second", "noise_variance")
+MIN_COUNT = 10.0
+MAX_SHRINK = 0.5
+EIGEN_FLOOR = 1e-6
+
+
+class Moments(nn.Module):
+    """What the server accumulates: per-class noisy counts, sums and second moments in the basis, and
+    the summed variance of the noise they carry (public: it follows from the noise multipliers)."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros(data.NUM_CLASSES, dtype=torch.float64))
+        self.register_buffer("sum", torch.zeros(data.NUM_CLASSES, dims, dtype=torch.float64))
+        self.register_buffer("second", torch.zeros(data.NUM_CLASSES, dims, dims, dtype=torch.float64))
+        self.register_buffer("noise_variance", torch.zeros((), dtype=torch.float64))
+
+
+@functools.lru_cache(maxsize=4)
+def basis(kind: str, dims: int, scale: float) -> Tensors:
+    """The public projection z = (x - center) @ vectors / scale, x in [0, 1]^784; free of private data."""
+    if kind == "dct":
+        return {"center": torch.zeros(data.NUM_PIXELS, dtype=torch.float64), "vectors": dct_vectors(dims),
+                "scale": torch.tensor(scale, dtype=torch.float64)}
+    train, test = data.load_embedded()
+    pixels = np.concatenate([train.pixels, test.pixels]).reshape(-1, data.NUM_PIXELS) / data.MAX_PIXEL
+    center = pixels.mean(axis=0)
+    _, _, directions = np.linalg.svd(pixels - center, full_matrices=False)
+    return {"center": torch.from_numpy(center), "vectors": torch.from_numpy(directions[:dims].T.copy()),
+            "scale": torch.tensor(scale, dtype=torch.float64)}
+
+
+def dct_vectors(dims: int) -> torch.Tensor:
+    """The `dims` lowest-frequency orthonormal 2-D DCT-II images (by u + v, then u), as columns."""
+    side = data.IMAGE_SIDE
+    n = np.arange(side)
+    cosines = np.sqrt(2.0 / side) * np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * side))
+    cosines[0] /= np.sqrt(2.0)
+    order = sorted(((u, v) for u in range(side) for v in range(side)), key=lambda p: (p[0] + p[1], p[0]))
+    return torch.from_numpy(np.stack([np.outer(cosines[u], cosines[v]).ravel() for u, v in order[:dims]], axis=1))
+
+
+def encode(pixels: torch.Tensor, projection: Tensors) -> torch.Tensor:
+    """Images in 0..1 (N, 784) to basis coordinates clipped to L2 norm <= 1: what bounds the sensitivity."""
+    z = (pixels.double() - projection["center"]) @ projection["vectors"] / projection["scale"]
+    return z / z.norm(dim=1, keepdim=True).clamp(min=1.0)
+
+
+def decode(z: torch.Tensor, projection: Tensors) -> torch.Tensor:
+    """Basis coordinates back to images in 0..1 (N, 784)."""
+    return (projection["center"] + projection["scale"] * z @ projection["vectors"].T).clamp(0.0, 1.0)
+
+
+def statistics(z: torch.Tensor, labels: torch.Tensor) -> Tensors:
+    """Per-class count, sum and second moment of one worker's coordinates, exactly."""
+    onehot = torch.nn.functional.one_hot(labels, data.NUM_CLASSES).double()
+    return {"count": onehot.sum(0), "sum": onehot.T @ z, "second": torch.einsum("nc,ni,nj->cij", onehot, z, z)}
+
+
+def release(exact: Tensors, noise_std: float) -> Tensors:
+    """The Gaussian mechanism on the weighted concatenation, returned unweighted.
+
+    The second moments are symmetric, so each is released as its upper triangle: the noise matrix is
+    (G + G^T) / 2, whose diagonal has the full variance and off-diagonal entries half of it.
+    """
+    def noise(shape: torch.Size) -> torch.Tensor:
+        return torch.randn(shape, dtype=torch.float64) * noise_std
+
+    square = noise(exact["second"].shape)
+    return {"count": exact["count"] + noise(exact["count"].shape) / COUNT_WEIGHT,
+            "sum": exact["sum"] + noise(exact["sum"].shape) / MEAN_WEIGHT,
+            "second": exact["second"] + (square + square.transpose(1, 2)) / 2 / SECOND_WEIGHT,
+            "noise_variance": torch.tensor(noise_std ** 2, dtype=torch.float64)}
+
+
+def psd(matrix: torch.Tensor) -> torch.Tensor:
+    """The nearest positive semi-definite matrix (eigenvalues floored), for noisy covariances."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * values.clamp(min=EIGEN_FLOOR)) @ vectors.T
+
+
+def gaussians(state: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means and Cholesky factors of the covariances, from the summed noisy statistics.
+
+    Each class covariance is shrunk toward the pooled within-class one by the share of its noise in
+    its distance from the pool (Ledoit and Wolf's intensity, with the known DP noise as the error):
+    no shrinkage without noise, more for small or noisy classes, but never more than MAX_SHRINK. A
+    class's own shape, noisy as it is, still carries what a classifier needs: on a validation split
+    of the MNIST training images at epsilon 1, pooling completely gave TSTR 0.74, half 0.86.
+    """
+    count = state["count"].clamp(min=MIN_COUNT)
+    means = state["sum"] / count[:, None]
+    between = torch.einsum("c,ci,cj->ij", count, means, means)
+    pooled = psd((state["second"].sum(0) - between) / count.sum())
+    dims = means.shape[1]
+    noise_energy = float(state["noise_variance"]) * dims * (dims + 1) / 2 / SECOND_WEIGHT ** 2
+    covariances = []
+    for label in range(data.NUM_CLASSES):
+        raw = psd(state["second"][label] / count[label] - torch.outer(means[label], means[label]))
+        distance = float((raw - pooled).square().sum())
+        shrink = min(MAX_SHRINK, noise_energy / float(count[label]) ** 2 / distance) if distance > 0 else MAX_SHRINK
+        covariances.append((1 - shrink) * raw + shrink * pooled)
+    factors = torch.linalg.cholesky(torch.stack(covariances) + EIGEN_FLOOR * torch.eye(dims, dtype=torch.float64))
+    return means, factors
+
+
+class MomentsSynthesizer(Synthesizer):
+    """Gaussians per class in a public subspace: one noisy release per worker and round, summed."""
+
+    name = "moments"
+    aggregation = "sum"
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        kind = options.moments_basis
+        if kind == "auto":
+            kind = "dct" if options.data == "embedded" else "digits"
+        self.projection = basis(kind, options.moments_dims, options.moments_scale)
+
+    def new_model(self) -> nn.Module:
+        return Moments(self.projection["vectors"].shape[1])
+
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
+                     lr: float, progress: tqdm | None) -> Update:
+        """This worker's statistics, noised under DP; its noise comes from the round's seeded generator."""
+        pixels = (images.cpu().reshape(len(images), -1).double() * data.STD + data.MEAN).clamp(0.0, 1.0)
+        exact = statistics(encode(pixels, self.projection), labels.cpu())
+        noise_multiplier = dp.release_noise() if dp is not None else 0.0
+        update = release(exact, noise_multiplier * SENSITIVITY)
+        figures = dp.release_spent(noise_multiplier) if dp is not None else {}
+        return {name: update[name].to(images.device) for name in STATISTICS}, len(labels), 0.0, figures
+
+    def generator_state(self, model: nn.Module) -> Tensors:
+        return {**{name: t.detach().cpu().clone() for name, t in model.state_dict().items()}, **self.projection}
+
+    def sample(self, state: Tensors, count: int, seed: int) -> data.ImageSet:
+        """Balanced labels; coordinates drawn from the class's Gaussian with a seeded generator."""
+        means, factors = gaussians(state)
+        labels = torch.arange(count) % data.NUM_CLASSES
+        noise = torch.randn(count, means.shape[1], generator=torch.Generator().manual_seed(seed),
+                            dtype=torch.float64)
+        z = means[labels] + torch.einsum("nij,nj->ni", factors[labels], noise)
+        pixels = (decode(z, state) * data.MAX_PIXEL).round().to(torch.uint8)
+        return data.ImageSet(pixels.reshape(count, data.IMAGE_SIDE, data.IMAGE_SIDE).numpy(), labels.numpy())

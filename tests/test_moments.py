@@ -1,0 +1,105 @@
+"""The DP moments synthesizer: federated statistics equal centralized ones, the sensitivity bound,
+the privacy figure against an independent accountant, and the same synthetic data on both backends."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from conftest import run_main
+from ppsdg import data, models, output, parser
+from ppsdg.synthesizers import moments
+
+
+def options(**overrides):
+    return parser.from_mapping({"gan": True, "synthesizer": "moments", "data": "embedded", **overrides})
+
+
+def worker_release(synthesizer, images: data.ImageSet, dp=None):
+    inputs, labels = data.to_tensors(images)
+    update, count, _, figures = synthesizer.local_update(None, inputs, labels, options(), dp, None, 0.0, None)
+    return update, count, figures
+
+
+def test_summed_worker_statistics_equal_those_of_the_union():
+    synthesizer = moments.MomentsSynthesizer(options())
+    train, _ = data.load("embedded")
+    parts = data.partition(train.labels, 3, "dirichlet", seed=4, alpha=0.5)
+    summed = [worker_release(synthesizer, train.subset(p))[0] for p in parts]
+    union, count, _ = worker_release(synthesizer, train)
+    assert count == len(train)
+    for name in ("count", "sum", "second"):
+        assert torch.allclose(sum(s[name] for s in summed), union[name], atol=1e-9), name
+    assert float(union["noise_variance"]) == 0.0
+
+
+def test_one_example_moves_the_weighted_release_by_at_most_the_sensitivity():
+    projection = moments.basis("digits", 40, 8.0)
+    train, _ = data.load("embedded")
+    pixels = torch.from_numpy(train.pixels.reshape(len(train), -1)).double() / 255
+    z = moments.encode(pixels, projection)
+    labels = torch.from_numpy(train.labels)
+    assert float(z.norm(dim=1).max()) <= 1 + 1e-12
+    full = moments.statistics(z, labels)
+    for index in (0, 7, int(z.norm(dim=1).argmax())):
+        keep = torch.arange(len(z)) != index
+        fewer = moments.statistics(z[keep], labels[keep])
+        change = math.sqrt(sum(float(((full[name] - fewer[name]) * weight).square().sum()) for name, weight in
+                               (("count", moments.COUNT_WEIGHT), ("sum", moments.MEAN_WEIGHT),
+                                ("second", moments.SECOND_WEIGHT))))
+        assert change <= moments.SENSITIVITY + 1e-9
+
+
+def analytic_epsilon(mu: float, delta: float) -> float:
+    """Epsilon of a mu-Gaussian mechanism at `delta` (Balle and Wang 2018), by bisection."""
+    def delta_of(eps: float) -> float:
+        return norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2)
+    low, high = 0.0, 100.0
+    for _ in range(100):
+        low, high = ((low + high) / 2, high) if delta_of((low + high) / 2) > delta else (low, (low + high) / 2)
+    return high
+
+
+def test_reported_epsilon_equals_the_exact_gaussian_composition(small_csv, tmp_path):
+    """Four releases of multiplier 2 are one Gaussian mechanism of multiplier 1 (mu = sqrt(4) / 2)."""
+    _, records = run_main(tmp_path, "--data", str(small_csv), "--gan", "-ldp", "--noise-multiplier", "2",
+                          "-nr", "4", "--tstr-epochs", "1")
+    expected = analytic_epsilon(math.sqrt(4) / 2, 1e-5)
+    assert records[-1]["epsilon"] == pytest.approx(expected, rel=0.02)
+    assert [w["epsilon"] for w in records[0]["workers"]] == [records[0]["epsilon"]] * 2
+
+
+def test_target_epsilon_plans_the_noise_for_every_round(small_csv, tmp_path):
+    _, records = run_main(tmp_path, "--data", str(small_csv), "--gan", "-ldp", "--target-epsilon", "3",
+                          "-nr", "3", "--tstr-epochs", "1")
+    assert [round(r["epsilon"], 1) <= 3.0 for r in records] == [True] * 3
+    assert records[-1]["epsilon"] == pytest.approx(3.0, rel=0.01)
+
+
+def test_samples_are_balanced_reproducible_and_follow_the_class_statistics():
+    synthesizer = moments.MomentsSynthesizer(options())
+    train, _ = data.load("embedded")
+    model = models.new_model(options())
+    release, _, _ = worker_release(synthesizer, train)
+    model.load_state_dict({**model.state_dict(), **release})
+    state = synthesizer.generator_state(model)
+    first, again = synthesizer.sample(state, 2000, seed=3), synthesizer.sample(state, 2000, seed=3)
+    assert np.array_equal(first.pixels, again.pixels) and np.bincount(first.labels).tolist() == [200] * 10
+    real_means = np.stack([train.pixels[train.labels == c].mean(0) for c in range(10)])
+    fake_means = np.stack([first.pixels[first.labels == c].mean(0) for c in range(10)])
+    distances = np.abs(fake_means[:, None] - real_means[None]).mean(axis=(2, 3))
+    assert distances.argmin(axis=1).tolist() == list(range(10))
+
+
+def test_moments_run_gives_the_same_synthetic_data_on_both_backends(small_csv, tmp_path):
+    argv = ["--data", str(small_csv), "--gan", "-ldp", "--target-epsilon", "5", "-nr", "2", "--tstr-epochs", "1"]
+    gloo_state, gloo_records = run_main(tmp_path / "gloo", "--backend", "gloo", *argv)
+    mock_state, mock_records = run_main(tmp_path / "mock", "--backend", "vantage6", *argv)
+    assert all(torch.equal(gloo_state[name], mock_state[name]) for name in gloo_state)
+    assert [r["epsilon"] for r in gloo_records] == [r["epsilon"] for r in mock_records]
+    assert (tmp_path / "gloo" / output.SYNTHETIC).read_bytes() == (tmp_path / "mock" / output.SYNTHETIC).read_bytes()
+    summary = json.loads((tmp_path / "gloo" / output.SUMMARY).read_text())
+    assert len(data.load_csv(tmp_path / "gloo" / output.SYNTHETIC)) == summary["evaluation"]["train_images"] == 240
+    assert all(w["train_loss"] is None for r in gloo_records for w in r["workers"])
