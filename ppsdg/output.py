@@ -70,7 +70,7 @@ class RunOutput:
         data.to_frame(images).to_csv(self.directory / SYNTHETIC, index=False)
         for round_, pixels in grids.items():
             name = SAMPLES if round_ is None else ROUND_SAMPLES.replace("*", f"{round_:04d}")
-            save_image(pixels, self.directory / name)
+            save_grid(pixels, self.directory / name, "after training" if round_ is None else f"round {round_}")
         save_model(generator_state, self.directory / GENERATOR)
 
     def finish(self, state: Mapping[str, torch.Tensor], records: Sequence[Mapping[str, Any]],
@@ -176,5 +176,15 @@ def _mean_worker(record: Mapping[str, Any], key: str) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def save_image(pixels: np.ndarray, path: Path) -> None:
-    _pyplot().imsave(path, pixels, cmap="gray", vmin=0, vmax=255)
+def save_grid(pixels: np.ndarray, path: Path, when: str) -> None:
+    """A sample grid (one row per class) large enough to see, each row named by its class."""
+    pyplot = _pyplot()
+    rows = pixels.shape[0] // data.IMAGE_SIDE
+    figure, axes = pyplot.subplots(figsize=(8, 8.4))
+    axes.imshow(pixels, cmap="gray", vmin=0, vmax=data.MAX_PIXEL, interpolation="nearest")
+    axes.set_yticks([(row + 0.5) * data.IMAGE_SIDE for row in range(rows)], [str(row) for row in range(rows)])
+    axes.set_xticks([])
+    axes.set(ylabel="class", title=f"Synthetic samples, {when}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
