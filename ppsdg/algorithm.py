@@ -6,8 +6,9 @@ from typing import Any
 from vantage6.algorithm.tools import decorators
 
 from backends import codec
-from backends.vantage6 import CentralCommunicator, node_communicator, node_result
+from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
 from ppsdg import checkpoint, coordination, data, local, parser, runtime
+from ppsdg.policy import NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.models import new_model
@@ -68,14 +69,25 @@ def central_result(point: Checkpoint | None, options: Any, organizations: list[i
 
 
 def run_partial(organization: int, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A worker's round on the node's own data; its errors name the organization and its rank."""
+    """A worker's round on the node's own data, if the node's policy (ppsdg/policy.py, read from the
+    node's algorithm environment) admits it; its errors name the organization and its rank."""
     comm = node_communicator(organization, kwargs)
     try:
         options = parser.from_mapping(kwargs.get("options") or {})
-        options.secure_noise = options.secure_noise or os.environ.get(parser.SECURE_NOISE_ENV) == "1"
+        policy = NodePolicy.from_environment(os.environ)
+        ledger = policy.admit(options, len(frame), os.environ, organization)
+        options.secure_noise = options.secure_noise or policy.secure_noise
         device = runtime.set_up(options)
         examples = local.Examples.from_images(data.from_frame(frame), device)
         coordination.worker_round(comm, new_model(options, device), examples, options)
+        if ledger is not None:
+            ledger.record(released_figures(comm))
     except PpsdgError as error:
-        raise FederationError(f"organization {organization} (worker rank {comm.rank}): {error}") from error
+        kind = PolicyError if isinstance(error, PolicyError) else FederationError
+        raise kind(f"organization {organization} (worker rank {comm.rank}): {error}") from error
     return node_result(organization, comm)
+
+
+def released_figures(comm: NodeCommunicator) -> dict[str, float]:
+    """The figures of the reply about to leave the node: what its ledger charges is what it sent."""
+    return coordination.Reply.from_message(codec.decode_text(comm.reply)[0]).figures

@@ -62,6 +62,7 @@ class LocalDP:
         self.delta = options.delta
         self.accountant = options.accountant
         self.batch_size = options.batch_size
+        self.epochs = options.epochs
         self.planned_epochs = options.num_rounds * options.epochs
         self.planned_rounds = options.num_rounds
 
@@ -96,7 +97,16 @@ class LocalDP:
     @staticmethod
     def release_spent(noise_multiplier: float) -> dict[str, float]:
         """One release's spending, as the named figures of the worker's reply."""
-        return entry_extra((noise_multiplier, 1.0, 1))
+        return entry_extra(release_entry(noise_multiplier))
+
+    def planned_entry(self, num_samples: int, releases_once: bool) -> HistoryEntry:
+        """What a worker's round will spend, known before it reads its data, so that a node can
+        refuse the round first: one release (`releases_once`, the moments synthesizer), or DP-SGD's
+        Poisson-sampled steps over the round's epochs."""
+        if releases_once:
+            return release_entry(self.release_noise())
+        batches = batches_per_epoch(num_samples, self.batch_size)
+        return self.noise_multiplier(num_samples), sample_rate(num_samples, self.batch_size), self.epochs * batches
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
              labels: torch.Tensor, per_sample_gradients: bool = True) -> PrivateTraining:
@@ -145,6 +155,11 @@ class LocalDP:
     def round_figures(self, ledger: "Ledger") -> dict[str, float | str]:
         """The run's guarantee after a round: the largest epsilon of any worker so far."""
         return {"epsilon": ledger.worst(), "delta": self.delta, "accountant": self.accountant}
+
+
+def release_entry(noise_multiplier: float) -> HistoryEntry:
+    """One Gaussian release of full sensitivity: a single full-batch step (sample rate 1)."""
+    return noise_multiplier, 1.0, 1
 
 
 def round_entry(engine: Any) -> HistoryEntry:

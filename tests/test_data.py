@@ -1,15 +1,20 @@
 """Behaviour of the dataset loaders, validators and partitioners in ppsdg.data."""
 
 import gzip
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ppsdg.data import (
     CSV_COLUMNS,
+    MAX_IDX_ITEMS,
     MEAN,
     NUM_CLASSES,
     PARTITION_SCHEMES,
@@ -62,6 +67,18 @@ def write_idx_pair(directory: Path, prefix: str, images: ImageSet, gzipped: bool
 def assert_same(left: ImageSet, right: ImageSet) -> None:
     np.testing.assert_array_equal(left.pixels, right.pixels)
     np.testing.assert_array_equal(left.labels, right.labels)
+
+
+def peak_bytes(action: Callable[[], object]) -> int:
+    """Peak Python and numpy allocation while `action` runs (numpy reports to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        action()
+    except DataError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
 
 
 # partitioning
@@ -150,6 +167,12 @@ def test_split_holdout_is_stratified_disjoint_and_complete():
     train, test = split_holdout(images, 0.25, seed=4)
     np.testing.assert_array_equal(np.bincount(test.labels), [2, 3, 5, 1])
     np.testing.assert_array_equal(np.bincount(train.labels), [5, 10, 15, 2])
+
+
+def test_split_holdout_refuses_an_empty_set():
+    empty = ImageSet(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="no images"):
+        split_holdout(empty, 0.2, seed=0)
 
 
 def test_split_holdout_keeps_original_order():
@@ -263,6 +286,96 @@ def test_idx_rejects_half_a_pair(tmp_path):
         load_idx(tmp_path)
 
 
+def header_only(magic: int, *sizes: int) -> bytes:
+    """An IDX header with arbitrary (possibly forged) sizes and no body."""
+    return np.array([magic, *sizes], dtype=">u4").tobytes()
+
+
+def test_idx_gzip_bomb_is_refused_without_decompressing_it(tmp_path):
+    write_idx_pair(tmp_path, "t10k", random_images(10), gzipped=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    valid = gzip.decompress(path.read_bytes())
+    with gzip.open(path, "wb") as bomb:
+        bomb.write(valid)
+        for _ in range(64):
+            bomb.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(DataError, match="trailing bytes: expected 7856 bytes, found more"):
+        load_idx(tmp_path)
+    assert peak_bytes(lambda: load_idx(tmp_path)) < 4 << 20
+
+
+@pytest.mark.parametrize(
+    ("images_header", "message"),
+    [
+        ((2051, 2**31, 2**31, 4), "images are 2147483648x4, expected 28x28"),
+        ((2051, MAX_IDX_ITEMS + 1, 28, 28), "header announces 1000001 items, more than the limit of 1000000"),
+        ((2051, 2**32 - 1, 28, 28), "header announces 4294967295 items"),
+    ],
+)
+def test_idx_refuses_forged_header_before_reading_the_body(tmp_path, images_header, message):
+    write_idx_pair(tmp_path, "t10k", random_images(10), gzipped=True)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header_only(*images_header)))
+    with pytest.raises(DataError, match=message):
+        load_idx(tmp_path)
+
+
+def test_idx_refuses_forged_label_count(tmp_path):
+    write_idx_pair(tmp_path, "t10k", random_images(10), gzipped=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(header_only(2049, 2**32 - 1))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: header announces 4294967295 items"):
+        load_idx(tmp_path)
+
+
+def test_idx_rejects_trailing_bytes_and_short_header(tmp_path):
+    write_idx_pair(tmp_path, "t10k", random_images(10), gzipped=False)
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes() + b"\0")
+    with pytest.raises(DataError, match="trailing bytes: expected 18 bytes, found more"):
+        load_idx(tmp_path)
+    labels.write_bytes(b"\0\0\x08")
+    with pytest.raises(DataError, match="truncated: expected at least 8 bytes, found 3"):
+        load_idx(tmp_path)
+
+
+def test_idx_rejects_corrupt_gzip(tmp_path):
+    write_idx_pair(tmp_path, "t10k", random_images(10), gzipped=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-12])
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: cannot read"):
+        load_idx(tmp_path)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_idx_refuses_a_pair_without_images(tmp_path, gzipped):
+    write_idx_pair(tmp_path, "t10k", ImageSet(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)), gzipped)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte(.gz)?: no images"):
+        load_idx(tmp_path)
+
+
+SIZES = st.one_of(st.integers(0, 30), st.sampled_from([28, 2**16, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(magic=st.sampled_from([2051, 2049, 2052, 0]), sizes=st.lists(SIZES, min_size=0, max_size=4),
+       body=st.integers(-3, 3), gzipped=st.booleans())
+def test_fuzzed_idx_header_ends_in_data_error_or_a_consistent_set(tmp_path, magic, sizes, body, gzipped):
+    """Any header, body a few bytes either side of what it announces: DataError or a faithful read."""
+    count = sizes[0] if sizes else 0
+    write_idx_pair(tmp_path, "t10k", random_images(min(count, 4) or 1), gzipped)
+    announced = int(np.prod(sizes, dtype=object)) if sizes else 0
+    length = max(0, (announced if announced < 10_000 else 10) + body)
+    raw = header_only(magic, *sizes) + np.arange(length, dtype=np.uint8).tobytes()
+    path = tmp_path / ("t10k-images-idx3-ubyte" + (".gz" if gzipped else ""))
+    path.write_bytes(gzip.compress(raw) if gzipped else raw)
+    try:
+        train, test = load_idx(tmp_path)
+    except DataError:
+        return
+    assert (magic, sizes[1:], body) == (2051, [28, 28], 0)
+    assert len(train) + len(test) == count
+
+
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST files not present")
 def test_idx_reads_shared_mnist_test_set():
     train, test = load_idx(SHARED_MNIST)
@@ -319,6 +432,100 @@ def test_csv_rejects_bad_cell(tmp_path, row, column, value, message):
         load_csv(path)
 
 
+def write_rows(path: Path, rows: list[list[object]], header: list[str] | None = CSV_COLUMNS) -> Path:
+    """Write CSV text line by line, so malformed shapes reach the loader exactly as given."""
+    lines = ([",".join(header)] if header is not None else []) + [",".join(map(str, row)) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def valid_rows(count: int) -> list[list[int]]:
+    return to_frame(random_images(count)).to_numpy().tolist()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda rows: rows[3].append(7), "row 3 has 786 cells, but the header has 785"),
+        (lambda rows: [row.append(0) for row in rows], "row 0 has 786 cells, but the header has 785"),
+        (lambda rows: rows[2].append(""), "row 2 has 786 cells"),
+        (lambda rows: rows[4].pop(), "row 4 has 784 cells, but the header has 785"),
+        (lambda rows: rows[1].__setitem__(slice(None), [1, 2]), "row 1 has 2 cells"),
+    ],
+)
+def test_csv_rows_must_have_exactly_the_header_cell_count(tmp_path, damage, message):
+    rows = valid_rows(6)
+    damage(rows)
+    with pytest.raises(DataError, match=f"rows.csv: {message}"):
+        load_csv(write_rows(tmp_path / "rows.csv", rows))
+
+
+def test_csv_without_header_is_refused_not_shortened(tmp_path):
+    path = write_rows(tmp_path / "bare.csv", valid_rows(5), header=None)
+    with pytest.raises(DataError, match="bare.csv: the header is missing: the first row holds only numbers"):
+        load_csv(path)
+
+
+def test_csv_header_of_wrong_width_is_refused(tmp_path):
+    path = write_rows(tmp_path / "narrow.csv", [row[:10] for row in valid_rows(3)], header=CSV_COLUMNS[:10])
+    with pytest.raises(DataError, match=r"narrow.csv: expected 785 columns \(label \+ 784 pixels\), found 10"):
+        load_csv(path)
+
+
+def test_csv_keeps_accepting_whole_floats_blank_lines_and_other_column_names(tmp_path):
+    images = random_images(7)
+    path = tmp_path / "floats.csv"
+    frame = to_frame(images).astype(np.float64)
+    frame.columns = [f"c{i}" for i in range(len(CSV_COLUMNS))]
+    frame.to_csv(path, index=False)
+    path.write_text(path.read_text().replace("\n", "\n\n", 3))
+    assert "\n1.0," in path.read_text()
+    assert_same(load_csv(path), images)
+
+
+def test_csv_header_only_has_no_rows(tmp_path):
+    with pytest.raises(DataError, match="header.csv: no rows"):
+        load_csv(write_rows(tmp_path / "header.csv", []))
+
+
+@pytest.mark.parametrize(("cell", "message"), [("True", "value 'True' at row 1030, column 'pixel6' is not a number"),
+                                               ("", "value at row 1030, column 'pixel6' is missing"),
+                                               ("300", "pixel at row 1030, column 'pixel6' is 300"),
+                                               ("nan", "pixel at row 1030, column 'pixel6' is nan")])
+def test_csv_names_the_bad_row_beyond_the_first_chunk(tmp_path, cell, message):
+    rows = [[row % NUM_CLASSES] + [0] * 784 for row in range(1100)]
+    rows[1030][7] = cell
+    with pytest.raises(DataError, match=message):
+        load_csv(write_rows(tmp_path / "long.csv", rows))
+
+
+def test_csv_memory_is_a_small_multiple_of_the_pixels(tmp_path):
+    images = random_images(4000)
+    path = tmp_path / "big.csv"
+    to_frame(images).to_csv(path, index=False)
+    assert peak_bytes(lambda: load_csv(path)) < 4 * images.pixels.nbytes + (16 << 20)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(widths=st.lists(st.sampled_from([784, 785, 785, 785, 786]), min_size=0, max_size=4),
+       header=st.sampled_from(["named", "numeric", "none"]), seed=st.integers(0, 2**16))
+def test_fuzzed_csv_shape_ends_in_data_error_or_exact_values(tmp_path, widths, header, seed):
+    """Rows of random widths under any header: a DataError unless every row fits, then exact values."""
+    rng = np.random.default_rng(seed)
+    rows = [[int(rng.integers(0, 10))] + rng.integers(0, 256, width - 1).tolist() for width in widths]
+    names = {"named": CSV_COLUMNS, "numeric": [str(i) for i in range(785)], "none": None}[header]
+    path = write_rows(tmp_path / "shape.csv", rows, names)
+    try:
+        images = load_csv(path)
+    except DataError:
+        assert header != "named" or not rows or set(widths) != {785}
+        return
+    assert header == "named" and set(widths) == {785}
+    expected = np.array(rows)
+    np.testing.assert_array_equal(images.labels, expected[:, 0])
+    np.testing.assert_array_equal(images.pixels.reshape(len(rows), -1), expected[:, 1:])
+
+
 def test_from_frame_rejects_wrong_column_count():
     frame = to_frame(random_images(3)).iloc[:, :784]
     with pytest.raises(DataError, match=r"expected 785 columns \(label \+ 784 pixels\), found 784"):
@@ -328,6 +535,28 @@ def test_from_frame_rejects_wrong_column_count():
 def test_from_frame_rejects_no_rows():
     with pytest.raises(DataError, match="no rows"):
         from_frame(pd.DataFrame(columns=CSV_COLUMNS))
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("label", [True] * 1100, "value True at row 0, column 'label' is not a number"),
+        ("pixel3", [0] * 1050 + [None] * 50, "value at row 1050, column 'pixel3' is missing"),
+        ("pixel3", [0] * 1060 + ["x"] * 40, "value 'x' at row 1060, column 'pixel3' is not a number"),
+        ("pixel3", [0.0] * 1070 + [1.5] * 30, "pixel at row 1070, column 'pixel3' is 1.5"),
+        ("pixel3", [0] * 1080 + [1j] * 20, "value 0j at row 0, column 'pixel3' is not a number"),
+    ],
+)
+def test_from_frame_names_bad_cells_in_any_chunk(column, values, message):
+    frame = to_frame(random_images(1100))
+    frame[column] = values
+    with pytest.raises(DataError, match=message):
+        from_frame(frame)
+
+
+def test_from_frame_reads_a_large_frame_exactly():
+    images = random_images(2500)
+    assert_same(from_frame(to_frame(images)), images)
 
 
 def test_csv_rejects_empty_and_missing_files(tmp_path):
