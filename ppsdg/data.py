@@ -232,7 +232,7 @@ def _read_at_most(stream: BinaryIO, size: int) -> np.ndarray:
 def load_csv(path: str | Path) -> ImageSet:
     """Read a node's CSV (header row first, as vantage6 stores it) chunk by chunk, validating as it goes.
 
-    Memory stays near the pixel bytes: only _CHUNK_ROWS rows are ever held as text or float64.
+    Memory stays near the pixel bytes: only _CHUNK_ROWS rows at a time are held as text or numbers.
     """
     path = Path(path)
     try:
@@ -249,7 +249,8 @@ def load_csv(path: str | Path) -> ImageSet:
 def _parse_csv(lines: Iterator[str]) -> ImageSet:
     """Turn the text after the header into an ImageSet; blank lines are skipped and not counted."""
     names = _csv_header(lines)
-    pieces, row = [], 0
+    pieces: list[tuple[np.ndarray, np.ndarray]] = []
+    row = 0
     while chunk := list(islice(lines, _CHUNK_ROWS)):
         filled = [line for line in chunk if line.strip()]
         if filled:
