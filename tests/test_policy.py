@@ -1,0 +1,160 @@
+"""The node's privacy policy: the data owner's variables decide, before the private table is read."""
+import json
+import re
+
+import pytest
+import torch
+
+from backends import codec
+from ppsdg import algorithm, parser, privacy, runtime
+from ppsdg.policy import FOLDER, NodeLedger, NodePolicy, PolicyError
+from test_vantage6 import central, mock_client, round_message, worker_frames
+
+ROWS = 120
+BATCH = 64
+
+
+@pytest.fixture
+def node_env(monkeypatch, tmp_path):
+    """A node with a job folder and no policy; each test sets its own variables."""
+    for name in ("PPSDG_REQUIRE_DP", "PPSDG_SECURE_NOISE", "PPSDG_MAX_EPSILON", "PPSDG_DELTA", "PPSDG_MAX_EPOCHS",
+                 "PPSDG_MAX_BATCH_SIZE", "PPSDG_MAX_THREADS", "PPSDG_MAX_ROUNDS", "PPSDG_MIN_NOISE_MULTIPLIER",
+                 "PPSDG_MAX_GRAD_NORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(FOLDER, str(tmp_path))
+    return monkeypatch
+
+
+def options(**values):
+    return parser.from_mapping({"num_nodes": 3, "batch_size": BATCH, **values})
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PPSDG_REQUIRE_DP", "yes"), ("PPSDG_REQUIRE_DP", " 1"), ("PPSDG_REQUIRE_DP", "true"), ("PPSDG_REQUIRE_DP", ""),
+    ("PPSDG_SECURE_NOISE", "true"), ("PPSDG_SECURE_NOISE", "01"),
+    ("PPSDG_MAX_EPSILON", "abc"), ("PPSDG_MAX_EPSILON", "-1"), ("PPSDG_MAX_EPSILON", "inf"),
+    ("PPSDG_MAX_EPSILON", "nan"), ("PPSDG_MAX_EPSILON", "0"), ("PPSDG_MAX_EPSILON", "1_0"),
+    ("PPSDG_MAX_EPSILON", " 2"), ("PPSDG_DELTA", "1"), ("PPSDG_DELTA", "1e-5x"),
+    ("PPSDG_MAX_EPOCHS", "1.5"), ("PPSDG_MAX_EPOCHS", "0"), ("PPSDG_MAX_EPOCHS", "+3"),
+    ("PPSDG_MAX_THREADS", "\u0663"), ("PPSDG_MIN_NOISE_MULTIPLIER", "1e999"), ("PPSDG_MAX_GRAD_NORM", "-0.5"),
+])
+def test_a_variable_the_node_cannot_read_is_a_refusal_that_names_it(name, value):
+    with pytest.raises(PolicyError, match=re.escape(f"{name}={value!r} cannot be read")):
+        NodePolicy.from_environment({name: value})
+
+
+def test_readable_variables_and_defaults():
+    read = NodePolicy.from_environment({"PPSDG_REQUIRE_DP": "1", "PPSDG_SECURE_NOISE": "0", "PPSDG_MAX_EPSILON": "2.5",
+                                        "PPSDG_DELTA": "1e-6", "PPSDG_MAX_EPOCHS": "3", "PPSDG_MIN_NOISE_MULTIPLIER": ".8"})
+    assert (read.require_dp, read.secure_noise, read.max_epsilon, read.delta, read.max_epochs,
+            read.min_noise_multiplier) == (True, False, 2.5, 1e-6, 3, 0.8)
+    default = NodePolicy.from_environment({})
+    assert (default.require_dp, default.max_epsilon, default.delta, default.max_threads) == \
+        (False, None, 1e-5, runtime.cores())
+
+
+@pytest.mark.parametrize("variable, limit, option, asked", [
+    ("PPSDG_MAX_EPOCHS", "2", "epochs", 3), ("PPSDG_MAX_BATCH_SIZE", "32", "batch_size", 64),
+    ("PPSDG_MAX_THREADS", "1", "threads", 2), ("PPSDG_MAX_ROUNDS", "5", "num_rounds", 6)])
+def test_a_task_larger_than_the_node_allows_is_refused_not_cut(variable, limit, option, asked, tmp_path):
+    node = NodePolicy.from_environment({variable: limit})
+    with pytest.raises(PolicyError, match=f"{variable}={limit}: the task asks for --{option.replace('_', '-')} {asked}"):
+        node.admit(options(**{option: asked}), ROWS, {FOLDER: str(tmp_path)}, organization=0)
+    node.admit(options(**{option: int(limit)}), ROWS, {FOLDER: str(tmp_path)}, organization=0)
+
+
+def test_threads_above_the_nodes_cores_are_refused_by_default():
+    with pytest.raises(PolicyError, match="PPSDG_MAX_THREADS"):
+        NodePolicy.from_environment({}).admit(options(threads=runtime.cores() + 1), ROWS, {}, 0)
+
+
+def test_noise_and_clipping_limits_apply_to_the_rounds_own_mechanism():
+    dp = {"local_dp": True, "noise_multiplier": 0.5}
+    with pytest.raises(PolicyError, match="PPSDG_MIN_NOISE_MULTIPLIER=1: this round's noise multiplier would be 0.5"):
+        NodePolicy(min_noise_multiplier=1.0).admit(options(**dp), ROWS, {}, 0)
+    with pytest.raises(PolicyError, match="PPSDG_MAX_GRAD_NORM=1: the task asks for --max-grad-norm 2"):
+        NodePolicy(max_grad_norm=1.0).admit(options(**dp, max_grad_norm=2.0), ROWS, {}, 0)
+    moments = options(**dp, gan=True, max_grad_norm=2.0)
+    assert NodePolicy(max_grad_norm=1.0).admit(moments, ROWS, {}, 0) is None
+    with pytest.raises(PolicyError, match="PPSDG_MIN_NOISE_MULTIPLIER, PPSDG_MAX_GRAD_NORM set: .* no --local_dp"):
+        NodePolicy(min_noise_multiplier=1.0, max_grad_norm=1.0).admit(options(), ROWS, {}, 0)
+
+
+def test_the_planned_entry_is_what_a_round_releases():
+    """The node decides on its plan and charges its reply: both must be the same figures."""
+    frame = worker_frames(count=1, rows=ROWS)[0]
+    for values in ({}, {"gan": True}, {"target_epsilon": 3.0, "epochs": 2, "accountant": "rdp"}):
+        chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH, "local_dp": True, **values})
+        message, _ = round_message(chosen)
+        reply = algorithm.run_partial(7, frame, {"message": message, "ranks": {"7": 1}, "world_size": 2,
+                                                 "options": parser.task_options(chosen)})
+        figures = algorithm.coordination.Reply.from_message(codec.decode_text(reply["message"])[0]).figures
+        releases_once = chosen.gan
+        assert privacy.entry_from_extra(figures) == privacy.LocalDP(chosen).planned_entry(len(frame), releases_once)
+
+
+def test_require_dp_refuses_before_the_table_is_read(node_env):
+    node_env.setenv("PPSDG_REQUIRE_DP", "1")
+    frames = worker_frames(count=2, rows=ROWS)
+    frames[0].iloc[5, 0] = 11
+    result = central(mock_client(frames), num_rounds=1, batch_size=BATCH)
+    assert "organization 0 (worker rank 1): PPSDG_REQUIRE_DP set" in result["error"]
+    assert "label" not in result["error"]
+    assert (result["metrics"], result["checkpoint"]) == ([], None)
+
+
+def test_require_dp_admits_a_local_dp_run(node_env):
+    node_env.setenv("PPSDG_REQUIRE_DP", "1")
+    result = central(mock_client(worker_frames(count=2, rows=ROWS)), num_rounds=1, batch_size=BATCH, local_dp=True)
+    assert "error" not in result and len(result["metrics"]) == 1
+
+
+def test_max_epsilon_stops_the_run_before_the_round_that_would_exceed_it(node_env, tmp_path):
+    noise = 1.5
+    frames = worker_frames(count=2, rows=ROWS)
+    one, two = (privacy.epsilon([privacy.LocalDP(options(local_dp=True, noise_multiplier=noise))
+                                 .planned_entry(len(frames[0]), False)] * k, 1e-5, "prv") for k in (1, 2))
+    node_env.setenv("PPSDG_MAX_EPSILON", f"{(one + two) / 2:.6f}")
+    result = central(mock_client(frames), num_rounds=2, batch_size=BATCH, local_dp=True, noise_multiplier=noise)
+    assert [record["round"] for record in result["metrics"]] == [1]
+    assert result["checkpoint"] is not None
+    assert "round 2: organization 0 (worker rank 1): PPSDG_MAX_EPSILON=" in result["error"]
+    assert "this node's budget at delta 1e-05 would be exceeded" in result["error"]
+    worker_epsilon = result["metrics"][0]["workers"][0]["epsilon"]
+    ledger = NodeLedger(tmp_path / "ppsdg-ledger-0.json")
+    assert len(ledger.rounds) == 1 and ledger.epsilon(1e-5, "prv") == pytest.approx(worker_epsilon)
+    assert json.loads((tmp_path / "ppsdg-ledger-1.json").read_text())["rounds"][0]["entry"] == list(ledger.rounds[0])
+
+
+def test_max_epsilon_without_a_job_folder_is_a_refusal(node_env):
+    node_env.delenv(FOLDER)
+    node_env.setenv("PPSDG_MAX_EPSILON", "5")
+    result = central(mock_client(worker_frames(count=2, rows=ROWS)), num_rounds=1, batch_size=BATCH, local_dp=True)
+    assert "PPSDG_MAX_EPSILON is set but there is no writable TEMPORARY_FOLDER" in result["error"]
+
+
+def test_max_rounds_counts_the_rounds_this_node_served_in_the_job(tmp_path):
+    ledger = NodeLedger(tmp_path / "ledger.json")
+    ledger.record({})
+    node = NodePolicy(max_rounds=1)
+    with pytest.raises(PolicyError, match=r"PPSDG_MAX_ROUNDS=1: this node has served 1 round\(s\)"):
+        node.check_history(NodeLedger(tmp_path / "ledger.json"), options(num_rounds=1), None)
+    assert NodeLedger(tmp_path / "ledger.json").epsilon(1e-5, "prv") == float("inf")
+
+
+def test_an_unreadable_ledger_is_a_refusal_not_a_fresh_start(tmp_path):
+    (tmp_path / "ledger.json").write_text('{"rounds": [{"entry": [1.0]}]}')
+    with pytest.raises(PolicyError, match="ledger .* cannot be read"):
+        NodeLedger(tmp_path / "ledger.json")
+
+
+@pytest.mark.parametrize("secure", ["0", "1"])
+def test_secure_noise_from_the_node_environment(node_env, secure):
+    node_env.setenv("PPSDG_SECURE_NOISE", secure)
+    chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH})
+    message, _ = round_message(chosen)
+    frame = worker_frames(count=1, rows=ROWS)[0]
+    task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(chosen)}
+    first, second = (codec.decode_text(algorithm.run_partial(7, frame, task)["message"])[0] for _ in range(2))
+    same = all(torch.equal(first[name], second[name]) for name in first)
+    assert same == (secure == "0")
