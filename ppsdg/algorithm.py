@@ -4,11 +4,12 @@ import os
 from typing import Any
 
 from vantage6.algorithm.tools import decorators
+from vantage6.algorithm.tools.util import get_env_var
 
 from backends import codec
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
 from ppsdg import checkpoint, coordination, data, local, parser, runtime
-from ppsdg.policy import NodePolicy, PolicyError
+from ppsdg.policy import FOLDER, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.models import new_model
@@ -74,8 +75,9 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any]) -> dict[s
     comm = node_communicator(organization, kwargs)
     try:
         options = parser.from_mapping(kwargs.get("options") or {})
-        policy = NodePolicy.from_environment(os.environ)
-        ledger = policy.admit(options, len(frame), os.environ, organization)
+        environment = node_environment()
+        policy = NodePolicy.from_environment(environment)
+        ledger = policy.admit(options, len(frame), environment, organization)
         options.secure_noise = options.secure_noise or policy.secure_noise
         device = runtime.set_up(options)
         examples = local.Examples.from_images(data.from_frame(frame), device)
@@ -86,6 +88,13 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any]) -> dict[s
         kind = PolicyError if isinstance(error, PolicyError) else FederationError
         raise kind(f"organization {organization} (worker rank {comm.rank}): {error}") from error
     return node_result(organization, comm)
+
+
+def node_environment() -> dict[str, str]:
+    """The node's algorithm environment as its owner wrote it: a vantage6 node hands each variable to
+    the container base32-encoded, and vantage6's own reader decodes it (a plain value, as the mock
+    and a hand-started container have, passes unchanged)."""
+    return {name: get_env_var(name) for name in os.environ if name.startswith("PPSDG_") or name == FOLDER}
 
 
 def released_figures(comm: NodeCommunicator) -> dict[str, float]:

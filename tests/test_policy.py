@@ -158,3 +158,16 @@ def test_secure_noise_from_the_node_environment(node_env, secure):
     first, second = (codec.decode_text(algorithm.run_partial(7, frame, task)["message"])[0] for _ in range(2))
     same = all(torch.equal(first[name], second[name]) for name in first)
     assert same == (secure == "0")
+
+
+def test_node_reads_its_variables_as_a_vantage6_node_encodes_them(monkeypatch):
+    """A node hands the container base32 text with '=' written as '!'; a plain value passes as it is."""
+    import base64
+
+    from ppsdg.algorithm import node_environment
+
+    monkeypatch.setenv("PPSDG_REQUIRE_DP", base64.b32encode(b"1").decode().replace("=", "!"))
+    monkeypatch.setenv("PPSDG_MAX_EPSILON", "2.5")
+    environment = node_environment()
+    assert (environment["PPSDG_REQUIRE_DP"], environment["PPSDG_MAX_EPSILON"]) == ("1", "2.5")
+    assert "PATH" not in environment
