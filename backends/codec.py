@@ -10,8 +10,10 @@ import binascii
 import math
 import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -29,6 +31,8 @@ FORMAT_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 30
 MAX_RANK = 8
 MAX_META_DEPTH = 32
+MAX_META_BYTES = 1 << 20
+MAX_FIELD_BYTES = 1 << 16
 
 DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -48,6 +52,24 @@ _TOP_KEYS = frozenset({"version", "tensors", "meta"})
 _ENTRY_KEYS = frozenset({"name", "dtype", "shape", "data"})
 _MAX_BIN_LEN = (1 << 32) - 1
 _INT_RANGE = range(-(1 << 63), 1 << 64)
+_INT64_MAX = (1 << 63) - 1
+_MAX_MAP_KEYS = 16
+_FIRST_STEP = 256
+_INCOMPLETE = "invalid message: not a complete msgpack value without ext types"
+
+# The Python type each msgpack first byte unpacks to, so a wrong type is named without building the value.
+_KIND_RANGES = (
+    (0x00, 0x7F, "int"), (0x80, 0x8F, "dict"), (0x90, 0x9F, "list"), (0xA0, 0xBF, "str"),
+    (0xC0, 0xC0, "NoneType"), (0xC1, 0xC1, "invalid"), (0xC2, 0xC3, "bool"), (0xC4, 0xC6, "bytes"),
+    (0xC7, 0xC9, "ext"), (0xCA, 0xCB, "float"), (0xCC, 0xD3, "int"), (0xD4, 0xD8, "ext"),
+    (0xD9, 0xDB, "str"), (0xDC, 0xDD, "list"), (0xDE, 0xDF, "dict"), (0xE0, 0xFF, "int"),
+)
+_KINDS = tuple(kind for first, last, kind in _KIND_RANGES for _ in range(first, last + 1))
+# Length fields of the bin, array and map headers that are not packed into the first byte.
+_SIZED_HEADERS = {
+    byte: struct.Struct(fmt)
+    for byte, fmt in ((0xC4, ">B"), (0xC5, ">H"), (0xC6, ">I"), (0xDC, ">H"), (0xDD, ">I"), (0xDE, ">H"), (0xDF, ">I"))
+}
 
 if sys.byteorder != "little":
     raise ImportError("backends.codec writes raw tensor memory as little-endian and needs a little-endian host")
@@ -60,7 +82,7 @@ class _Entry:
     name: str
     dtype: torch.dtype
     shape: tuple[int, ...]
-    data: bytes
+    data: memoryview
 
 
 def encode(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> bytes:
@@ -89,8 +111,7 @@ def decode(
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Check the whole message before allocating any tensor, so bad input fails fast and cheaply."""
-    message = _unpack(blob, max_bytes)
-    entries, meta = _check_message(message, max_bytes)
+    entries, meta = _read_message(_message_view(blob, max_bytes), max_bytes)
     if expect is not None:
         _check_expect(entries, expect)
     tensors = {entry.name: _build(entry) for entry in entries}
@@ -160,7 +181,7 @@ def _encodable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(meta_map, Mapping):
         raise CodecError(f"cannot encode meta: expected a mapping, got {type(meta_map).__name__}")
     meta_map = dict(meta_map)
-    problem = _plain_problem(meta_map, "meta", 0)
+    problem = _plain_problem(meta_map, "meta")
     if problem is not None:
         raise CodecError(f"cannot encode meta: {problem}")
     return meta_map
@@ -174,35 +195,49 @@ def _pack_meta(packer: msgpack.Packer, meta: dict[str, Any]) -> bytes:
         raise CodecError(f"cannot encode meta: {exc}") from exc
 
 
-def _plain_problem(value: Any, path: str, depth: int) -> str | None:
+def _plain_problem(value: Any, path: str) -> str | None:
     """Describe the first value that is not plain data, so both ends enforce the same rule."""
+    found = _non_plain(value, 0)
+    if found is None:
+        return None
+    steps, reason = found
+    return f"{path}{''.join(reversed(steps))} {reason}"
+
+
+def _non_plain(value: Any, depth: int) -> tuple[list[str], str] | None:
+    """The path steps (innermost first) to the first non-plain value, and what is wrong with it.
+
+    Only that value's path is spelled out: formatting one for every item made a large meta cost seconds.
+    """
     if depth > MAX_META_DEPTH:
-        return f"{path} is nested deeper than {MAX_META_DEPTH} levels"
+        return [], f"is nested deeper than {MAX_META_DEPTH} levels"
     if value is None or isinstance(value, (bool, float, str)):
         return None
     if isinstance(value, int):
-        return None if value in _INT_RANGE else f"{path} is an integer outside the 64-bit range"
+        return None if value in _INT_RANGE else ([], "is an integer outside the 64-bit range")
     if isinstance(value, list):
-        return _first_problem(_plain_problem(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        return _first_non_plain(enumerate(value), depth)
     if isinstance(value, dict):
-        return _dict_problem(value, path, depth)
-    return f"{path} has type {type(value).__name__}, not a plain value"
+        return _dict_non_plain(value, depth)
+    return [], f"has type {type(value).__name__}, not a plain value"
 
 
-def _dict_problem(value: dict[Any, Any], path: str, depth: int) -> str | None:
+def _dict_non_plain(value: dict[Any, Any], depth: int) -> tuple[list[str], str] | None:
     """Maps must have str keys because JSON and msgpack's strict mode only agree on those."""
-    for key, item in value.items():
+    for key in value:
         if not isinstance(key, str):
-            return f"{path} has a key of type {type(key).__name__}, not str"
-        problem = _plain_problem(item, f"{path}[{key!r}]", depth + 1)
-        if problem is not None:
-            return problem
+            return [], f"has a key of type {type(key).__name__}, not str"
+    return _first_non_plain(value.items(), depth)
+
+
+def _first_non_plain(items: Iterable[tuple[Any, Any]], depth: int) -> tuple[list[str], str] | None:
+    """Stop at the first problem rather than walk a large structure twice, and add its step to the path."""
+    for key, item in items:
+        found = _non_plain(item, depth + 1)
+        if found is not None:
+            found[0].append(f"[{key!r}]")
+            return found
     return None
-
-
-def _first_problem(problems: Iterable[str | None]) -> str | None:
-    """Stop at the first problem rather than walk a large structure twice."""
-    return next((problem for problem in problems if problem is not None), None)
 
 
 def _encode_entry(packer: msgpack.Packer, name: str, tensor: torch.Tensor) -> list[bytes | memoryview]:
@@ -248,43 +283,217 @@ def _bin_header(length: int) -> bytes:
     return struct.pack(">BI", 0xC6, length)
 
 
-def _unpack(blob: bytes, max_bytes: int) -> Any:
-    """Unpack with every length bounded by the blob itself and no ext types, so nothing can balloon."""
+def _message_view(blob: bytes, max_bytes: int) -> memoryview:
+    """A flat byte view of the message, so tensor data can be referenced in place rather than copied."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise CodecError(f"invalid message: expected bytes, got {type(blob).__name__}")
-    size = memoryview(blob).nbytes
-    if size > max_bytes:
-        raise CodecError(f"invalid message: {size} bytes is over the limit of {max_bytes} bytes")
+    view = memoryview(blob)
+    if view.nbytes > max_bytes:
+        raise CodecError(f"invalid message: {view.nbytes} bytes is over the limit of {max_bytes} bytes")
     try:
-        return msgpack.unpackb(
-            blob,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_bin_len=size,
-            max_str_len=size,
-            max_array_len=size,
-            max_map_len=size,
-            max_ext_len=0,
-        )
+        return view.cast("B")
+    except TypeError as exc:
+        raise CodecError(f"invalid message: expected contiguous bytes ({exc})") from exc
+
+
+@contextmanager
+def _msgpack_errors() -> Iterator[None]:
+    """msgpack reports bad input with several exception types; callers see CodecError alone."""
+    try:
+        yield
+    except CodecError:
+        raise
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
-        raise CodecError(f"invalid message: not a complete msgpack value without ext types ({exc})") from exc
+        raise CodecError(f"{_INCOMPLETE} ({exc})") from exc
 
 
-def _check_message(message: Any, max_bytes: int) -> tuple[list[_Entry], dict[str, Any]]:
-    """Version first, so a newer sender gets a clear answer even if its layout changed."""
-    if not isinstance(message, dict):
-        raise CodecError(f"invalid message: top level is {type(message).__name__}, expected a map")
-    _check_version(message.get("version"))
-    _check_keys(message, _TOP_KEYS, "top level")
-    entries = _check_entries(message["tensors"], max_bytes)
-    meta = message["meta"]
-    if not isinstance(meta, dict):
-        raise CodecError(f"invalid message: meta is {type(meta).__name__}, expected a map")
-    problem = _plain_problem(meta, "meta", 0)
+class _Reader:
+    """A cursor over the message that builds only the values the format needs, each within a size limit.
+
+    msgpack's C skipper finds where a value ends without building it, so a hostile structure costs a
+    scan rather than a Python object per byte, and tensor data is referenced in place, never copied.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.pos = 0
+
+    def kind(self) -> str:
+        """The Python type of the next value, from its first byte alone."""
+        if self.pos >= len(self.view):
+            raise CodecError(f"{_INCOMPLETE} (it ends early)")
+        kind = _KINDS[self.view[self.pos]]
+        if kind == "invalid":
+            raise CodecError(f"{_INCOMPLETE} (byte 0xc1 at offset {self.pos})")
+        return kind
+
+    def count(self) -> int:
+        """Open the map, array or bin that kind() announced and give its entry count or byte length."""
+        byte = self.view[self.pos]
+        header = _SIZED_HEADERS.get(byte)
+        if header is None:
+            self.pos += 1
+            return byte & 0x0F
+        if self.pos + 1 + header.size > len(self.view):
+            raise CodecError(f"{_INCOMPLETE} (it ends inside a header)")
+        (count,) = header.unpack_from(self.view, self.pos + 1)
+        self.pos += 1 + header.size
+        return count
+
+    def data(self) -> memoryview:
+        """The bin at the cursor as a view into the message: no copy, however large the tensor."""
+        end = self.count() + self.pos
+        if end > len(self.view):
+            raise CodecError(f"{_INCOMPLETE} (it ends inside a bin)")
+        body, self.pos = self.view[self.pos:end], end
+        return body
+
+    def raw(self, limit: int, where: str) -> memoryview:
+        """The encoded bytes of the next value, found without building it, refused past `limit` bytes."""
+        length = _encoded_length(self.view[self.pos:self.pos + limit])
+        if length is None:
+            if self.pos + limit < len(self.view):
+                raise CodecError(f"invalid message: {where} is over the limit of {limit} bytes")
+            raise CodecError(f"{_INCOMPLETE} (it ends inside {where})")
+        encoded, self.pos = self.view[self.pos:self.pos + length], self.pos + length
+        return encoded
+
+    def value(self, limit: int, where: str) -> Any:
+        """Build the next value, which the format caps at `limit` bytes."""
+        return _unpack_plain(self.raw(limit, where))
+
+    def skip(self, where: str) -> None:
+        """Step over a value the format has no place for; its key is reported, the value never built."""
+        self.raw(len(self.view) - self.pos, where)
+
+
+def _encoded_length(window: memoryview) -> int | None:
+    """The length of the msgpack value that `window` starts with, or None if it runs past the window.
+
+    msgpack's C skipper walks the value without building it; the window is fed in doubling steps, so
+    finding the end of a small field next to a large tensor copies a few hundred bytes, not the tensor.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(window), 1))
+    fed, step = 0, _FIRST_STEP
+    while fed < len(window):
+        unpacker.feed(window[fed:fed + step])
+        fed, step = min(fed + step, len(window)), 2 * step
+        try:
+            unpacker.skip()
+        except msgpack.OutOfData:
+            continue
+        return unpacker.tell()
+    return None
+
+
+def _unpack_plain(encoded: memoryview) -> Any:
+    """Build one bounded value; msgpack caps every length at the input's, and ext types are refused."""
+    return msgpack.unpackb(encoded, raw=False, strict_map_key=True, max_ext_len=0, object_pairs_hook=_unique_map)
+
+
+def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack keeps the last of duplicate keys, so a second value could hide the one a reader checked."""
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        seen: set[Any] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise CodecError(f"invalid message: a map in the message has the duplicate key {duplicate!r}")
+    return mapping
+
+
+def _read_message(view: memoryview, max_bytes: int) -> tuple[list[_Entry], dict[str, Any]]:
+    """One pass in message order, checking each field as it is read; the encoder writes the version
+    first, so a newer sender is told about the version before its layout is judged."""
+    reader = _Reader(view)
+    with _msgpack_errors():
+        kind = reader.kind()
+        if kind != "dict":
+            raise CodecError(f"invalid message: top level is {kind}, expected a map")
+        fields = _read_map(reader, "top level", partial(_top_value, max_bytes=max_bytes))
+    if reader.pos != len(view):
+        raise CodecError(f"{_INCOMPLETE} ({len(view) - reader.pos} bytes follow it)")
+    _check_keys(fields, _TOP_KEYS, "top level")
+    return fields["tensors"], fields["meta"]
+
+
+def _read_map(reader: _Reader, where: str, read_value: Callable[[_Reader, str, str], Any]) -> dict[str, Any]:
+    """Read one of the format's maps: str keys, each once, and few, so no key list can balloon."""
+    count = reader.count()
+    if count > _MAX_MAP_KEYS:
+        raise CodecError(f"invalid message: {where} has {count} keys, over the limit of {_MAX_MAP_KEYS}")
+    fields: dict[str, Any] = {}
+    for _ in range(count):
+        key = reader.value(MAX_FIELD_BYTES, f"a key of {where}")
+        if not isinstance(key, str):
+            raise CodecError(f"invalid message: {where} has a key of type {type(key).__name__}, not str")
+        if key in fields:
+            raise CodecError(f"invalid message: {where} has the duplicate key {key!r}")
+        fields[key] = read_value(reader, key, f"{where} value of {key!r}")
+    return fields
+
+
+def _top_value(reader: _Reader, key: str, where: str, max_bytes: int) -> Any:
+    """Read one top-level field; an unknown one is stepped over and reported with the key check."""
+    if key == "version":
+        version = reader.value(MAX_FIELD_BYTES, where)
+        _check_version(version)
+        return version
+    if key == "tensors":
+        return _read_entries(reader, max_bytes)
+    if key == "meta":
+        return _read_meta(reader)
+    reader.skip(where)
+    return None
+
+
+def _read_meta(reader: _Reader) -> dict[str, Any]:
+    """Meta is bounded in bytes before it is built: it is the one free-form part, and a byte of msgpack
+    can become some 64 bytes of Python objects."""
+    kind = reader.kind()
+    if kind != "dict":
+        raise CodecError(f"invalid message: meta is {kind}, expected a map")
+    meta = reader.value(MAX_META_BYTES, "meta")
+    problem = _plain_problem(meta, "meta")
     if problem is not None:
         raise CodecError(f"invalid message: {problem}")
-    return entries, meta
+    return meta
+
+
+def _read_entries(reader: _Reader, max_bytes: int) -> list[_Entry]:
+    """Check every entry and the names' uniqueness before any tensor exists."""
+    kind = reader.kind()
+    if kind != "list":
+        raise CodecError(f"invalid message: tensors is {kind}, expected a list")
+    entries: list[_Entry] = []
+    names: set[str] = set()
+    for index in range(reader.count()):
+        entry = _read_entry(reader, index, max_bytes)
+        if entry.name in names:
+            raise CodecError(f"invalid message: duplicate tensor name {entry.name!r}")
+        names.add(entry.name)
+        entries.append(entry)
+    return entries
+
+
+def _read_entry(reader: _Reader, index: int, max_bytes: int) -> _Entry:
+    """Read one entry's map and check it whole."""
+    where = f"tensors[{index}]"
+    kind = reader.kind()
+    if kind != "dict":
+        raise CodecError(f"invalid message: {where} is {kind}, expected a map")
+    fields = _read_map(reader, where, _entry_value)
+    _check_keys(fields, _ENTRY_KEYS, where)
+    return _check_entry(fields, index, max_bytes)
+
+
+def _entry_value(reader: _Reader, key: str, where: str) -> Any:
+    """Tensor data stays a view into the message; the small fields are built; unknown ones are skipped."""
+    if key == "data" and reader.kind() == "bytes":
+        return reader.data()
+    if key in _ENTRY_KEYS:
+        return reader.value(MAX_FIELD_BYTES, where)
+    reader.skip(where)
+    return None
 
 
 def _check_version(version: Any) -> None:
@@ -302,31 +511,15 @@ def _check_keys(mapping: dict[Any, Any], wanted: frozenset[str], where: str) -> 
         raise CodecError(f"invalid message: {where} has missing keys {missing} and unexpected keys {extra}")
 
 
-def _check_entries(raw: Any, max_bytes: int) -> list[_Entry]:
-    """Check every entry and the names' uniqueness before any tensor exists."""
-    if not isinstance(raw, list):
-        raise CodecError(f"invalid message: tensors is {type(raw).__name__}, expected a list")
-    entries = [_check_entry(item, index, max_bytes) for index, item in enumerate(raw)]
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.name in seen:
-            raise CodecError(f"invalid message: duplicate tensor name {entry.name!r}")
-        seen.add(entry.name)
-    return entries
-
-
-def _check_entry(item: Any, index: int, max_bytes: int) -> _Entry:
-    """Turn one raw map into a checked entry whose byte count matches its claimed shape."""
-    if not isinstance(item, dict):
-        raise CodecError(f"invalid message: tensors[{index}] is {type(item).__name__}, expected a map")
-    _check_keys(item, _ENTRY_KEYS, f"tensors[{index}]")
-    name = item["name"]
+def _check_entry(fields: dict[str, Any], index: int, max_bytes: int) -> _Entry:
+    """Turn one entry's fields into a checked entry whose byte count matches its claimed shape."""
+    name = fields["name"]
     if not isinstance(name, str) or not name:
         raise CodecError(f"invalid message: tensors[{index}] has name {name!r}, expected a non-empty str")
-    dtype = _check_dtype(name, item["dtype"])
-    shape = _check_shape(name, item["shape"], max_bytes)
-    data = item["data"]
-    if not isinstance(data, bytes):
+    dtype = _check_dtype(name, fields["dtype"])
+    shape = _check_shape(name, fields["shape"], max_bytes)
+    data = fields["data"]
+    if not isinstance(data, memoryview):
         raise CodecError(f"invalid message: tensor {name!r} data is {type(data).__name__}, expected bin")
     _check_size(name, dtype, shape, len(data), max_bytes)
     return _Entry(name, dtype, shape, data)
@@ -350,10 +543,17 @@ def _check_shape(name: str, raw: Any, max_bytes: int) -> tuple[int, ...]:
 
 
 def _check_size(name: str, dtype: torch.dtype, shape: tuple[int, ...], length: int, max_bytes: int) -> None:
-    """Python ints cannot overflow, so the claimed size is exact however absurd the shape."""
+    """Python ints cannot overflow, so the claimed size is exact however absurd the shape; a zero dim
+    makes the size 0 but not torch's strides, which must still fit as if that dim were 1."""
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > max_bytes:
         raise CodecError(f"invalid message: tensor {name!r} claims {claimed} bytes, over the limit of {max_bytes}")
+    layout = math.prod(max(dim, 1) for dim in shape) * dtype.itemsize
+    if layout > min(max_bytes, _INT64_MAX):
+        raise CodecError(
+            f"invalid message: tensor {name!r} shape {list(shape)} spans {layout} bytes with its zero dims as 1, "
+            f"over the limit of {min(max_bytes, _INT64_MAX)}"
+        )
     if claimed != length:
         raise CodecError(
             f"invalid message: tensor {name!r} shape {list(shape)} needs {claimed} bytes of data but has {length}"
@@ -362,7 +562,7 @@ def _check_size(name: str, dtype: torch.dtype, shape: tuple[int, ...], length: i
 
 def check_expected(tensors: Mapping[str, torch.Tensor], expect: Mapping[str, torch.Tensor]) -> None:
     """decode's `expect` check, for tensors that travelled as part of a larger message."""
-    _check_expect([_Entry(name, t.dtype, tuple(t.shape), b"") for name, t in tensors.items()], expect)
+    _check_expect([_Entry(name, t.dtype, tuple(t.shape), memoryview(b"")) for name, t in tensors.items()], expect)
 
 
 def _check_expect(entries: list[_Entry], expect: Mapping[str, torch.Tensor]) -> None:
@@ -400,7 +600,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _build(entry: _Entry) -> torch.Tensor:
     """Copy into torch-owned memory so the tensor is writable and independent of the message."""
     tensor = torch.empty(entry.shape, dtype=entry.dtype)
-    if entry.data:
+    if entry.data.nbytes:
         tensor.view(-1).view(torch.uint8).numpy()[:] = np.frombuffer(entry.data, dtype=np.uint8)
     return tensor
 
