@@ -32,6 +32,8 @@ MAX_MESSAGE_BYTES = 1 << 30
 MAX_RANK = 8
 MAX_META_DEPTH = 32
 MAX_META_BYTES = 1 << 20
+META_BYTES_PER_CONTAINER = 16
+MAX_META_CONTAINERS = MAX_META_BYTES // META_BYTES_PER_CONTAINER
 MAX_FIELD_BYTES = 1 << 16
 
 DTYPES: dict[str, torch.dtype] = {
@@ -85,7 +87,8 @@ class _Entry:
     data: memoryview
 
 
-def encode(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> bytes:
+def encode(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None, *,
+           max_meta_bytes: int = MAX_META_BYTES) -> bytes:
     """Frame the tensors by hand so the whole message costs one copy of the tensor data (the final join)."""
     meta_map = _encodable_meta(meta)
     packer = msgpack.Packer(autoreset=True)
@@ -99,7 +102,7 @@ def encode(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None =
     for name, tensor in tensors.items():
         parts.extend(_encode_entry(packer, name, tensor))
     parts.append(packer.pack("meta"))
-    parts.append(_pack_meta(packer, meta_map))
+    parts.append(_pack_meta(packer, meta_map, max_meta_bytes))
     return b"".join(parts)
 
 
@@ -109,9 +112,13 @@ def decode(
     *,
     require_finite: bool = True,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    max_meta_bytes: int = MAX_META_BYTES,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Check the whole message before allocating any tensor, so bad input fails fast and cheaply."""
-    entries, meta = _read_message(_message_view(blob, max_bytes), max_bytes)
+    """Check the whole message before allocating any tensor, so bad input fails fast and cheaply.
+
+    `max_meta_bytes` bounds the free-form meta (and, in proportion, its lists and maps): a round's
+    messages carry none, a checkpoint carries its run's records and may allow more."""
+    entries, meta = _read_message(_message_view(blob, max_bytes), max_bytes, max_meta_bytes)
     if expect is not None:
         _check_expect(entries, expect)
     tensors = {entry.name: _build(entry) for entry in entries}
@@ -148,12 +155,14 @@ def decode_text(
     *,
     require_finite: bool = True,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    max_meta_bytes: int = MAX_META_BYTES,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One call for receivers whose transport is JSON; an oversize text is refused before base64 decoding."""
     limit = 4 * -(-max_bytes // 3)
     if isinstance(text, str) and len(text) > limit:
         raise CodecError(f"invalid message text: {len(text)} characters is over the limit of {limit} for {max_bytes} bytes")
-    return decode(from_text(text), expect, require_finite=require_finite, max_bytes=max_bytes)
+    return decode(from_text(text), expect, require_finite=require_finite, max_bytes=max_bytes,
+                  max_meta_bytes=max_meta_bytes)
 
 
 def _stdlib_b64encode(blob: bytes) -> str:
@@ -187,12 +196,16 @@ def _encodable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta_map
 
 
-def _pack_meta(packer: msgpack.Packer, meta: dict[str, Any]) -> bytes:
-    """Turn msgpack's own range errors into the codec's error type."""
+def _pack_meta(packer: msgpack.Packer, meta: dict[str, Any], max_meta_bytes: int) -> bytes:
+    """Turn msgpack's own range errors into the codec's error type, and refuse a meta that every
+    receiver would refuse as too large, here where it is made."""
     try:
-        return packer.pack(meta)
+        packed = packer.pack(meta)
     except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"cannot encode meta: {exc}") from exc
+    if len(packed) > max_meta_bytes:
+        raise CodecError(f"cannot encode meta: {len(packed)} bytes is over the limit of {max_meta_bytes} bytes")
+    return packed
 
 
 def _plain_problem(value: Any, path: str) -> str | None:
@@ -358,9 +371,9 @@ class _Reader:
         encoded, self.pos = self.view[self.pos:self.pos + length], self.pos + length
         return encoded
 
-    def value(self, limit: int, where: str) -> Any:
-        """Build the next value, which the format caps at `limit` bytes."""
-        return _unpack_plain(self.raw(limit, where))
+    def value(self, limit: int, where: str, containers: int = MAX_META_CONTAINERS) -> Any:
+        """Build the next value, which the format caps at `limit` bytes and `containers` lists and maps."""
+        return _unpack_plain(self.raw(limit, where), where, containers)
 
     def skip(self, where: str) -> None:
         """Step over a value the format has no place for; its key is reported, the value never built."""
@@ -386,22 +399,46 @@ def _encoded_length(window: memoryview) -> int | None:
     return None
 
 
-def _unpack_plain(encoded: memoryview) -> Any:
+def _unpack_plain(encoded: memoryview, where: str, containers: int) -> Any:
     """Build one bounded value; msgpack caps every length at the input's, and ext types are refused."""
-    return msgpack.unpackb(encoded, raw=False, strict_map_key=True, max_ext_len=0, object_pairs_hook=_unique_map)
+    budget = _Budget(where, containers)
+    return msgpack.unpackb(encoded, raw=False, strict_map_key=True, max_ext_len=0,
+                           list_hook=budget.list, object_pairs_hook=budget.map)
 
 
-def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """msgpack keeps the last of duplicate keys, so a second value could hide the one a reader checked."""
-    mapping = dict(pairs)
-    if len(mapping) != len(pairs):
-        seen: set[Any] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise CodecError(f"invalid message: a map in the message has the duplicate key {duplicate!r}")
-    return mapping
+class _Budget:
+    """Counts the lists and maps msgpack builds and stops it early: each can cost one byte on the wire
+    but some 64 bytes of Python objects, so bytes alone would still let a value balloon."""
+
+    def __init__(self, where: str, containers: int) -> None:
+        self.where = where
+        self.limit = containers
+        self.left = containers
+
+    def spend(self) -> None:
+        """Charge one container."""
+        self.left -= 1
+        if self.left < 0:
+            raise CodecError(f"invalid message: {self.where} has over the limit of {self.limit} lists and maps")
+
+    def list(self, items: list[Any]) -> list[Any]:
+        """msgpack's list_hook."""
+        self.spend()
+        return items
+
+    def map(self, pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        """msgpack's object_pairs_hook; msgpack would keep the last of duplicate keys, so that a second
+        value could hide the one a reader checked: refuse them."""
+        self.spend()
+        mapping = dict(pairs)
+        if len(mapping) != len(pairs):
+            seen: set[Any] = set()
+            duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+            raise CodecError(f"invalid message: {self.where} has a map with the duplicate key {duplicate!r}")
+        return mapping
 
 
-def _read_message(view: memoryview, max_bytes: int) -> tuple[list[_Entry], dict[str, Any]]:
+def _read_message(view: memoryview, max_bytes: int, max_meta_bytes: int) -> tuple[list[_Entry], dict[str, Any]]:
     """One pass in message order, checking each field as it is read; the encoder writes the version
     first, so a newer sender is told about the version before its layout is judged."""
     reader = _Reader(view)
@@ -409,7 +446,8 @@ def _read_message(view: memoryview, max_bytes: int) -> tuple[list[_Entry], dict[
         kind = reader.kind()
         if kind != "dict":
             raise CodecError(f"invalid message: top level is {kind}, expected a map")
-        fields = _read_map(reader, "top level", partial(_top_value, max_bytes=max_bytes))
+        fields = _read_map(reader, "top level", partial(_top_value, max_bytes=max_bytes,
+                                                         max_meta_bytes=max_meta_bytes))
     if reader.pos != len(view):
         raise CodecError(f"{_INCOMPLETE} ({len(view) - reader.pos} bytes follow it)")
     _check_keys(fields, _TOP_KEYS, "top level")
@@ -432,7 +470,7 @@ def _read_map(reader: _Reader, where: str, read_value: Callable[[_Reader, str, s
     return fields
 
 
-def _top_value(reader: _Reader, key: str, where: str, max_bytes: int) -> Any:
+def _top_value(reader: _Reader, key: str, where: str, max_bytes: int, max_meta_bytes: int) -> Any:
     """Read one top-level field; an unknown one is stepped over and reported with the key check."""
     if key == "version":
         version = reader.value(MAX_FIELD_BYTES, where)
@@ -441,18 +479,18 @@ def _top_value(reader: _Reader, key: str, where: str, max_bytes: int) -> Any:
     if key == "tensors":
         return _read_entries(reader, max_bytes)
     if key == "meta":
-        return _read_meta(reader)
+        return _read_meta(reader, max_meta_bytes)
     reader.skip(where)
     return None
 
 
-def _read_meta(reader: _Reader) -> dict[str, Any]:
-    """Meta is bounded in bytes before it is built: it is the one free-form part, and a byte of msgpack
-    can become some 64 bytes of Python objects."""
+def _read_meta(reader: _Reader, max_meta_bytes: int) -> dict[str, Any]:
+    """Meta is the one free-form part, so it is bounded in bytes before it is built and in lists and maps
+    while it is built: one byte of msgpack can become some 64 bytes of Python objects."""
     kind = reader.kind()
     if kind != "dict":
         raise CodecError(f"invalid message: meta is {kind}, expected a map")
-    meta = reader.value(MAX_META_BYTES, "meta")
+    meta = reader.value(max_meta_bytes, "meta", max_meta_bytes // META_BYTES_PER_CONTAINER)
     problem = _plain_problem(meta, "meta")
     if problem is not None:
         raise CodecError(f"invalid message: {problem}")

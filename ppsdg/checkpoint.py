@@ -20,6 +20,8 @@ from ppsdg.models import new_model
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
+# A checkpoint's meta holds every round's record: room for tens of thousands of rounds of many workers.
+META_BYTES = 64 << 20
 # Options that do not change the training: a resumed run may set them anew.
 RESUMABLE = ("num_rounds", "min_workers", "round_timeout", "backend", "save_model", "log_interval",
              "test_batch_size", "sample_every", "synthetic_samples", "tstr_epochs")
@@ -59,12 +61,12 @@ def encode(point: Checkpoint, options: argparse.Namespace) -> bytes:
     meta = {"round": point.round, "records": point.records, "optimizer": optimizer_meta,
             "histories": {str(rank): [list(e) for e in history] for rank, history in point.histories.items()},
             "options": fixed_options(options)}
-    return codec.encode(tensors, meta)
+    return codec.encode(tensors, meta, max_meta_bytes=META_BYTES)
 
 
 def decode(blob: bytes, options: argparse.Namespace, model_template: Tensors) -> Checkpoint:
     """Read a checkpoint and check that it belongs to a run with these options and this model."""
-    tensors, meta = codec.decode(blob)
+    tensors, meta = codec.decode(blob, max_meta_bytes=META_BYTES)
     try:
         mismatched = sorted(k for k, v in fixed_options(options).items() if meta["options"].get(k) != v)
         if mismatched:

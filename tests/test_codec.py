@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -71,6 +73,25 @@ def entry(**changes: Any) -> bytes:
     item: dict[str, Any] = {"name": "w", "dtype": "float32", "shape": [2], "data": b"\x00" * 8}
     item.update(changes)
     return msgpack.packb(message(tensors=[item]))
+
+
+def packed_map(pairs: list[tuple[Any, Any]]) -> bytes:
+    """A msgpack map written pair by pair, so it can hold a key twice, which no dict can."""
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(msgpack.packb(key) + msgpack.packb(value) for key, value in pairs)
+
+
+def peak_traced_bytes(action: Callable[[], Any]) -> int:
+    """The peak of Python-level allocations while `action` runs; a CodecError it raises is expected."""
+    tracemalloc.start()
+    try:
+        action()
+    except CodecError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
 
 
 def model_state() -> dict[str, torch.Tensor]:
@@ -258,6 +279,87 @@ def test_rejects_duplicate_tensor_name() -> None:
         decode(msgpack.packb(message(tensors=[item, dict(item)])))
 
 
+def test_meta_over_the_byte_limit_is_refused_before_it_is_built() -> None:
+    blob = msgpack.packb(message(meta={"k": [[]] * (2 * codec.MAX_META_BYTES)}))
+    with pytest.raises(CodecError, match=f"meta is over the limit of {codec.MAX_META_BYTES} bytes"):
+        decode(blob)
+    assert peak_traced_bytes(lambda: decode(blob)) < 2 * len(blob)
+
+
+def test_meta_of_many_small_containers_is_refused_early() -> None:
+    blob = msgpack.packb(message(meta={"k": [[]] * (codec.MAX_META_CONTAINERS + 1)}))
+    assert len(blob) < codec.MAX_META_BYTES
+    with pytest.raises(CodecError, match=f"meta has over the limit of {codec.MAX_META_CONTAINERS} lists and maps"):
+        decode(blob)
+
+
+def test_meta_just_under_the_limits_round_trips() -> None:
+    meta = {"text": "x" * (codec.MAX_META_BYTES - 20_000), "pairs": [[1.5, 2]] * 1000}
+    assert decode(encode({}, meta))[1] == meta
+
+
+def test_encode_refuses_meta_that_receivers_would_refuse() -> None:
+    with pytest.raises(CodecError, match=f"cannot encode meta: .* over the limit of {codec.MAX_META_BYTES} bytes"):
+        encode({}, {"k": "x" * codec.MAX_META_BYTES})
+
+
+def test_tensor_data_is_read_in_place_not_copied() -> None:
+    tensor = torch.randn(1 << 20, generator=torch.Generator().manual_seed(2))
+    blob = encode({"w": tensor}, {"round": 1})
+    assert peak_traced_bytes(lambda: decode(blob)) < len(blob) // 8
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_decodes_other_buffers_into_independent_tensors(kind: Callable[[bytes], Any]) -> None:
+    buffer = bytearray(encode({"w": torch.arange(4, dtype=torch.float32)}))
+    out, _ = decode(kind(buffer))
+    buffer[-16:] = bytes(16)
+    assert out["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "max_bytes"),
+    [([0, 2**30, 2**30, 2**30], codec.MAX_MESSAGE_BYTES), ([2**40, 0, 2**40], 2**80), ([0, 2**62, 4], 2**80)],
+)
+def test_rejects_empty_tensor_whose_strides_would_overflow(shape: list[int], max_bytes: int) -> None:
+    with pytest.raises(CodecError, match=r"tensor 'w' shape \[.*\] spans \d+ bytes with its zero dims as 1"):
+        decode(entry(shape=shape, data=b""), max_bytes=max_bytes)
+
+
+def test_empty_tensor_with_large_dims_within_the_limit_decodes() -> None:
+    out, _ = decode(entry(shape=[0, 1024, 1024], data=b""))
+    assert out["w"].shape == (0, 1024, 1024)
+
+
+ENTRY_PAIRS = [("name", "w"), ("dtype", "float32"), ("shape", [2]), ("data", b"\x00" * 8)]
+
+
+@pytest.mark.parametrize(
+    ("blob", "pattern"),
+    [
+        (packed_map([("version", 1), ("tensors", []), ("meta", {}), ("meta", {"k": 1})]),
+         "top level has the duplicate key 'meta'"),
+        (packed_map([("version", 1), ("version", 1), ("tensors", []), ("meta", {})]),
+         "top level has the duplicate key 'version'"),
+        (b"\x83" + msgpack.packb("version") + b"\x01" + msgpack.packb("tensors")
+         + b"\x91" + packed_map([*ENTRY_PAIRS, ("data", b"\xff" * 8)]) + msgpack.packb("meta") + b"\x80",
+         r"tensors\[0\] has the duplicate key 'data'"),
+        (b"\x83" + msgpack.packb("version") + b"\x01" + msgpack.packb("tensors") + b"\x90"
+         + msgpack.packb("meta") + b"\x81" + msgpack.packb("a") + packed_map([("k", 1), ("k", 2)]),
+         "meta has a map with the duplicate key 'k'"),
+    ],
+    ids=["top-meta", "top-version", "entry-data", "nested-meta"],
+)
+def test_rejects_duplicate_keys_at_every_level(blob: bytes, pattern: str) -> None:
+    with pytest.raises(CodecError, match=pattern):
+        decode(blob)
+
+
+def test_rejects_maps_with_absurdly_many_keys() -> None:
+    with pytest.raises(CodecError, match="top level has 17 keys, over the limit of 16"):
+        decode(msgpack.packb(message(**{f"k{i}": None for i in range(14)})))
+
+
 @pytest.mark.parametrize(
     ("fields", "pattern"),
     [
@@ -422,3 +524,18 @@ def test_fuzz_single_byte_mutations_only_raise_codec_error(index: int, value: in
 def test_fuzz_truncations_only_raise_codec_error(cut: int) -> None:
     with pytest.raises(CodecError):
         decode(VALID_BLOB[:cut])
+
+
+def test_a_larger_meta_passes_only_where_the_receiver_allows_it():
+    """Round messages keep the 1 MiB meta limit; a checkpoint, whose meta holds every round's record,
+    allows more: 5,000 rounds of 10 workers."""
+    from ppsdg import checkpoint, models, parser
+
+    options = parser.from_mapping({})
+    state = models.state_copy(models.new_model(options))
+    records = [{"round": r, "workers": [{"rank": w, "num_samples": 100, "train_loss": 0.1} for w in range(1, 11)],
+                "failed": []} for r in range(1, 5001)]
+    blob = checkpoint.encode(checkpoint.Checkpoint(5000, state, records), options)
+    assert len(checkpoint.decode(blob, options, state).records) == 5000
+    with pytest.raises(CodecError, match="meta is over the limit of 1048576 bytes"):
+        decode(blob)
