@@ -30,6 +30,7 @@ NUM_SAMPLES = "num_samples"
 TRAIN_LOSS = "train_loss"
 FIGURE = "extra."
 VOLATILE = ("seconds",)
+MAX_SAMPLES = 1 << 31
 
 
 class WorkerRecord(TypedDict, total=False):
@@ -107,8 +108,8 @@ class Reply:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise FederationError(f"update rejected: {', '.join(bad[:3])}{more} not finite")
         count = scalars[NUM_SAMPLES]
-        if count < 1 or count != int(count):
-            raise FederationError(f"update rejected: num_samples {count:g} is not a positive whole number")
+        if count < 1 or count != int(count) or count > MAX_SAMPLES:
+            raise FederationError(f"update rejected: num_samples {count:g} is not a whole number in 1..{MAX_SAMPLES}")
         update = {name: t for name, t in message.items() if name not in scalars}
         figures = {name[len(FIGURE):]: value for name, value in scalars.items() if name.startswith(FIGURE)}
         return cls(update, int(count), scalars[TRAIN_LOSS], figures)
@@ -202,7 +203,10 @@ def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, 
     for rank, reply_message in messages.items():
         try:
             replies[rank] = Reply.from_message(reply_message)
+            if dp is not None:
+                dp.entry(replies[rank].figures)
         except FederationError as error:
+            replies.pop(rank, None)
             failures[rank] = str(error)
     return replies, failures
 

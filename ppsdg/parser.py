@@ -4,6 +4,7 @@ The parser is the one source of defaults: the vantage6 central function takes th
 keyword arguments (long names with underscores) and fills the missing ones from here.
 """
 import argparse
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,6 +151,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def from_mapping(values: Mapping[str, Any]) -> argparse.Namespace:
     """Options from keyword arguments (long names with underscores), defaults for the rest."""
+    if not isinstance(values, Mapping):
+        raise OptionsError(f"options must be a mapping of names to values, got {type(values).__name__}")
     parser = build_parser()
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
     unknown = sorted(set(values) - set(actions))
@@ -193,8 +196,36 @@ def _convert(action: argparse.Action, value: Any) -> Any:
     return value
 
 
+# The largest value of whole-number options: far beyond any useful run, so that one task cannot make a
+# machine (a node included) start a million threads or train for ever.
+MAXIMUM = {"num_nodes": 10_000, "batch_size": 1 << 20, "test_batch_size": 1 << 20, "epochs": 10_000,
+           "num_rounds": 1_000_000, "threads": 1_024, "critic_steps": 10_000, "tstr_epochs": 1_000,
+           "synthetic_samples": 10_000_000, "seed": (1 << 63) - 1}
+# What Opacus's accountants can reach in seconds: the prv search for a target of 100 takes 80 s (1000
+# never returns), and the prv epsilon of a noise multiplier of 0.1 asks for hundreds of GiB. Below
+# these noise levels epsilon is in the hundreds: no privacy worth the name.
+TARGET_EPSILON_RANGE = (0.01, 30.0)
+MIN_NOISE_MULTIPLIER = 0.3
+
+
 def validate(options: argparse.Namespace) -> None:
     """Reject options that are out of range or contradict each other, naming them."""
+    for action in build_parser()._actions:
+        value = getattr(options, action.dest, None)
+        if action.type is float and value is not None:
+            _require(math.isfinite(value), f"{action.option_strings[-1]} must be a finite number, got {value!r}")
+    for name, largest in MAXIMUM.items():
+        value = getattr(options, name)
+        _require(value is None or value <= largest, f"--{name.replace('_', '-')} must be at most {largest}")
+    _require(options.seed >= 0, "--seed must be 0 or more")
+    _require(options.noise_multiplier >= MIN_NOISE_MULTIPLIER,
+             f"--noise-multiplier must be at least {MIN_NOISE_MULTIPLIER}: below it epsilon is in the hundreds and "
+             "out of the accountant's reach")
+    if options.target_epsilon is not None:
+        low, high = TARGET_EPSILON_RANGE
+        _require(low <= options.target_epsilon <= high,
+                 f"--target-epsilon must be in [{low}, {high}]: the accountant's search cannot reach "
+                 f"{options.target_epsilon:g}")
     workers = options.num_nodes - 1
     _require(options.num_nodes >= 2, "--num-nodes must be at least 2 (the server and one worker)")
     for name in ("batch_size", "test_batch_size", "epochs", "num_rounds", "log_interval", "threads",
@@ -223,7 +254,7 @@ def validate(options: argparse.Namespace) -> None:
     _require(0 < options.delta < 1, "--delta must be in (0, 1)")
     _require(options.target_epsilon is None or options.target_epsilon > 0, "--target-epsilon must be positive")
     _require(1 <= options.moments_dims <= data.NUM_PIXELS, f"--moments-dims must be in 1..{data.NUM_PIXELS}")
-    _require(options.moments_scale > 0 and options.moments_scale != float("inf"), "--moments-scale must be positive")
+    _require(options.moments_scale > 0, "--moments-scale must be positive")
     for name in ("critic_steps", "tstr_epochs"):
         _require(getattr(options, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
     _require(options.synthetic_samples is None or options.synthetic_samples > data.NUM_CLASSES * 3,

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 HistoryEntry = tuple[float, float, int]
 ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
+MAX_STEPS = 10_000_000
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
@@ -147,9 +148,22 @@ class LocalDP:
         return Ledger(self.delta, self.accountant)
 
     @staticmethod
-    def account(ledger: "Ledger", rank: int, figures: dict[str, float]) -> float:
+    def entry(figures: dict[str, float]) -> HistoryEntry:
+        """A reply's accountant entry, checked: a worker's figures must not stop or fool the ledger."""
+        from ppsdg.errors import FederationError
+
+        noise, rate, steps = (figures.get(key, math.nan) for key in ENTRY_KEYS)
+        if not (math.isfinite(noise) and noise > 0):
+            raise FederationError(f"update rejected: DP noise multiplier {noise!r} is not a positive number")
+        if not 0 < rate <= 1:
+            raise FederationError(f"update rejected: DP sample rate {rate!r} is not in (0, 1]")
+        if not (steps == int(steps) and 1 <= steps <= MAX_STEPS):
+            raise FederationError(f"update rejected: DP steps {steps!r} is not a whole number in 1..{MAX_STEPS}")
+        return noise, rate, int(steps)
+
+    def account(self, ledger: "Ledger", rank: int, figures: dict[str, float]) -> float:
         """Charge a worker's reply to its history; return the worker's epsilon so far."""
-        ledger.add(rank, entry_from_extra(figures))
+        ledger.add(rank, self.entry(figures))
         return ledger.epsilon_of(rank)
 
     def round_figures(self, ledger: "Ledger") -> dict[str, float | str]:

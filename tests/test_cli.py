@@ -39,6 +39,14 @@ def test_original_short_options_are_kept():
     (["--data", "/nonexistent/place"], "/nonexistent/place"),
     (["-nn", "3", "-gs", "3"], "does not fit 2 worker"),
     (["--backend", "mpi"], "invalid choice"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--seed", str(2 ** 64)], "--seed must be at most"),
+    (["--worker-timeout", "inf"], "--worker-timeout must be a finite number"),
+    (["-lr", "nan"], "--learning-rate must be a finite number"),
+    (["-e", str(10 ** 9)], "--epochs must be at most 10000"),
+    (["--threads", "300000"], "--threads must be at most"),
+    (["-ldp", "--target-epsilon", "1000"], "cannot reach 1000"),
+    (["-ldp", "--noise-multiplier", "1e-300"], "--noise-multiplier must be at least 0.3"),
 ])
 def test_main_reports_bad_input_in_one_line(argv, message, capsys, tmp_path):
     assert main.main([*argv, "--output", str(tmp_path)]) == 2

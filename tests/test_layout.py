@@ -9,7 +9,7 @@ import torch
 from backends import Communicator, Tensors
 from backends.gloo import local_world_size
 from backends.vantage6 import node_communicator
-from ppsdg import coordination, local, parser, runtime
+from ppsdg import coordination, local, parser, privacy, runtime
 from ppsdg.errors import FederationError
 from ppsdg.models import new_model
 
@@ -65,12 +65,30 @@ def test_round_rejects_a_non_finite_or_countless_reply_on_any_transport():
     assert all(torch.equal(t, good[name]) for name, t in model.state_dict().items())
 
 
-@pytest.mark.parametrize("count", [0, -50, 2.5])
-def test_reply_without_a_positive_whole_sample_count_is_rejected(count):
+@pytest.mark.parametrize("count", [0, -50, 2.5, 1e308])
+def test_reply_without_a_sensible_sample_count_is_rejected(count):
     message = coordination.Reply({"w": torch.ones(2)}, 1, 0.0, {}).to_message()
     message[coordination.NUM_SAMPLES] = torch.tensor(count, dtype=torch.float64)
-    with pytest.raises(FederationError, match="num_samples .* is not a positive whole number"):
+    with pytest.raises(FederationError, match="num_samples .* is not a whole number in 1"):
         coordination.Reply.from_message(message)
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("dp_steps", -5, "DP steps"), ("dp_steps", 1e15, "DP steps"), ("dp_noise_multiplier", 0.0, "noise multiplier"),
+    ("dp_noise_multiplier", -1.0, "noise multiplier"), ("dp_sample_rate", 5.0, "sample rate"),
+    ("dp_sample_rate", -0.1, "sample rate")])
+def test_a_bad_accountant_entry_is_a_rejected_worker_not_a_stopped_run(field, value, reason):
+    options = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
+    model = new_model(options)
+    entry = {"dp_noise_multiplier": 1.0, "dp_sample_rate": 0.1, "dp_steps": 10.0}
+    replies = {1: coordination.Reply(dict(model.state_dict()), 30, 0.0, entry).to_message(),
+               2: coordination.Reply(dict(model.state_dict()), 30, 0.0, {**entry, field: value}).to_message()}
+    test_set = local.Examples(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
+    dp = privacy.LocalDP(options)
+    ledger = dp.ledger()
+    record = coordination.server_round(Scripted(3, replies), model, None, options, 1, test_set, dp, ledger)
+    assert [w["rank"] for w in record["workers"]] == [1] and list(ledger.histories) == [1]
+    assert reason in record["failed"][0]["reason"] and record["epsilon"] > 0
 
 
 def test_diverged_gloo_run_stops_naming_the_rejected_updates(tmp_path, small_csv):
