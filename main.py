@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.local_dp and not options.secure_noise:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise.", file=sys.stderr)
+        output.check_directory(options)
         code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)

@@ -279,8 +279,12 @@ def _csv_values(lines: list[str], names: list[str], first_row: int) -> np.ndarra
     """Parse non-blank lines as a matrix with exactly one cell per header name.
 
     Integers are tried first (numpy parses them ~6x faster); floats such as 3.0 or 2.5 only when a
-    chunk holds one, so _check_integers can accept the first and name the second.
+    chunk holds one, so _check_integers can accept the first and name the second. A number is ASCII,
+    and numpy 2.4's loadtxt crashes the process on some characters outside the Basic Multilingual
+    Plane (U+C279E, say), so a chunk with anything else never reaches it.
     """
+    if not all(line.isascii() for line in lines):
+        raise _csv_problem(lines, names, first_row, "text other than ASCII")
     for dtype in (np.int64, np.float64):
         try:
             values = np.loadtxt(lines, delimiter=",", dtype=dtype, ndmin=2, comments=None, quotechar='"')

@@ -5,6 +5,7 @@ and loss per round, and with --save-model the final state_dict as model.pt.
 """
 import argparse
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.errors import OptionsError
 from ppsdg.files import write_atomically
 from ppsdg.models import new_model
 
@@ -27,6 +29,7 @@ SYNTHETIC = "synthetic.csv"
 SAMPLES = "samples.png"
 ROUND_SAMPLES = "samples_round*.png"
 PRIVACY_KEYS = ("epsilon", "delta", "accountant")
+MARKER = ".ppsdg-run"
 STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, SAMPLES)
 
 
@@ -34,8 +37,9 @@ class RunOutput:
     """The output directory of one run.
 
     Nothing is written before the first round finishes, so a run refused for bad input leaves no
-    files behind. A fresh run then clears what an earlier run left; a resumed one rewrites
-    metrics.jsonl from the checkpoint's records and goes on appending.
+    files behind. A fresh run then clears what an earlier ppsdg run left there (the directory holds
+    MARKER; `check_directory` refused any other non-empty one before training); a resumed one
+    rewrites metrics.jsonl from the checkpoint's records and goes on appending.
     """
 
     def __init__(self, directory: str | Path, options: argparse.Namespace,
@@ -58,6 +62,7 @@ class RunOutput:
         if self._opened:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / MARKER).touch()
         if not self.options.resume:
             for path in [self.directory / name for name in STALE] + list(self.directory.glob(ROUND_SAMPLES)):
                 path.unlink(missing_ok=True)
@@ -83,6 +88,30 @@ class RunOutput:
         if self.options.save_model:
             save_model(state, self.directory / MODEL)
         return summary
+
+
+def check_directory(options: argparse.Namespace) -> None:
+    """Refuse, before anything trains, an --output a run could not write or must not touch: a file,
+    a path below a file, a dangling link, a folder without write permission, a folder holding files
+    that no ppsdg run made (a run never deletes or overwrites what it did not create), or one that
+    holds the run's own --data."""
+    directory = Path(options.output)
+    if directory.is_symlink() and not directory.exists():
+        raise OptionsError(f"--output {directory} is a link to nothing")
+    if directory.exists() and not directory.is_dir():
+        raise OptionsError(f"--output {directory} is a file, not a directory")
+    existing = next(parent for parent in (directory, *directory.parents) if parent.exists())
+    if not existing.is_dir():
+        raise OptionsError(f"--output {directory} lies below {existing}, which is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionsError(f"--output {directory}: {existing} is not writable")
+    if directory.exists() and any(directory.iterdir()) and not (directory / MARKER).exists():
+        raise OptionsError(f"--output {directory} holds files that no ppsdg run made: choose an empty or new "
+                           "directory (a run never deletes or overwrites files it did not create)")
+    data_path = Path(options.data)
+    if options.data != "embedded" and data_path.exists() and directory.resolve() in (
+            data_path.resolve(), *data_path.resolve().parents):
+        raise OptionsError(f"--data {options.data} lies inside --output {directory}: the run would replace it")
 
 
 def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint,

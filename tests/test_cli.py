@@ -70,3 +70,31 @@ def test_forkserver_starts_ahead_only_for_a_gloo_launch(argv, ahead, monkeypatch
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert main.gloo_launch_ahead(argv) is False
+
+
+def test_output_that_holds_other_files_is_refused_and_they_stay(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text("mine")
+    assert main.main(["-nr", "1", "--output", str(tmp_path)]) == 2
+    assert "holds files that no ppsdg run made" in capsys.readouterr().err
+    assert (tmp_path / "summary.json").read_text() == "mine"
+
+
+def test_output_that_holds_the_runs_own_data_is_refused(tmp_path, small_csv, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".ppsdg-run").touch()
+    data = run / "synthetic.csv"
+    data.write_bytes(small_csv.read_bytes())
+    assert main.main(["-nr", "1", "--data", str(data), "--output", str(run)]) == 2
+    assert "lies inside --output" in capsys.readouterr().err and data.read_bytes() == small_csv.read_bytes()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: (root / "file").write_text("x") and root / "file", "is a file"),
+    (lambda root: (root / "file").write_text("x") and root / "file" / "below", "which is a file"),
+    (lambda root: (root / "link").symlink_to(root / "nothing") or root / "link", "is a link to nothing"),
+])
+def test_unusable_output_is_refused_before_training(tmp_path, capsys, make, message):
+    assert main.main(["-nr", "1", "--output", str(make(tmp_path))]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ppsdg: error:") and message in error and "Traceback" not in error

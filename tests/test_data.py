@@ -592,3 +592,12 @@ def test_to_tensors_normalises_like_mnist():
     assert images[0, 0, 0, 0].item() == pytest.approx(-MEAN / STD, rel=1e-6)
     assert images[1, 0, 3, 4].item() == pytest.approx((1 - MEAN) / STD, rel=1e-6)
     assert images[1, 0, 3, 5].item() == pytest.approx(-MEAN / STD, rel=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["\U000c279e", "\U000c279eI\U0003df1b", "\u0663"])
+def test_non_ascii_cell_is_named_not_a_crash(tmp_path, cell):
+    """numpy 2.4's loadtxt segfaults on some characters outside the BMP: they must never reach it."""
+    path = tmp_path / "odd.csv"
+    path.write_text(",".join(CSV_COLUMNS) + "\n" + cell + ",2" + ",0" * 783 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 0|rows 0"):
+        load_csv(path)
