@@ -39,3 +39,18 @@ def check_training(real: Run, mock: Run, gloo: Run) -> None:
     require(comparable(real.records()) == comparable(mock.records()),
             "the real federation's metrics differ from the mock's")
     say(f"real run: final accuracy {accuracy:.3f}; model and metrics identical to the mock run's")
+
+
+def check_synthetic(real: Run, mock: Run, target_epsilon: float) -> None:
+    """The real federation's synthetic data, evaluation and privacy figure are the mock run's, and
+    the run spent its budget."""
+    real_summary, mock_summary = real.summary(), mock.summary()
+    require((real.folder / "synthetic.csv").read_bytes() == (mock.folder / "synthetic.csv").read_bytes(),
+            "the real federation's synthetic data differ from the mock's")
+    require(real_summary["evaluation"] == mock_summary["evaluation"],
+            "the real federation's evaluation differs from the mock's")
+    require(real_summary["epsilon"] == mock_summary["epsilon"] and
+            abs(real_summary["epsilon"] - target_epsilon) <= 0.01 * target_epsilon,
+            f"epsilon {real_summary['epsilon']} (mock {mock_summary['epsilon']}) is not the target {target_epsilon}")
+    say(f"real synthetic run: TSTR {real_summary['tstr_accuracy']:.3f} at epsilon {real_summary['epsilon']:.2f}, "
+        "synthetic data identical to the mock run's")

@@ -26,6 +26,7 @@ FEDERATION_LIMIT_S = 1800
 # A fault run's round timeout follows this machine's speed now: short when idle, safe when loaded.
 ROUND_TIMEOUT_FACTOR = 3
 MIN_ROUND_TIMEOUT_S = 20
+SYNTHETIC_EPSILON = 10
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +65,18 @@ def compare_transports(work: Path, server: Server, federation: accounts.Federati
     return real.seconds_per_round()
 
 
+def compare_synthetic(work: Path, server: Server, federation: accounts.Federation, rounds: int) -> None:
+    """The default synthesizer under DP over the real federation and through the mock client: the same
+    synthetic data, evaluation and epsilon."""
+    common = [*training(rounds), "--gan", "-ldp", "--target-epsilon", str(SYNTHETIC_EPSILON)]
+    real = runs.require_success(runs.main_py(
+        "real synthetic", [*common, *runs.server_arguments(server, federation), "--task-timeout", str(RUN_TIMEOUT_S)],
+        work / "real-synthetic", RUN_TIMEOUT_S, federation.password))
+    mock = runs.require_success(runs.main_py("mock synthetic", [*common, "--backend", "vantage6"],
+                                             work / "mock-synthetic", RUN_TIMEOUT_S))
+    checks.check_synthetic(real, mock, SYNTHETIC_EPSILON)
+
+
 def fault_runs(work: Path, server: Server, federation: accounts.Federation, node_set: Nodes,
                argv: argparse.Namespace, round_timeout_s: float) -> None:
     client = accounts.root_client(server.url, server.port)
@@ -96,6 +109,7 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
             watch.wait_online(accounts.root_client(server.url, server.port), federation.collaboration,
                               len(names))
             seconds = compare_transports(work, server, federation, argv.rounds)
+            compare_synthetic(work, server, federation, argv.rounds)
             fault_runs(work, server, federation, node_set, argv,
                        argv.round_timeout or max(MIN_ROUND_TIMEOUT_S, ROUND_TIMEOUT_FACTOR * seconds))
     except BaseException:

@@ -31,6 +31,9 @@ class Run:
     def state(self) -> dict[str, torch.Tensor]:
         return torch.load(self.folder / "model.pt", weights_only=True)
 
+    def summary(self) -> dict:
+        return json.loads((self.folder / "summary.json").read_text())
+
     def records(self) -> list[dict]:
         return [json.loads(line) for line in (self.folder / "metrics.jsonl").read_text().splitlines()]
 
