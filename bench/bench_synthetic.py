@@ -90,7 +90,7 @@ def plot(groups: dict[tuple, list[dict]]) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    figure, axes = pyplot.subplots(figsize=(10, 4.5))
     shown_inf = 30.0
     for (synthesizer, source, _, partition, workers) in sorted({k[:2] + (None,) + k[3:] for k in groups}):
         points = sorted((min(eps, shown_inf), statistics.mean(r["tstr_accuracy"] for r in group))
@@ -101,7 +101,7 @@ def plot(groups: dict[tuple, list[dict]]) -> None:
         axes.scatter(*zip(*marks), marker="x^sd"[index], color="grey", label=f"{name} (published)")
     axes.set(xscale="log", xlabel=f"epsilon (delta 1e-5; {shown_inf:g} = no DP)", ylabel="TSTR accuracy",
              ylim=(0, 1), title="Synthetic MNIST-like data: utility against privacy")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(runs.RESULTS / "synthetic.png", dpi=110)
 
