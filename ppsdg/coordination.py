@@ -223,7 +223,7 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     check_quorum(comm, round_, group, failures, options.min_workers)
     aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
               local.round_lr(options, round_),
-              summed=options.gan and synthesizers.for_options(options).aggregation == "sum")
+              summed=synthesizers.releases_statistics(options))
     figures = synthesizer_figures(options)
     workers = [worker_record(rank, reply, rank in group, dp, ledger, figures) for rank, reply in replies.items()]
     test_loss, accuracy = None, None

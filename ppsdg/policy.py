@@ -151,7 +151,7 @@ class NodePolicy:
             self.check_without_dp()
             planned = None
         else:
-            releases_once = options.gan and synthesizers.for_options(options).aggregation == "sum"
+            releases_once = synthesizers.releases_statistics(options)
             planned = dp.planned_entry(num_samples, releases_once)
             self.check_mechanism(options, planned, releases_once)
         needed_by = [name for name, value in ((MAX_EPSILON, self.max_epsilon), (MAX_ROUNDS, self.max_rounds))

@@ -51,6 +51,12 @@ class Synthesizer(ABC):
 NAMES = ("moments", "wgan")
 
 
+def releases_statistics(options: argparse.Namespace) -> bool:
+    """Whether this run's workers release statistics once a round (summed by the server, one full-batch
+    Gaussian release each for the accountant) rather than train a model that FedAvg averages."""
+    return options.gan and for_options(options).aggregation == "sum"
+
+
 def for_options(options: argparse.Namespace) -> Synthesizer:
     """The synthesizer --synthesizer names, set up for these options."""
     if options.synthesizer == "moments":
