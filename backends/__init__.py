@@ -40,6 +40,12 @@ class Communicator(ABC):
         self.broadcast(message, src=0, group=group)
         return self.gather(reply_template, dst=0, group=group) or {}
 
+    def late_replies(self) -> dict[int, list[Tensors]]:
+        """Server side: replies to earlier rounds that arrived after those rounds had closed, rank ->
+        messages. They are not averaged, but what they released must still be accounted for. A
+        transport whose late members cannot release anything (gloo: the round's gather is gone) has none."""
+        return {}
+
     @property
     def failures(self) -> dict[int, str]:
         """Why members of the last gather are missing from its result: rank -> reason."""

@@ -4,6 +4,7 @@ import copy
 from typing import Any
 
 from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
+from vantage6.common import bytes_to_base64s
 
 
 class ForgetfulMockClient(MockAlgorithmClient):
@@ -29,6 +30,17 @@ class ForgetfulMockClient(MockAlgorithmClient):
             results = super().from_task(task_id)
             self.parent.forget(task_id)
             return results
+
+    def _multi_page_request(self, endpoint: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The server's result listing (`GET /result?task_id=`) as a node's proxy hands it to an
+        algorithm: each entry's run id and its result as base64 of JSON; then the task is forgotten."""
+        task_id = (params or {}).get("task_id")
+        if endpoint != "result" or task_id is None:
+            raise NotImplementedError(f"the mock client serves only the result listing, not {endpoint!r}")
+        entries = [{"id": entry["run"]["id"], "result": bytes_to_base64s(entry["result"].encode()),
+                    "blob_storage_used": False} for entry in self.results if entry["task"]["id"] == task_id]
+        self.forget(task_id)
+        return entries
 
     def forget(self, task_id: int) -> None:
         """Drop the task's results and its runs' inputs; the runs' status stays."""

@@ -7,10 +7,12 @@ reply as the function's result. Tensors travel as codec text inside vantage6's J
 pickled.
 """
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vantage6.common import base64s_to_bytes
 from vantage6.common.task_status import has_task_finished
 
 from backends import Communicator, Tensors, codec, group_of
@@ -18,6 +20,9 @@ from ppsdg.errors import FederationError
 
 WORKER_METHOD = "partial"
 POLL_SECONDS = 0.5
+# The error a crashed run's log ends with: the reason the researcher is told (a node's policy refusal).
+LOG_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w*Error): (.+)$", re.MULTILINE)
+MAX_REASON = 500
 
 
 class CentralCommunicator(Communicator):
@@ -31,6 +36,10 @@ class CentralCommunicator(Communicator):
         self.options = dict(options)
         self.round_timeout_s = round_timeout_s
         self.poll_s = poll_s
+        # Subtasks that were still running when their round closed: task id -> (organization -> rank,
+        # the reply template). vantage6 4 lets no algorithm kill a task (only a user may), so such a
+        # run may still release its update; `late_replies` collects it once it does.
+        self._unsettled: dict[int, tuple[dict[int, int], Tensors]] = {}
 
     def organization_of(self, rank: int) -> int:
         return self.organizations[rank - 1]
@@ -53,43 +62,79 @@ class CentralCommunicator(Communicator):
             "world_size": self.world_size, "options": self.options}}))
         task = self.client.task.create(input_=task_input, organizations=list(organizations),
                                        name="ppsdg round", description="ppsdg: one federated round")
-        status = self._wait(task["id"], list(organizations))
-        replies = self._results_by_organization(task["id"], organizations)
+        runs = self._wait(task["id"], list(organizations))
+        replies = self._results_by_organization(task["id"], runs)
         self._failures = {}
         decoded: dict[int, Tensors] = {}
         for organization, rank in organizations.items():
             if organization not in replies:
-                self._failures[rank] = f"no result (run status: {status.get(organization, 'unknown')})"
+                self._failures[rank] = no_result(runs.get(organization))
                 continue
             try:
                 decoded[rank] = self._decode(replies[organization], reply_template)
             except FederationError as error:
                 self._failures[rank] = f"update rejected: {error}"
+        running = {o: r for o, r in organizations.items() if not has_task_finished(runs.get(o, {}).get("status", "pending"))}
+        if running:
+            self._unsettled[task["id"]] = (running, reply_template)
         return decoded
 
-    def _wait(self, task_id: int, organizations: list[int]) -> dict[int, str]:
-        """Poll the runs at a short fixed interval until each has finished or the round times out."""
+    def late_replies(self) -> dict[int, list[Tensors]]:
+        """Collect the replies of runs that were still running when their round closed and have since
+        finished; a run that finished without a result released nothing and is dropped."""
+        late: dict[int, list[Tensors]] = {}
+        for task_id, (running, template) in list(self._unsettled.items()):
+            runs = {run["organization"]["id"]: run for run in self.client.run.from_task(task_id)}
+            finished = {o: r for o, r in running.items() if has_task_finished(runs.get(o, {}).get("status", "pending"))}
+            if not finished:
+                continue
+            replies = self._results_by_organization(task_id, {o: runs[o] for o in finished})
+            for organization, rank in finished.items():
+                try:
+                    late.setdefault(rank, []).append(self._decode(replies.get(organization), template))
+                except FederationError:
+                    continue
+            still = {o: r for o, r in running.items() if o not in finished}
+            if still:
+                self._unsettled[task_id] = (still, template)
+            else:
+                del self._unsettled[task_id]
+        return late
+
+    def _wait(self, task_id: int, organizations: list[int]) -> dict[int, dict[str, Any]]:
+        """Poll the runs at a short fixed interval until each has finished or the round times out;
+        return them by the organization the server says each belongs to."""
         deadline = time.monotonic() + self.round_timeout_s
         while True:
-            status = {run["organization"]["id"]: run.get("status", "unknown")
-                      for run in self.client.run.from_task(task_id)}
-            done = all(has_task_finished(status.get(o, "pending")) for o in organizations)
+            runs = {run["organization"]["id"]: run for run in self.client.run.from_task(task_id)}
+            done = all(has_task_finished(runs.get(o, {}).get("status", "pending")) for o in organizations)
             if done or time.monotonic() >= deadline:
-                return status
+                return runs
             time.sleep(self.poll_s)
 
-    def _results_by_organization(self, task_id: int, organizations: Mapping[int, int]) -> dict[int, Any]:
-        """Match results to organizations by the id each node reports, never by arrival order."""
+    def _results_by_organization(self, task_id: int, runs: Mapping[int, Mapping[str, Any]]) -> dict[int, Any]:
+        """Attribute each result to the organization the server says ran it (by its run id), never to
+        what a node writes into its result: a node cannot answer in another organization's place."""
+        organization_of_run = {run["id"]: organization for organization, run in runs.items()}
         replies: dict[int, Any] = {}
-        for result in self.client.result.from_task(task_id):
-            organization = result.get("organization_id") if isinstance(result, dict) else None
-            if organization in organizations and organization not in replies:
-                replies[organization] = result
+        for entry in self.client._multi_page_request("result", params={"task_id": task_id}):
+            organization = organization_of_run.get(entry.get("id"))
+            if organization is not None and organization not in replies and entry.get("result"):
+                replies[organization] = self._payload(entry)
         return replies
 
+    def _payload(self, entry: Mapping[str, Any]) -> Any:
+        """A result as the node's proxy hands it over (base64 of JSON), or None if it is not one."""
+        try:
+            if entry.get("blob_storage_used"):
+                return json.loads(self.client._download_run_data_from_server(entry["result"]))
+            return json.loads(base64s_to_bytes(entry["result"]))
+        except (ValueError, TypeError):
+            return None
+
     @staticmethod
-    def _decode(reply: Mapping[str, Any], template: Tensors) -> Tensors:
-        message = reply.get("message")
+    def _decode(reply: Any, template: Tensors) -> Tensors:
+        message = reply.get("message") if isinstance(reply, dict) else None
         if not isinstance(message, str):
             raise FederationError("the result holds no message")
         try:
@@ -97,6 +142,23 @@ class CentralCommunicator(Communicator):
         except codec.CodecError as error:
             raise FederationError(str(error)) from error
         return tensors
+
+
+def no_result(run: Mapping[str, Any] | None) -> str:
+    """Why an organization has no result: its run's status and, if it crashed, the error its log
+    ends with (a node that refuses a round by its policy says why there)."""
+    if run is None:
+        return "no result (no run)"
+    status = run.get("status", "unknown")
+    reason = f"no result (run status: {status})"
+    if not has_task_finished(status):
+        return reason + (": still running when the round closed (--round-timeout); vantage6 lets no algorithm "
+                         "stop it, so if it finishes, a later round charges its release")
+    errors = LOG_ERROR.findall(run.get("log") or "") if isinstance(run.get("log"), str) else []
+    if errors:
+        kind, message = errors[-1]
+        reason += f": {kind}: {message[:MAX_REASON]}"
+    return reason
 
 
 class NodeCommunicator(Communicator):
@@ -132,6 +194,7 @@ def node_communicator(organization_id: int, task_kwargs: Mapping[str, Any]) -> N
     return NodeCommunicator(message, rank, world_size)
 
 
-def node_result(organization_id: int, comm: NodeCommunicator) -> dict[str, Any]:
-    """The partial function's result: the reply, tagged with the organization that made it."""
-    return {"organization_id": organization_id, "rank": comm.rank, "message": comm.reply}
+def node_result(comm: NodeCommunicator) -> dict[str, Any]:
+    """The partial function's result: the reply and the rank it answers as. Which organization made
+    it is the server's to say (the run), not the node's."""
+    return {"rank": comm.rank, "message": comm.reply}

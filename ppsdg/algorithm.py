@@ -47,7 +47,7 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
 
     def keep(record: coordination.RoundRecord, point: Checkpoint) -> None:
-        for worker in record["workers"] + record["failed"]:
+        for worker in record["workers"] + record["failed"] + record.get("late", []):
             worker["organization"] = comm.organization_of(worker["rank"])
         latest[0] = point
 
@@ -87,7 +87,7 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any]) -> dict[s
     except PpsdgError as error:
         kind = PolicyError if isinstance(error, PolicyError) else FederationError
         raise kind(f"organization {organization} (worker rank {comm.rank}): {error}") from error
-    return node_result(organization, comm)
+    return node_result(comm)
 
 
 def node_environment() -> dict[str, str]:

@@ -52,6 +52,15 @@ class FailedRecord(TypedDict, total=False):
     organization: int
 
 
+class LateRecord(TypedDict, total=False):
+    """A worker whose reply to an earlier round came after that round closed: not averaged, charged."""
+
+    rank: int
+    replies: int
+    charge: str
+    organization: int
+
+
 class RoundRecord(TypedDict, total=False):
     """One line of metrics.jsonl. `test_loss` and `test_accuracy` are None for a GAN; `epsilon`,
     `delta` and `accountant` are there only under local DP."""
@@ -64,6 +73,7 @@ class RoundRecord(TypedDict, total=False):
     participants: list[int]
     workers: list[WorkerRecord]
     failed: list[FailedRecord]
+    late: list[LateRecord]
     epsilon: float
     delta: float
     accountant: str
@@ -191,15 +201,17 @@ def check_quorum(comm: Communicator, round_: int, group: Sequence[int], failures
 
 
 def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, round_: int,
-             members: Sequence[int], dp: LocalDP | None) -> tuple[dict[int, Reply], dict[int, str]]:
-    """Send the global model to the round's members; their checked replies and why others are missing."""
+             members: Sequence[int], dp: LocalDP | None
+             ) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors]]:
+    """Send the global model to the round's members: their checked replies, why others are missing,
+    and the messages of those rejected (each left its node all the same)."""
     message = {ROUND: torch.tensor(round_, dtype=torch.int64), **model.state_dict()}
     try:
         messages = comm.exchange(message, members, reply_template(model, options, dp))
     except FederationError as error:
         raise FederationError(f"round {round_}: {error}") from error
     failures = {rank: comm.failures.get(rank, "no answer") for rank in members if rank not in messages}
-    replies = {}
+    replies, rejected = {}, {}
     for rank, reply_message in messages.items():
         try:
             replies[rank] = Reply.from_message(reply_message)
@@ -208,19 +220,68 @@ def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, 
         except FederationError as error:
             replies.pop(rank, None)
             failures[rank] = str(error)
-    return replies, failures
+            rejected[rank] = reply_message
+    return replies, failures, rejected
+
+
+def reply_figures(message: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The named figures of a reply that may be rejected otherwise (its update, say, is not finite)."""
+    return {name[len(FIGURE):]: float(t) for name, t in message.items() if name.startswith(FIGURE) and t.numel() == 1}
+
+
+def charge(dp: LocalDP, ledger: Ledger, rank: int, figures: Mapping[str, float]) -> str:
+    """Charge a release that the round does not average (rejected, or late): it left its node all the
+    same. Unreadable figures are charged as the worker's previous round; a worker without one is
+    named, and its node's own ledger (ppsdg/policy.py) is what counts it."""
+    try:
+        entry = dp.entry(dict(figures))
+    except FederationError:
+        history = ledger.histories.get(rank)
+        if not history:
+            return "its DP spending is unreadable and it has no earlier round: not charged by the server"
+        entry = history[-1]
+    ledger.add(rank, entry)
+    return f"charged: epsilon {ledger.epsilon_of(rank):.4g}"
+
+
+def account(dp: LocalDP | None, ledger: Ledger | None, replies: Mapping[int, Reply],
+            rejected: Mapping[int, Tensors], late: Mapping[int, Sequence[Tensors]]
+            ) -> tuple[dict[int, str], dict[int, str]]:
+    """Under DP, charge every release the server received this round: the replies, the rejected
+    ones and the late ones of earlier rounds. Returns what was charged for the rejected and the late."""
+    if dp is None or ledger is None:
+        return {}, {}
+    for rank, reply in replies.items():
+        ledger.add(rank, dp.entry(reply.figures))
+    for_rejected = {rank: charge(dp, ledger, rank, reply_figures(message)) for rank, message in rejected.items()}
+    for_late = {rank: "; ".join(charge(dp, ledger, rank, reply_figures(message)) for message in messages)
+                for rank, messages in late.items()}
+    return for_rejected, for_late
 
 
 def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                  options: argparse.Namespace, round_: int, test_set: local.Examples, dp: LocalDP | None,
                  ledger: Ledger | None) -> RoundRecord:
-    """The server's part of a round: draw the group, exchange, aggregate, test, account."""
+    """The server's part of a round: draw the group, exchange, account, aggregate, test.
+
+    Every release is charged before the quorum is checked: a round that stops the run has still
+    spent what its workers released, and the error says what the run's epsilon has become.
+    """
     started = time.perf_counter()
     num_workers = comm.world_size - 1
     group = choose_group(options.seed, round_, num_workers, options.group_size)
     members = participants(group, num_workers, options.train_all)
-    replies, failures = exchange(comm, model, options, round_, members, dp)
-    check_quorum(comm, round_, group, failures, options.min_workers)
+    replies, failures, rejected = exchange(comm, model, options, round_, members, dp)
+    late = comm.late_replies()
+    for_rejected, for_late = account(dp, ledger, replies, rejected, late)
+    for rank, note in for_rejected.items():
+        failures[rank] += f" ({note})"
+    try:
+        check_quorum(comm, round_, group, failures, options.min_workers)
+    except FederationError as error:
+        if ledger is None:
+            raise
+        raise FederationError(f"{error}; with the releases of this round, epsilon is {ledger.worst():.4g}") from error
     aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
               local.round_lr(options, round_),
               summed=synthesizers.releases_statistics(options))
@@ -233,6 +294,9 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     record = RoundRecord(round=round_, test_loss=test_loss, test_accuracy=accuracy,
                          lr=local.round_lr(options, round_), group=group, participants=members, workers=workers,
                          failed=[FailedRecord(rank=rank, reason=failures[rank]) for rank in members if rank in failures])
+    if late:
+        record["late"] = [LateRecord(rank=rank, replies=len(messages), **({"charge": for_late[rank]} if dp else {}))
+                          for rank, messages in sorted(late.items())]
     if dp is not None:
         record.update(dp.round_figures(ledger))
     record["seconds"] = time.perf_counter() - started
@@ -241,12 +305,12 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
 
 def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None, ledger: Ledger | None,
                   figures: Sequence[str]) -> WorkerRecord:
-    """A worker's line in the round record; under DP its reply is charged to its history here."""
+    """A worker's line in the round record; under DP, with its epsilon so far (already charged)."""
     worker = WorkerRecord(rank=rank, num_samples=reply.num_samples, train_loss=reply.train_loss,
                           averaged=averaged, **{k: v for k, v in reply.figures.items() if k in figures})
-    if dp is not None:
+    if dp is not None and ledger is not None:
         worker.update({k: None for k in dp.withheld if k in worker})
-        worker["epsilon"] = dp.account(ledger, rank, reply.figures)
+        worker["epsilon"] = ledger.epsilon_of(rank)
     return worker
 
 

@@ -161,11 +161,6 @@ class LocalDP:
             raise FederationError(f"update rejected: DP steps {steps!r} is not a whole number in 1..{MAX_STEPS}")
         return noise, rate, int(steps)
 
-    def account(self, ledger: "Ledger", rank: int, figures: dict[str, float]) -> float:
-        """Charge a worker's reply to its history; return the worker's epsilon so far."""
-        ledger.add(rank, self.entry(figures))
-        return ledger.epsilon_of(rank)
-
     def round_figures(self, ledger: "Ledger") -> dict[str, float | str]:
         """The run's guarantee after a round: the largest epsilon of any worker so far."""
         return {"epsilon": ledger.worst(), "delta": self.delta, "accountant": self.accountant}

@@ -91,6 +91,34 @@ def test_a_bad_accountant_entry_is_a_rejected_worker_not_a_stopped_run(field, va
     assert reason in record["failed"][0]["reason"] and record["epsilon"] > 0
 
 
+class ScriptedWithLate(Scripted):
+    """Worker 2's reply to an earlier round arrives during this one."""
+
+    def __init__(self, world_size: int, replies: dict[int, Tensors], late: Tensors) -> None:
+        super().__init__(world_size, replies)
+        self.late = late
+
+    def late_replies(self) -> dict[int, list[Tensors]]:
+        return {2: [self.late]}
+
+
+def test_a_late_release_is_charged_and_not_averaged():
+    options = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
+    model = new_model(options)
+    entry = {"dp_noise_multiplier": 1.0, "dp_sample_rate": 0.1, "dp_steps": 10.0}
+    state = dict(model.state_dict())
+    late = coordination.Reply({n: t + 100 for n, t in state.items()}, 30, 0.0, entry).to_message()
+    comm = ScriptedWithLate(3, {1: coordination.Reply(state, 30, 0.0, entry).to_message()}, late)
+    test_set = local.Examples(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
+    dp = privacy.LocalDP(options)
+    ledger = dp.ledger()
+    record = coordination.server_round(comm, model, None, options, 2, test_set, dp, ledger)
+    one_round = privacy.epsilon([(1.0, 0.1, 10)], options.delta, options.accountant)
+    assert record["late"] == [{"rank": 2, "replies": 1, "charge": f"charged: epsilon {one_round:.4g}"}]
+    assert ledger.histories == {1: [(1.0, 0.1, 10)], 2: [(1.0, 0.1, 10)]}
+    assert all(torch.equal(t, state[name]) for name, t in model.state_dict().items())
+
+
 def test_diverged_gloo_run_stops_naming_the_rejected_updates(tmp_path, small_csv):
     found = subprocess.run([sys.executable, "main.py", "-nn", "3", "-nr", "2", "-lr", "1e30", "--data",
                             str(small_csv), "--output", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,

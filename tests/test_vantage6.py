@@ -11,9 +11,11 @@ import pytest
 import torch
 from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.algorithm.tools.wrap import wrap_algorithm
+from vantage6.common import base64s_to_bytes, bytes_to_base64s
 
 from backends import codec
 from backends.mock import ForgetfulMockClient
+from backends.vantage6 import CentralCommunicator, no_result
 from conftest import run_main
 from ppsdg import checkpoint, coordination, data, local, models, parser
 
@@ -59,7 +61,7 @@ def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, 
     wrap_algorithm()
 
     result = json.loads((tmp_path / "output.json").read_text())
-    assert (result["organization_id"], result["rank"]) == (7, 1)
+    assert (set(result), result["rank"]) == ({"rank", "message"}, 1)
     template = coordination.Reply(state, 0, 0.0, {}).to_message()
     reply, _ = codec.decode_text(result["message"], expect=template)
 
@@ -72,7 +74,7 @@ def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, 
     assert all(torch.equal(reply[name], expected[name]) for name in expected)
 
 
-def mock_client(frames: list, client_class=MockAlgorithmClient) -> MockAlgorithmClient:
+def mock_client(frames: list, client_class=ForgetfulMockClient) -> MockAlgorithmClient:
     return client_class(datasets=[[{"database": f, "db_type": "csv"}] for f in frames], module="ppsdg")
 
 
@@ -82,24 +84,29 @@ def central(client: MockAlgorithmClient, **kwargs) -> dict:
     return client.wait_for_results(task["id"])[0]
 
 
-class ReversedResults(MockAlgorithmClient):
+def organization_of_run(client: MockAlgorithmClient, run_id: int) -> int:
+    return next(run["organization"]["id"] for run in client.runs if run["id"] == run_id)
+
+
+def result_of(entry: dict) -> dict:
+    return json.loads(base64s_to_bytes(entry["result"]))
+
+
+class ReversedResults(ForgetfulMockClient):
     """Results come back in the opposite order of the organizations, as a real server may send them."""
 
-    class Result(MockAlgorithmClient.Result):
-        def from_task(self, task_id: int) -> list:
-            return list(reversed(super().from_task(task_id)))
+    def _multi_page_request(self, endpoint: str, params: dict | None = None) -> list:
+        return list(reversed(self.tamper(super()._multi_page_request(endpoint, params))))
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.result = self.Result(self)
+    def tamper(self, entries: list[dict]) -> list[dict]:
+        return entries
 
 
 class LosesLastResult(ReversedResults):
     """Organization 2's runs end without a result, as when its node fails."""
 
-    class Result(MockAlgorithmClient.Result):
-        def from_task(self, task_id: int) -> list:
-            return [r for r in super().from_task(task_id) if r.get("organization_id") != 2]
+    def tamper(self, entries: list[dict]) -> list[dict]:
+        return [e for e in entries if organization_of_run(self, e["id"]) != 2]
 
 
 def final_model(result: dict) -> dict[str, torch.Tensor]:
@@ -129,6 +136,42 @@ def test_round_goes_on_without_a_missing_worker_when_min_workers_allows():
         assert [w["organization"] for w in record["workers"]] == [0, 1]
         assert record["failed"][0]["organization"] == 2
         assert "no result (run status: completed)" in record["failed"][0]["reason"]
+
+
+class Organization1ImpersonatesOrganization0(ReversedResults):
+    """Organization 1's node answers with a poisoned update and claims, in its result, to be
+    organization 0 at organization 0's rank; the server knows which organization ran the run."""
+
+    def tamper(self, entries: list[dict]) -> list[dict]:
+        for entry in entries:
+            if organization_of_run(self, entry["id"]) == 1:
+                result = result_of(entry)
+                tensors, meta = codec.decode_text(result["message"])
+                poisoned = {name: t.fill_(1e28) if t.is_floating_point() and name.startswith("conv") else t
+                            for name, t in tensors.items()}
+                claim = {"organization_id": 0, "rank": 1, "message": codec.encode_text(poisoned, meta)}
+                entry["result"] = bytes_to_base64s(json.dumps(claim).encode())
+        return entries
+
+
+def test_a_node_cannot_answer_in_another_organizations_place():
+    frames = worker_frames(count=2)
+    honest = central(mock_client(frames), num_rounds=1)
+    attacked = central(mock_client(frames, Organization1ImpersonatesOrganization0), num_rounds=1)
+    (record,) = attacked["metrics"]
+    assert [(w["organization"], w["rank"]) for w in record["workers"]] == [(0, 1), (1, 2)]
+    assert record["workers"][0] == honest["metrics"][0]["workers"][0]
+    assert final_model(attacked)["model.conv1.weight"].abs().max() > 1e26
+
+
+def test_a_crashed_runs_reason_comes_from_its_log():
+    log = "Traceback (most recent call last):\n  ...\nppsdg.policy.PolicyError: organization 3 (worker rank 1): " \
+          "PPSDG_REQUIRE_DP=1: this node trains only with local DP\n"
+    assert no_result({"status": "crashed", "log": log}) == (
+        "no result (run status: crashed): PolicyError: organization 3 (worker rank 1): "
+        "PPSDG_REQUIRE_DP=1: this node trains only with local DP")
+    assert no_result({"status": "active", "log": None}) == "no result (run status: active)"
+    assert no_result(None) == "no result (no run)"
 
 
 def test_failing_organization_is_named():
@@ -161,19 +204,19 @@ class TampersWithOrganization1(ReversedResults):
 
     damage = "nan"
 
-    class Result(MockAlgorithmClient.Result):
-        def from_task(self, task_id: int) -> list:
-            results = super().from_task(task_id)
-            for result in results:
-                if result.get("organization_id") == 1:
-                    tensors, meta = codec.decode_text(result["message"])
-                    first = next(iter(tensors))
-                    if type(self.parent).damage == "nan":
-                        tensors[first].view(-1)[0] = float("nan")
-                    else:
-                        tensors[first] = torch.zeros(3)
-                    result["message"] = codec.encode_text(tensors, meta)
-            return results
+    def tamper(self, entries: list[dict]) -> list[dict]:
+        for entry in entries:
+            if organization_of_run(self, entry["id"]) == 1:
+                result = result_of(entry)
+                tensors, meta = codec.decode_text(result["message"])
+                first = next(iter(tensors))
+                if self.damage == "nan":
+                    tensors[first].view(-1)[0] = float("nan")
+                else:
+                    tensors[first] = torch.zeros(3)
+                entry["result"] = bytes_to_base64s(json.dumps({**result, "message": codec.encode_text(tensors, meta)})
+                                                   .encode())
+        return entries
 
 
 class ShrinksOrganization1(TampersWithOrganization1):
@@ -199,7 +242,7 @@ def test_forgetful_mock_client_drops_what_the_central_read_and_keeps_the_status(
     task = client.task.create(input_={"method": "partial", "kwargs": {
         "message": message, "ranks": {"0": 1, "1": 2}, "world_size": 3, "options": parser.task_options(options)}},
         organizations=[0, 1])
-    assert sorted(r["organization_id"] for r in client.result.from_task(task["id"])) == [0, 1]
+    assert sorted(r["rank"] for r in client.result.from_task(task["id"])) == [1, 2]
     assert client.results == [] and client.result.from_task(task["id"]) == []
     assert [(run["status"], run["input"]) for run in client.run.from_task(task["id"])] == [("completed", None)] * 2
     node_copy = copy.deepcopy(client)
@@ -212,3 +255,53 @@ def test_ppsdg_data_is_the_submodule_in_a_fresh_interpreter():
     found = subprocess.run([sys.executable, "-c", "from ppsdg import data; print(len(data.load('embedded')[1]))"],
                            capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=False)
     assert (found.returncode, found.stdout.strip()) == (0, "359"), found.stderr
+
+
+def test_a_rejected_dp_update_is_charged_by_the_server():
+    result = central(mock_client(worker_frames(count=2), TampersWithOrganization1), min_workers=1, local_dp=True,
+                     noise_multiplier=1.5, batch_size=32)
+    for record in result["metrics"]:
+        (worker,) = record["workers"]
+        (failed,) = record["failed"]
+        assert "not finite" in failed["reason"]
+        assert f"charged: epsilon {worker['epsilon']:.4g}" in failed["reason"]
+        assert record["epsilon"] == worker["epsilon"]
+    tensors, meta = codec.decode_text(result["checkpoint"])
+    histories = meta["histories"]
+    assert histories["1"] == histories["2"] and len(histories["2"]) == 2
+
+
+class LateRun:
+    """A fake algorithm client: organization 5's run of task 1 is still active at first, then done."""
+
+    def __init__(self, reply: dict) -> None:
+        self.status = "active"
+        self.reply = reply
+        self.run = self
+        self.task = self
+
+    def from_task(self, task_id: int) -> list[dict]:
+        return [{"id": 11, "organization": {"id": 4}, "status": "completed", "log": None},
+                {"id": 12, "organization": {"id": 5}, "status": self.status, "log": None}]
+
+    def _multi_page_request(self, endpoint: str, params: dict) -> list[dict]:
+        entries = [{"id": 11, "result": bytes_to_base64s(json.dumps(self.reply).encode())}]
+        if self.status == "completed":
+            entries.append({"id": 12, "result": bytes_to_base64s(json.dumps(self.reply).encode())})
+        return entries
+
+
+
+def test_a_run_that_outlives_its_round_is_collected_when_it_finishes():
+    template = {"w": torch.zeros(2)}
+    client = LateRun({"rank": 1, "message": codec.encode_text({"w": torch.ones(2)})})
+    client.create = lambda **task: {"id": 1}
+    comm = CentralCommunicator(client, [4, 5], {}, round_timeout_s=0.0, poll_s=0.0)
+    replies = comm.exchange(template, [1, 2], template)
+    assert list(replies) == [1]
+    assert "still running when the round closed" in comm.failures[2]
+    assert comm.late_replies() == {}
+    client.status = "completed"
+    late = comm.late_replies()
+    assert list(late) == [2] and torch.equal(late[2][0]["w"], torch.ones(2))
+    assert comm.late_replies() == {}
