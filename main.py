@@ -48,7 +48,6 @@ import contextlib  # noqa: E402
 import getpass  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -60,10 +59,7 @@ import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
 from ppsdg import checkpoint, data, evaluate, output, parser, runtime  # noqa: E402
-from ppsdg.errors import FederationError, OptionsError, PpsdgError  # noqa: E402
-
-ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
-
+from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 
 def launch_gloo(options) -> int:
     """Under torchrun, be the rank it asked for; otherwise start server and workers on this machine.
@@ -192,10 +188,8 @@ def central_error(client: Any, task_id: int) -> str:
     The node's wrapper prints the traceback there; its last `Name...Error: message` line is the one
     the central function raised.
     """
-    lines = [line.strip() for run in client.run.from_task(task_id)["data"]
-             for line in (run.get("log") or "").splitlines()]
-    errors = [f"{match[1]}: {match[2]}" for match in map(ERROR_LINE.match, lines) if match]
-    return errors[-1] if errors else "the central function left no error message: see the central node's log"
+    logs = "\n".join(run.get("log") or "" for run in client.run.from_task(task_id)["data"])
+    return last_error(logs) or "the central function left no error message: see the central node's log"
 
 
 def save_central_result(options, result: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ reply as the function's result. Tensors travel as codec text inside vantage6's J
 pickled.
 """
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,13 +15,10 @@ from vantage6.common import base64s_to_bytes
 from vantage6.common.task_status import has_task_finished
 
 from backends import Communicator, Tensors, codec, group_of
-from ppsdg.errors import FederationError
+from ppsdg.errors import FederationError, last_error
 
 WORKER_METHOD = "partial"
 POLL_SECONDS = 0.5
-# The error a crashed run's log ends with: the reason the researcher is told (a node's policy refusal).
-LOG_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w*Error): (.+)$", re.MULTILINE)
-MAX_REASON = 500
 
 
 class CentralCommunicator(Communicator):
@@ -154,10 +150,9 @@ def no_result(run: Mapping[str, Any] | None) -> str:
     if not has_task_finished(status):
         return reason + (": still running when the round closed (--round-timeout); vantage6 lets no algorithm "
                          "stop it, so if it finishes, a later round charges its release")
-    errors = LOG_ERROR.findall(run.get("log") or "") if isinstance(run.get("log"), str) else []
-    if errors:
-        kind, message = errors[-1]
-        reason += f": {kind}: {message[:MAX_REASON]}"
+    error = last_error(run["log"]) if isinstance(run.get("log"), str) else None
+    if error is not None:
+        reason += f": {error}"
     return reason
 
 

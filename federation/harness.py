@@ -2,7 +2,8 @@
 
 Docker engine, images (the algorithm from the project's Dockerfile), server, two nodes holding the
 workers' CSV partitions, accounts; then a researcher's training through `main.py --server-url ...`,
-checked against the mock client's run of the same options, and two fault runs with a node stopped.
+checked against the mock client's run of the same options, two fault runs with a node stopped, and
+that node restarted with a node owner's policy (no training without DP, a privacy budget).
 Everything it starts is removed again, also when a step fails. Run it as root (apt-get, dockerd).
 """
 import argparse
@@ -17,6 +18,7 @@ from federation import accounts, checks, images, nodes, runs, toolenv, watch
 from federation.engine import DockerEngine, bridge_gateway
 from federation.faults import FaultRun
 from federation.nodes import Nodes
+from federation.policy_runs import PolicyRuns, policy_runs
 from federation.server import Server
 from federation.shell import say, tail, time_limit
 from ppsdg import parser
@@ -112,6 +114,8 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
             compare_synthetic(work, server, federation, argv.rounds)
             fault_runs(work, server, federation, node_set, argv,
                        argv.round_timeout or max(MIN_ROUND_TIMEOUT_S, ROUND_TIMEOUT_FACTOR * seconds))
+            policy_runs(work, PolicyRuns(server, federation, node_set, partitions, training(argv.rounds),
+                                         RUN_TIMEOUT_S))
     except BaseException:
         for name in nodes.node_names(2):
             say(f"last lines of node {name}:\n{tail(node_set.logs(name))}")

@@ -34,7 +34,9 @@ class Nodes:
         self.server = server
         self.config_folder = work / ".config" / "vantage6" / "node"
 
-    def configure(self, name: str, api_key: str, database: Path) -> None:
+    def configure(self, name: str, api_key: str, database: Path, environment: dict[str, str] | None = None) -> None:
+        """Write the node's configuration; `environment` is the owner's `algorithm_env`, which the
+        node hands to every algorithm container (ppsdg reads its node policy there)."""
         self.config_folder.mkdir(parents=True, exist_ok=True)
         config = {
             "api_key": api_key, "server_url": self.server.url, "port": self.server.port, "api_path": API_PATH,
@@ -44,6 +46,7 @@ class Nodes:
             # The node image is local: the pull fails and the CLI and node fall back to it.
             "images": {"node": NODE},
             "policies": {"require_algorithm_pull": False},
+            "algorithm_env": environment or {},
             "logging": {"level": "INFO", "file": f"{name}.log", "use_console": True, "backup_count": 1,
                         "max_size": 1024, "format": "%(asctime)s %(name)s %(levelname)s %(message)s",
                         "datefmt": "%H:%M:%S", "loggers": []},

@@ -50,9 +50,10 @@ def server_arguments(server: Server, federation: Federation) -> list[str]:
             "--organizations", ",".join(map(str, federation.organizations)), "--image", ALGORITHM]
 
 
-def start(name: str, arguments: list[str], folder: Path, password: str | None = None) -> subprocess.Popen:
+def start(name: str, arguments: list[str], folder: Path, password: str | None = None,
+          extra_environment: dict[str, str] | None = None) -> subprocess.Popen:
     """main.py in the project's environment; the password travels in the environment, as documented."""
-    environment = {**os.environ, **({"VANTAGE6_PASSWORD": password} if password else {})}
+    environment = {**os.environ, **({"VANTAGE6_PASSWORD": password} if password else {}), **(extra_environment or {})}
     say(f"{name}: python main.py {' '.join(arguments)}")
     return subprocess.Popen([sys.executable, "main.py", *arguments, "--output", str(folder)], cwd=REPO,
                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,9 +71,10 @@ def finish(name: str, process: subprocess.Popen, folder: Path, started: float, t
     return run
 
 
-def main_py(name: str, arguments: list[str], folder: Path, timeout_s: float, password: str | None = None) -> Run:
+def main_py(name: str, arguments: list[str], folder: Path, timeout_s: float, password: str | None = None,
+            extra_environment: dict[str, str] | None = None) -> Run:
     started = time.monotonic()
-    return finish(name, start(name, arguments, folder, password), folder, started, timeout_s)
+    return finish(name, start(name, arguments, folder, password, extra_environment), folder, started, timeout_s)
 
 
 def require_success(run: Run) -> Run:

@@ -1,0 +1,96 @@
+"""The node owner's policy on a real node: the last node is reconfigured with `algorithm_env` (the
+way an owner sets it in the node's configuration file) and restarted; then a task without local DP
+must be refused by that node, and a DP run must stop at its budget where the mock run stops.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from federation import runs, watch
+from federation.accounts import Federation, root_client
+from federation.checks import comparable, require
+from federation.nodes import Nodes
+from federation.runs import Run
+from federation.server import Server
+from federation.shell import say
+from ppsdg import parser, privacy
+from ppsdg.policy import FOLDER, MAX_EPSILON, REQUIRE_DP
+
+NOISE_MULTIPLIER = 1.5
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class PolicyRuns:
+    server: Server
+    federation: Federation
+    nodes: Nodes
+    partitions: list[Path]
+    arguments: list[str]
+    timeout_s: float
+
+    @property
+    def guarded_organization(self) -> int:
+        return self.federation.organizations[-1]
+
+    def dp_arguments(self) -> list[str]:
+        return ["-ldp", "--noise-multiplier", str(NOISE_MULTIPLIER), "-nr", str(ROUNDS)]
+
+    def budget(self) -> float:
+        """Between what one round and two rounds of the guarded node's DP-SGD spend: room for one."""
+        options = parser.parse([*self.arguments, *self.dp_arguments()])
+        entry = privacy.LocalDP(options).planned_entry(len(pd.read_csv(self.partitions[-1])), False)
+        one, two = (privacy.epsilon([entry] * rounds, options.delta, options.accountant) for rounds in (1, 2))
+        return (one + two) / 2
+
+    def guard(self, environment: dict[str, str]) -> None:
+        """Start the last node, which the fault runs left stopped, with the owner's `algorithm_env`,
+        and without the round it left pending."""
+        name, index = self.federation.node_names[-1], len(self.federation.node_names) - 1
+        client = root_client(self.server.url, self.server.port)
+        watch.kill_unfinished(client, self.federation.collaboration)
+        self.nodes.configure(name, self.federation.api_keys[index], self.partitions[index], environment)
+        self.nodes.start(name)
+        watch.wait_online(client, self.federation.collaboration, len(self.federation.organizations))
+
+    def real(self, name: str, extra: list[str], folder: Path) -> Run:
+        return runs.main_py(name, [*self.arguments, *runs.server_arguments(self.server, self.federation),
+                                   "--task-timeout", str(self.timeout_s), *extra],
+                            folder, self.timeout_s, self.federation.password)
+
+    def check_refused(self, run: Run, variable: str) -> str:
+        """Exit 2 and one error line that names the guarded organization and its policy variable."""
+        errors = [line for line in run.printed.splitlines() if line.startswith("ppsdg: error:")]
+        require(run.returncode == 2 and len(errors) == 1 and "Traceback" not in run.printed,
+                f"{run.name}: exit {run.returncode}:\n{run.printed[-2000:]}")
+        require(f"organization {self.guarded_organization} (worker rank" in errors[0] and variable in errors[0],
+                f"{run.name}: the message does not name organization {self.guarded_organization} and "
+                f"{variable}: {errors[0]}")
+        say(f"{run.name}: printed: {errors[0]}")
+        return errors[0]
+
+    def check_budget(self, real: Run, mock: Run) -> None:
+        """Both runs stop after the round the budget allows, with the same finished rounds."""
+        self.check_refused(real, MAX_EPSILON)
+        require(mock.returncode == 2 and MAX_EPSILON in mock.printed, f"{mock.name}: exit {mock.returncode}:\n"
+                                                                      f"{mock.printed[-2000:]}")
+        require(len(real.records()) == 1 and comparable(real.records()) == comparable(mock.records()),
+                f"the real budget run's rounds differ from the mock's: {len(real.records())} and "
+                f"{len(mock.records())} rounds")
+        say(f"budget runs: both stopped after round {real.records()[-1]['round']} at "
+            f"epsilon {real.records()[-1]['epsilon']:.3f}")
+
+
+def policy_runs(work: Path, policy: PolicyRuns) -> None:
+    budget = policy.budget()
+    say(f"policy runs: {REQUIRE_DP}=1 and {MAX_EPSILON}={budget:.6f} on the last node")
+    policy.guard({REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
+    policy.check_refused(policy.real("policy, no DP", ["-nr", "1"], work / "policy-no-dp"), REQUIRE_DP)
+    real = policy.real("policy, budget", policy.dp_arguments(), work / "policy-budget")
+    folder = work / "policy-mock-ledger"
+    folder.mkdir()
+    mock = runs.main_py("policy, budget, mock", [*policy.arguments, "--backend", "vantage6", *policy.dp_arguments()],
+                        work / "policy-budget-mock", policy.timeout_s,
+                        extra_environment={MAX_EPSILON: f"{budget:.6f}", FOLDER: str(folder)})
+    policy.check_budget(real, mock)
