@@ -49,11 +49,7 @@ def run_rank_process(rank: int, world_size: int, options: argparse.Namespace) ->
 
 def resume_point(options: argparse.Namespace) -> Checkpoint:
     """The checkpoint in --output, checked against these options and this model."""
-    point = checkpoint.read(checkpoint.load(Path(options.output)), options)
-    if point.round > options.num_rounds:
-        raise OptionsError(f"--resume: the checkpoint is at round {point.round}, past --num-rounds "
-                           f"{options.num_rounds}")
-    return point
+    return checkpoint.read(checkpoint.load(Path(options.output)), options)
 
 
 def run_from_env(options: argparse.Namespace) -> None:

@@ -6,25 +6,39 @@ options that must not change on resume. The same bytes are a file on gloo and te
 task's input and result.
 """
 import argparse
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from backends import Tensors, codec
-from ppsdg import parser
-from ppsdg.errors import OptionsError, PpsdgError
+from ppsdg import local, parser, synthesizers
+from ppsdg.errors import CodecError, FederationError, OptionsError, PpsdgError
 from ppsdg.files import write_atomically
 from ppsdg.models import new_model
+from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
+META_KEYS = frozenset({"round", "records", "optimizer", "histories", "options"})
+# The figures of a round's record that the summary and the plot read from every record.
+TEST_FIGURES = ("test_loss", "test_accuracy")
+WORKER_FIGURES = ("critic_loss", "generator_loss")
+# What torch's SGD (local.make_optimizer) keeps per parameter.
+PARAMETER_STATE = ("momentum_buffer",)
+BRIEF = 200
 # A checkpoint's meta holds every round's record: room for tens of thousands of rounds of many workers.
 META_BYTES = 64 << 20
 # Options that do not change the training: a resumed run may set them anew.
 RESUMABLE = ("num_rounds", "min_workers", "round_timeout", "backend", "save_model", "log_interval",
              "test_batch_size", "sample_every", "synthetic_samples", "tstr_epochs")
+
+
+class CheckpointError(PpsdgError):
+    """A checkpoint that cannot be resumed from: damaged, made by hand, or from another version."""
 
 
 @dataclass
@@ -65,24 +79,19 @@ def encode(point: Checkpoint, options: argparse.Namespace) -> bytes:
 
 
 def decode(blob: bytes, options: argparse.Namespace, model_template: Tensors) -> Checkpoint:
-    """Read a checkpoint and check that it belongs to a run with these options and this model."""
+    """Read a checkpoint and check all of it against these options and this model before the first
+    round, so that a bad one ends here, named, rather than in a crash or a wrong run later."""
     tensors, meta = codec.decode(blob, max_meta_bytes=META_BYTES)
-    try:
-        mismatched = sorted(k for k, v in fixed_options(options).items() if meta["options"].get(k) != v)
-        if mismatched:
-            raise OptionsError("the checkpoint was made with other options; differing: " + ", ".join(
-                f"{k} (checkpoint {meta['options'].get(k)!r}, now {getattr(options, k)!r})" for k in mismatched))
-        model = {name[len(MODEL):]: t for name, t in tensors.items() if name.startswith(MODEL)}
-        codec.check_expected(model, model_template)
-        return Checkpoint(round=int(meta["round"]), model=model, records=list(meta["records"]),
-                          optimizer=_optimizer_state(tensors, meta["optimizer"]),
-                          histories={int(rank): [(float(n), float(q), int(s)) for n, q, s in history]
-                                     for rank, history in meta["histories"].items()},
-                          snapshots=_snapshots(tensors))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        if isinstance(error, PpsdgError):
-            raise
-        raise PpsdgError(f"the checkpoint is damaged or from another version: {error!r}") from error
+    _check_meta_keys(meta)
+    _check_options(meta["options"], options)
+    round_ = _round(meta["round"], options.num_rounds)
+    parts = _split(tensors)
+    _check_tensors(parts[MODEL], model_template, "model")
+    fresh = new_model(options) if options.stochastic_gradient or options.gan else None
+    return Checkpoint(round=round_, model=parts[MODEL], records=_records(meta["records"], round_),
+                      optimizer=_optimizer_state(parts[OPTIMIZER], meta["optimizer"], options, fresh),
+                      histories=_histories(meta["histories"], options, round_),
+                      snapshots=_snapshots(parts[SNAPSHOT], options, round_, fresh))
 
 
 def read(blob: bytes, options: argparse.Namespace) -> Checkpoint:
@@ -90,24 +99,228 @@ def read(blob: bytes, options: argparse.Namespace) -> Checkpoint:
     return decode(blob, options, new_model(options).state_dict())
 
 
-def _optimizer_state(tensors: Tensors, meta: dict[str, Any] | None) -> dict[str, Any] | None:
-    if meta is None:
-        return None
-    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in meta["state"].items()}
+def _check_meta_keys(meta: dict[str, Any]) -> None:
+    """Exactly what encode writes: a missing field is damage, an unknown one another version."""
+    missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS)
+    if missing or extra:
+        raise CheckpointError(f"the checkpoint's metadata has missing fields {missing} and unknown fields {extra}")
+
+
+def _check_options(saved: Any, options: argparse.Namespace) -> None:
+    """A resumed run must train as the one it continues."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"the checkpoint's options are {type(saved).__name__}, not a mapping")
+    mismatched = sorted(k for k, v in fixed_options(options).items() if saved.get(k) != v)
+    if mismatched:
+        raise OptionsError("the checkpoint was made with other options; differing: " + ", ".join(
+            f"{k} (checkpoint {saved.get(k)!r}, now {getattr(options, k)!r})" for k in mismatched))
+
+
+def _round(value: Any, num_rounds: int) -> int:
+    """The last finished round; the run goes on from the next one, so it must lie within the run."""
+    if not _is_int(value) or value < 0:
+        raise CheckpointError(f"the checkpoint's round {value!r} is not a whole number of 0 or more")
+    if value > num_rounds:
+        raise OptionsError(f"the checkpoint is at round {value}, past --num-rounds {num_rounds}: a resumed run "
+                           "goes on from the round after it")
+    return value
+
+
+def _split(tensors: Tensors) -> dict[str, Tensors]:
+    """The tensors by part, their prefix taken off; a tensor of no part is refused, not ignored."""
+    parts: dict[str, Tensors] = {MODEL: {}, OPTIMIZER: {}, SNAPSHOT: {}}
     for name, tensor in tensors.items():
-        if name.startswith(OPTIMIZER):
-            index, key = name[len(OPTIMIZER):].split(".", 1)
-            state.setdefault(int(index), {})[key] = tensor
+        prefix = next((p for p in parts if name.startswith(p)), None)
+        if prefix is None:
+            raise CheckpointError(f"the checkpoint holds the tensor {name!r}, which is part of no checkpoint")
+        parts[prefix][name[len(prefix):]] = tensor
+    return parts
+
+
+def _records(records: Any, round_: int) -> list[dict[str, Any]]:
+    """One record per finished round, in order, with the fields the run's output reads from all of them."""
+    if not isinstance(records, list) or len(records) != round_:
+        count = len(records) if isinstance(records, list) else type(records).__name__
+        raise CheckpointError(f"the checkpoint's records are not a list of one per finished round "
+                              f"({round_}): found {count}")
+    for position, record in enumerate(records, 1):
+        problem = _record_problem(record, position)
+        if problem is not None:
+            raise CheckpointError(f"the checkpoint's record {position}: {problem}")
+    kinds = {record.get("test_accuracy") is None for record in records}
+    if len(kinds) > 1:
+        raise CheckpointError("the checkpoint's records mix rounds with and without a test accuracy")
+    return records
+
+
+def _record_problem(record: Any, position: int) -> str | None:
+    """What makes a round's record unusable for metrics.jsonl, the summary and the plot, if anything."""
+    if not isinstance(record, dict):
+        return f"is {type(record).__name__}, not a mapping"
+    if not _is_int(record.get("round")) or record["round"] != position:
+        return f"has round {record.get('round')!r}, expected {position}"
+    for key in TEST_FIGURES:
+        if not _is_number_or_none(record.get(key)):
+            return f"has {key} {record[key]!r}, not a number"
+    for key in ("workers", "failed"):
+        entries = record.get(key)
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            return f"has {key} {entries!r}, not a list of mappings"
+    figures = [worker.get(key) for worker in record["workers"] for key in WORKER_FIGURES]
+    return next((f"has a worker figure {value!r}, not a number" for value in figures
+                 if not _is_number_or_none(value)), None)
+
+
+def _optimizer_state(tensors: Tensors, meta: Any, options: argparse.Namespace,
+                     model: nn.Module | None) -> dict[str, Any] | None:
+    """FedSGD's server optimizer as a state_dict that loads into the optimizer this run builds."""
+    if not options.stochastic_gradient:
+        if meta is not None or tensors:
+            raise CheckpointError("the checkpoint holds a FedSGD optimizer state but the run is not "
+                                  "--stochastic-gradient")
+        return None
+    if not isinstance(meta, dict) or set(meta) != {"state", "param_groups"}:
+        raise CheckpointError(f"the checkpoint's FedSGD optimizer state {_brief(meta)} is not a mapping of "
+                              "state and param_groups")
+    params = list(model.parameters())
+    _check_param_groups(meta["param_groups"], local.make_optimizer(model, options.learning_rate, options.momentum))
+    state = _optimizer_meta_state(meta["state"], len(params))
+    for name, tensor in tensors.items():
+        index, key = _numbered(OPTIMIZER, name, range(len(params)), "parameter index")
+        state.setdefault(index, {})[key] = tensor
+    for index, values in state.items():
+        _check_parameter_state(index, values, params[index])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _snapshots(tensors: Tensors) -> dict[int, Tensors]:
+def _check_param_groups(groups: Any, optimizer: torch.optim.Optimizer) -> None:
+    """The groups of the run's own optimizer: the same settings and parameters, whatever the round's lr
+    (the round sets it before each step)."""
+    expected = optimizer.state_dict()["param_groups"]
+    if not (isinstance(groups, list) and len(groups) == len(expected) and all(
+            isinstance(group, dict) and _is_number(group.get("lr")) and _without_lr(group) == _without_lr(fresh)
+            for group, fresh in zip(groups, expected))):
+        raise CheckpointError(f"the checkpoint's FedSGD param_groups {_brief(groups)} are not those of the "
+                              f"optimizer this run builds ({_brief(expected)})")
+
+
+def _optimizer_meta_state(state: Any, count: int) -> dict[int, dict[str, Any]]:
+    """The optimizer's non-tensor state, by parameter index."""
+    if not isinstance(state, dict) or not all(isinstance(values, dict) for values in state.values()):
+        raise CheckpointError(f"the checkpoint's FedSGD optimizer state {_brief(state)} is not a mapping of "
+                              "parameter indices to mappings")
+    return {_index(index, range(count), "FedSGD optimizer state's parameter index"): dict(values)
+            for index, values in state.items()}
+
+
+def _check_parameter_state(index: int, values: dict[str, Any], param: torch.Tensor) -> None:
+    """SGD keeps one momentum buffer per parameter, shaped like the parameter it belongs to."""
+    for key, value in values.items():
+        if key not in PARAMETER_STATE or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"the checkpoint's FedSGD optimizer state of parameter {index} holds "
+                                  f"{key!r} = {_brief(value)}; SGD keeps only a tensor {PARAMETER_STATE}")
+        if (value.shape, value.dtype) != (param.shape, param.dtype):
+            raise CheckpointError(f"the checkpoint's FedSGD {key} of parameter {index} is {value.dtype} "
+                                  f"{list(value.shape)}, but the parameter is {param.dtype} {list(param.shape)}")
+
+
+def _histories(histories: Any, options: argparse.Namespace, round_: int) -> dict[int, list[HistoryEntry]]:
+    """Every worker's accountant history, each entry checked as the server checks a reply's, at most
+    one a finished round."""
+    if not isinstance(histories, dict):
+        raise CheckpointError(f"the checkpoint's privacy histories are {type(histories).__name__}, not a mapping")
+    if histories and not options.local_dp:
+        raise CheckpointError("the checkpoint holds privacy histories but the run is not --local_dp")
+    workers = options.num_nodes - 1
+    checked = {}
+    for key, history in histories.items():
+        rank = _index(key, range(1, workers + 1), "privacy history's worker rank")
+        if not isinstance(history, list) or len(history) > round_:
+            raise CheckpointError(f"the checkpoint's privacy history of worker {rank} is not a list of at most "
+                                  f"one entry a finished round ({round_}): {_brief(history)}")
+        checked[rank] = [_history_entry(entry, rank) for entry in history]
+    return checked
+
+
+def _history_entry(entry: Any, rank: int) -> HistoryEntry:
+    """Three finite numbers, then the same check as a worker's reply (LocalDP.entry)."""
+    if not (isinstance(entry, list) and len(entry) == len(ENTRY_KEYS)
+            and all(_is_number(value) and math.isfinite(value) for value in entry)):
+        raise CheckpointError(f"the checkpoint's privacy history of worker {rank} has the entry {_brief(entry)}, "
+                              "not three finite numbers (noise multiplier, sample rate, steps)")
+    try:
+        return LocalDP.entry(dict(zip(ENTRY_KEYS, entry)))
+    except FederationError as error:
+        raise CheckpointError(f"the checkpoint's privacy history of worker {rank} has the entry {entry!r}: "
+                              f"{error}") from error
+
+
+def _snapshots(tensors: Tensors, options: argparse.Namespace, round_: int,
+               model: nn.Module | None) -> dict[int, Tensors]:
+    """The generator's state as kept after some finished rounds: the run's own generator, at rounds it
+    has finished."""
     snapshots: dict[int, Tensors] = {}
     for name, tensor in tensors.items():
-        if name.startswith(SNAPSHOT):
-            round_, key = name[len(SNAPSHOT):].split(".", 1)
-            snapshots.setdefault(int(round_), {})[key] = tensor
+        when, key = _numbered(SNAPSHOT, name, range(1, round_ + 1), "round")
+        snapshots.setdefault(when, {})[key] = tensor
+    if not snapshots:
+        return snapshots
+    if not options.gan:
+        raise CheckpointError("the checkpoint holds generator snapshots but the run is not --gan")
+    template = synthesizers.for_options(options).generator_state(model)
+    for when, snapshot in snapshots.items():
+        _check_tensors(snapshot, template, f"generator snapshot of round {when}")
     return snapshots
+
+
+def _check_tensors(tensors: Tensors, template: Tensors, what: str) -> None:
+    """The same names, shapes and dtypes as the run's own, every difference named at once."""
+    try:
+        codec.check_expected(tensors, template)
+    except CodecError as error:
+        raise CheckpointError(f"the checkpoint's {what}: {error}") from error
+
+
+def _numbered(part: str, name: str, allowed: range, what: str) -> tuple[int, str]:
+    """An optimizer or snapshot tensor's number (parameter index or round) and its own name, as encode
+    writes them after the part's prefix: <number>.<name>."""
+    number, dot, key = name.partition(".")
+    if not (dot and key):
+        raise CheckpointError(f"the checkpoint's tensor {part + name!r} is not named {part}<number>.<name>")
+    return _index(number, allowed, f"{what} in the tensor {part + name!r}"), key
+
+
+def _index(text: str, allowed: range, what: str) -> int:
+    """A decimal as encode writes it (no sign, space, underscore or leading zero), in `allowed`; its
+    length is checked first, as int() refuses (with ValueError) to read more than 4,300 digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(allowed.stop))
+            and str(int(text)) == text and int(text) in allowed):
+        raise CheckpointError(f"the checkpoint's {what} is {text!r}, not a whole number in "
+                              f"{allowed.start}..{allowed.stop - 1}")
+    return int(text)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number: bool is an int to Python but never a figure."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_number_or_none(value: Any) -> bool:
+    return value is None or _is_number(value)
+
+
+def _without_lr(group: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in group.items() if key != "lr"}
+
+
+def _brief(value: Any) -> str:
+    """A value for an error message, cut short: a hostile checkpoint must not fill the terminal."""
+    text = repr(value)
+    return text if len(text) <= BRIEF else text[:BRIEF] + "..."
 
 
 def save(blob: bytes, directory: Path) -> None:

@@ -47,9 +47,15 @@ def test_vantage6_run_resumed_equals_one_that_was_not(small_csv, tmp_path, extra
     assert learning_figures(records) == learning_figures(straight_records)
 
 
+def records(rounds: int) -> list[dict]:
+    """The least a checkpoint's records may be: one a finished round."""
+    return [{"round": r, "workers": [], "failed": []} for r in range(1, rounds + 1)]
+
+
 def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     options = parser.from_mapping({})
-    first = checkpoint.encode(checkpoint.Checkpoint(1, models.state_copy(models.new_model(options))), options)
+    first = checkpoint.encode(checkpoint.Checkpoint(1, models.state_copy(models.new_model(options)), records(1)),
+                              options)
     checkpoint.save(first, tmp_path)
 
     def crash(*args):
@@ -67,7 +73,8 @@ def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
     options = parser.from_mapping({"output": str(tmp_path)})
     with pytest.raises(OptionsError, match="no checkpoint at"):
         train.resume_point(options)
-    blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options))), options)
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options)), records(2)),
+                             options)
     checkpoint.save(blob, tmp_path)
     other = parser.from_mapping({"output": str(tmp_path), "learning_rate": 0.5, "num_rounds": 5})
     with pytest.raises(OptionsError, match=r"differing: learning_rate \(checkpoint 0.05, now 0.5\)"):
