@@ -218,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate.main(argv[1:])
     try:
         options = parser.parse(argv)
-        if options.local_dp and not options.secure_noise:
+        if options.local_dp and not options.secure_noise and options.server_url is None:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
-                  "knows the seed can remove it. Deploy with --secure-noise.", file=sys.stderr)
+                  "knows the seed can remove it. Deploy with --secure-noise (a real vantage6 node draws it "
+                  "securely unless its owner allows the seed).", file=sys.stderr)
         output.check_directory(options)
         code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
     except PpsdgError as error:

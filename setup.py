@@ -17,6 +17,7 @@ setup(
         "pybase64>=1.5",
         "tqdm>=4.60",
         "opacus>=1.5",
+        "randomgen>=2.1",
         "matplotlib>=3.7",
         "vantage6-algorithm-tools==4.15.2",
         "vantage6-client==4.15.2",

@@ -106,7 +106,7 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
             federation = accounts.create(server.url, server.port, names)
             partitions = main.write_partitions(parser.parse(training(argv.rounds)), work)
             for name, api_key, partition in zip(names, federation.api_keys, partitions):
-                node_set.configure(name, api_key, partition)
+                node_set.configure(name, api_key, partition, nodes.SEEDED_NOISE)
                 node_set.start(name)
             watch.wait_online(accounts.root_client(server.url, server.port), federation.collaboration,
                               len(names))

@@ -10,7 +10,7 @@ import pandas as pd
 from federation import runs, watch
 from federation.accounts import Federation, root_client
 from federation.checks import comparable, require
-from federation.nodes import Nodes
+from federation.nodes import SEEDED_NOISE, Nodes
 from federation.runs import Run
 from federation.server import Server
 from federation.shell import say
@@ -85,7 +85,7 @@ class PolicyRuns:
 def policy_runs(work: Path, policy: PolicyRuns) -> None:
     budget = policy.budget()
     say(f"policy runs: {REQUIRE_DP}=1 and {MAX_EPSILON}={budget:.6f} on the last node")
-    policy.guard({REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
+    policy.guard({**SEEDED_NOISE, REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
     policy.check_refused(policy.real("policy, no DP", ["-nr", "1"], work / "policy-no-dp"), REQUIRE_DP)
     real = policy.real("policy, budget", policy.dp_arguments(), work / "policy-budget")
     folder = work / "policy-mock-ledger"

@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from vantage6.algorithm.tools import decorators
+from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.algorithm.tools.util import get_env_var
 
 from backends import codec
@@ -25,7 +26,7 @@ def central(client: Any, **kwargs: Any) -> dict[str, Any]:
 @decorators.algorithm_client
 def partial(client: Any, frame: Any, **kwargs: Any) -> dict[str, Any]:
     """One worker round on this node's data (label + 784 pixel columns); returns the update only."""
-    return run_partial(client.organization_id, frame, kwargs)
+    return run_partial(client.organization_id, frame, kwargs, on_node=not isinstance(client, MockAlgorithmClient))
 
 
 def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -69,16 +70,17 @@ def central_result(point: Checkpoint | None, options: Any, organizations: list[i
     return result
 
 
-def run_partial(organization: int, frame: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: bool = False) -> dict[str, Any]:
     """A worker's round on the node's own data, if the node's policy (ppsdg/policy.py, read from the
-    node's algorithm environment) admits it; its errors name the organization and its rank."""
+    node's algorithm environment) admits it; its errors name the organization and its rank. On a
+    real node (`on_node`, not the mock client) DP noise is secure unless the owner allows the seed."""
     comm = node_communicator(organization, kwargs)
     try:
         options = parser.from_mapping(kwargs.get("options") or {})
         environment = node_environment()
         policy = NodePolicy.from_environment(environment)
         ledger = policy.admit(options, len(frame), environment, organization)
-        options.secure_noise = options.secure_noise or policy.secure_noise
+        options.secure_noise = policy.secure(options, on_node)
         device = runtime.set_up(options)
         examples = local.Examples.from_images(data.from_frame(frame), device)
         coordination.worker_round(comm, new_model(options, device), examples, options)

@@ -20,7 +20,7 @@ from backends import Communicator, Tensors
 from ppsdg import local, synthesizers
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError
-from ppsdg.privacy import Ledger, LocalDP
+from ppsdg.privacy import HistoryEntry, Ledger, LocalDP
 from ppsdg.runtime import derive_seed, every_core
 from ppsdg.models import new_model, state_copy
 
@@ -216,12 +216,20 @@ def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, 
         try:
             replies[rank] = Reply.from_message(reply_message)
             if dp is not None:
-                dp.entry(replies[rank].figures)
+                checked_entry(dp, replies[rank].figures)
         except FederationError as error:
             replies.pop(rank, None)
             failures[rank] = str(error)
             rejected[rank] = reply_message
     return replies, failures, rejected
+
+
+def checked_entry(dp: LocalDP, figures: Mapping[str, float]) -> HistoryEntry:
+    """A reply's accountant entry; a bad one rejects the update."""
+    try:
+        return dp.entry(dict(figures))
+    except FederationError as error:
+        raise FederationError(f"update rejected: {error}") from error
 
 
 def reply_figures(message: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -6,7 +6,6 @@ reproduces exactly what a long-lived gloo worker does.
 """
 import argparse
 import copy
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -131,9 +130,10 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
     count, loss, and named figures (the DP spending, the GAN's losses).
 
     Every random draw (order, dropout, DP noise and sampling, GAN noise) comes from
-    (seed, round, rank); with --secure-noise, from the operating system's entropy instead.
+    (seed, round, rank); with --secure-noise, the DP mechanism's own (noise, Poisson sampling) come
+    from a cryptographically secure stream instead (ppsdg/secure_random.py): what hides the data.
     """
-    seed = secrets.randbits(63) if options.secure_noise else derive_seed(options.seed, round_, rank)
+    seed = derive_seed(options.seed, round_, rank)
     generator = torch.Generator().manual_seed(seed)
     device = examples.labels.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

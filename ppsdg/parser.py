@@ -67,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--delta", type=float, default=1e-5, help="the delta of (epsilon, delta)-DP")
     dp.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant")
     dp.add_argument("--secure-noise", action="store_true",
-                    help="draw a worker's random numbers (DP noise, Poisson sampling) from the operating "
-                         "system's entropy, not from the seed: anyone who knows the seed could otherwise "
-                         "recompute and remove the noise. Runs are then not reproducible. A vantage6 node "
-                         f"forces it with {SECURE_NOISE_ENV}=1 in its algorithm environment")
+                    help="draw the DP noise and Poisson sampling from a cryptographically secure stream "
+                         "(ChaCha20 keyed by the operating system's entropy), not from the seed: anyone who "
+                         "knows the seed could otherwise recompute and remove the noise. Runs are then not "
+                         "reproducible. A real vantage6 node does this unless its owner allows the seed "
+                         f"(PPSDG_ALLOW_SEEDED_NOISE=1); {SECURE_NOISE_ENV}=1 forces it anywhere")
     gan = parser.add_argument_group("synthetic data (with --gan)")
     gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default="moments",
                      help="the synthesis method: 'moments' (class-conditional Gaussians in a public "

@@ -28,6 +28,7 @@ from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, entry_from_extra, e
 
 REQUIRE_DP = "PPSDG_REQUIRE_DP"
 SECURE_NOISE = SECURE_NOISE_ENV
+ALLOW_SEEDED_NOISE = "PPSDG_ALLOW_SEEDED_NOISE"
 MAX_EPSILON = "PPSDG_MAX_EPSILON"
 DELTA = "PPSDG_DELTA"
 MAX_EPOCHS = "PPSDG_MAX_EPOCHS"
@@ -123,6 +124,7 @@ class NodePolicy:
 
     require_dp: bool = False
     secure_noise: bool = False
+    allow_seeded_noise: bool = False
     max_epsilon: float | None = None
     delta: float = DEFAULT_DELTA
     max_epochs: int | None = None
@@ -135,11 +137,18 @@ class NodePolicy:
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> "NodePolicy":
         return cls(require_dp=flag(env, REQUIRE_DP), secure_noise=flag(env, SECURE_NOISE),
+                   allow_seeded_noise=flag(env, ALLOW_SEEDED_NOISE),
                    max_epsilon=positive(env, MAX_EPSILON), delta=positive(env, DELTA, DEFAULT_DELTA, below=1.0),
                    max_epochs=whole(env, MAX_EPOCHS), max_batch_size=whole(env, MAX_BATCH_SIZE),
                    max_threads=whole(env, MAX_THREADS, runtime.cores()), max_rounds=whole(env, MAX_ROUNDS),
                    min_noise_multiplier=positive(env, MIN_NOISE_MULTIPLIER),
                    max_grad_norm=positive(env, MAX_GRAD_NORM))
+
+    def secure(self, options: argparse.Namespace, on_node: bool) -> bool:
+        """Whether the round's DP noise and sampling must come from the secure stream: on a real node
+        unless its owner allows seeded noise (reproducible runs, as the federation harness needs);
+        anywhere the task or the owner asks for it. Forcing it wins over allowing the seed."""
+        return options.secure_noise or self.secure_noise or (on_node and not self.allow_seeded_noise)
 
     def admit(self, options: argparse.Namespace, num_samples: int, env: Mapping[str, str],
               organization: int) -> NodeLedger | None:

@@ -9,6 +9,7 @@ Opacus is imported where it is used: it costs 2.3 s to import, in every vantage6
 round, and a run without --local_dp never needs it.
 """
 import argparse
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from ppsdg.secure_random import SecurePoissonSampler, SecureRandom
 
 HistoryEntry = tuple[float, float, int]
 ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
@@ -66,6 +69,8 @@ class LocalDP:
         self.epochs = options.epochs
         self.planned_epochs = options.num_rounds * options.epochs
         self.planned_rounds = options.num_rounds
+        self.secure = options.secure_noise
+        self._source: SecureRandom | None = None
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> "LocalDP | None":
@@ -130,7 +135,29 @@ class LocalDP:
             private_model, private_optimizer, criterion, private_loader = wrapped
         else:
             (private_model, private_optimizer, private_loader), criterion = wrapped, nn.NLLLoss()
+        if self.secure:
+            private_loader = self._secure_sampling(private_loader)
+            private_optimizer.add_noise = functools.partial(add_secure_noise, private_optimizer, self.source())
         return PrivateTraining(engine, private_model, private_optimizer, private_loader, criterion)
+
+    def source(self) -> SecureRandom:
+        """This round's secure stream, made on first use (a worker makes a LocalDP per round)."""
+        if self._source is None:
+            self._source = SecureRandom()
+        return self._source
+
+    def gaussian(self, shape: torch.Size, std: float, like: torch.Tensor) -> torch.Tensor:
+        """A release mechanism's noise: from the secure stream under --secure-noise, else from torch's
+        generator, which the round's seed set."""
+        if self.secure:
+            return self.source().normal(shape, std, like)
+        return torch.randn(shape, dtype=like.dtype, device=like.device) * std
+
+    def _secure_sampling(self, loader: DataLoader) -> DataLoader:
+        """The same Poisson batches as Opacus's loader (its collate keeps empty batches), drawn securely."""
+        sampler = loader.batch_sampler
+        return DataLoader(loader.dataset, collate_fn=loader.collate_fn, batch_sampler=SecurePoissonSampler(
+            sampler.num_samples, sampler.sample_rate, sampler.steps, self.source()))
 
     @staticmethod
     def spent(private: PrivateTraining) -> dict[str, float]:
@@ -154,16 +181,29 @@ class LocalDP:
 
         noise, rate, steps = (figures.get(key, math.nan) for key in ENTRY_KEYS)
         if not (math.isfinite(noise) and noise > 0):
-            raise FederationError(f"update rejected: DP noise multiplier {noise!r} is not a positive number")
+            raise FederationError(f"DP noise multiplier {noise!r} is not a positive number")
         if not 0 < rate <= 1:
-            raise FederationError(f"update rejected: DP sample rate {rate!r} is not in (0, 1]")
-        if not (steps == int(steps) and 1 <= steps <= MAX_STEPS):
-            raise FederationError(f"update rejected: DP steps {steps!r} is not a whole number in 1..{MAX_STEPS}")
+            raise FederationError(f"DP sample rate {rate!r} is not in (0, 1]")
+        if not (math.isfinite(steps) and steps == int(steps) and 1 <= steps <= MAX_STEPS):
+            raise FederationError(f"DP steps {steps!r} is not a whole number in 1..{MAX_STEPS}")
         return noise, rate, int(steps)
 
     def round_figures(self, ledger: "Ledger") -> dict[str, float | str]:
         """The run's guarantee after a round: the largest epsilon of any worker so far."""
         return {"epsilon": ledger.worst(), "delta": self.delta, "accountant": self.accountant}
+
+
+def add_secure_noise(optimizer: Any, source: SecureRandom) -> None:
+    """Opacus's DPOptimizer.add_noise with the noise from `source`: what its secure mode does when
+    torchcsprng exists. Installed on the optimizer instance by LocalDP.wrap."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    for p in optimizer.params:
+        _check_processed_flag(p.summed_grad)
+        noise = source.normal(p.summed_grad.shape, optimizer.noise_multiplier * optimizer.max_grad_norm,
+                              p.summed_grad)
+        p.grad = (p.summed_grad + noise).view_as(p)
+        _mark_as_processed(p.summed_grad)
 
 
 def release_entry(noise_multiplier: float) -> HistoryEntry:

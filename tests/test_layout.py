@@ -76,7 +76,7 @@ def test_reply_without_a_sensible_sample_count_is_rejected(count):
 @pytest.mark.parametrize("field, value, reason", [
     ("dp_steps", -5, "DP steps"), ("dp_steps", 1e15, "DP steps"), ("dp_noise_multiplier", 0.0, "noise multiplier"),
     ("dp_noise_multiplier", -1.0, "noise multiplier"), ("dp_sample_rate", 5.0, "sample rate"),
-    ("dp_sample_rate", -0.1, "sample rate")])
+    ("dp_sample_rate", -0.1, "sample rate"), ("dp_steps", float("inf"), "not finite")])
 def test_a_bad_accountant_entry_is_a_rejected_worker_not_a_stopped_run(field, value, reason):
     options = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
     model = new_model(options)

@@ -17,7 +17,7 @@ BATCH = 64
 @pytest.fixture
 def node_env(monkeypatch, tmp_path):
     """A node with a job folder and no policy; each test sets its own variables."""
-    for name in ("PPSDG_REQUIRE_DP", "PPSDG_SECURE_NOISE", "PPSDG_MAX_EPSILON", "PPSDG_DELTA", "PPSDG_MAX_EPOCHS",
+    for name in ("PPSDG_REQUIRE_DP", "PPSDG_SECURE_NOISE", "PPSDG_ALLOW_SEEDED_NOISE", "PPSDG_MAX_EPSILON", "PPSDG_DELTA", "PPSDG_MAX_EPOCHS",
                  "PPSDG_MAX_BATCH_SIZE", "PPSDG_MAX_THREADS", "PPSDG_MAX_ROUNDS", "PPSDG_MIN_NOISE_MULTIPLIER",
                  "PPSDG_MAX_GRAD_NORM"):
         monkeypatch.delenv(name, raising=False)
@@ -31,7 +31,7 @@ def options(**values):
 
 @pytest.mark.parametrize("name, value", [
     ("PPSDG_REQUIRE_DP", "yes"), ("PPSDG_REQUIRE_DP", " 1"), ("PPSDG_REQUIRE_DP", "true"), ("PPSDG_REQUIRE_DP", ""),
-    ("PPSDG_SECURE_NOISE", "true"), ("PPSDG_SECURE_NOISE", "01"),
+    ("PPSDG_SECURE_NOISE", "true"), ("PPSDG_SECURE_NOISE", "01"), ("PPSDG_ALLOW_SEEDED_NOISE", "yes"),
     ("PPSDG_MAX_EPSILON", "abc"), ("PPSDG_MAX_EPSILON", "-1"), ("PPSDG_MAX_EPSILON", "inf"),
     ("PPSDG_MAX_EPSILON", "nan"), ("PPSDG_MAX_EPSILON", "0"), ("PPSDG_MAX_EPSILON", "1_0"),
     ("PPSDG_MAX_EPSILON", " 2"), ("PPSDG_DELTA", "1"), ("PPSDG_DELTA", "1e-5x"),
@@ -148,16 +148,29 @@ def test_an_unreadable_ledger_is_a_refusal_not_a_fresh_start(tmp_path):
         NodeLedger(tmp_path / "ledger.json")
 
 
-@pytest.mark.parametrize("secure", ["0", "1"])
-def test_secure_noise_from_the_node_environment(node_env, secure):
-    node_env.setenv("PPSDG_SECURE_NOISE", secure)
-    chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH})
+@pytest.mark.parametrize("environment, on_node, secure", [
+    ({}, False, False), ({}, True, True), ({"PPSDG_ALLOW_SEEDED_NOISE": "1"}, True, False),
+    ({"PPSDG_SECURE_NOISE": "1"}, False, True), ({"PPSDG_SECURE_NOISE": "1", "PPSDG_ALLOW_SEEDED_NOISE": "1"}, True, True)])
+def test_dp_noise_is_secure_on_a_real_node_unless_its_owner_allows_the_seed(node_env, environment, on_node, secure):
+    for name, value in environment.items():
+        node_env.setenv(name, value)
+    chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH, "local_dp": True})
     message, _ = round_message(chosen)
     frame = worker_frames(count=1, rows=ROWS)[0]
     task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(chosen)}
-    first, second = (codec.decode_text(algorithm.run_partial(7, frame, task)["message"])[0] for _ in range(2))
+    first, second = (codec.decode_text(algorithm.run_partial(7, frame, task, on_node)["message"])[0] for _ in range(2))
     same = all(torch.equal(first[name], second[name]) for name in first)
-    assert same == (secure == "0")
+    assert same == (not secure)
+
+
+def test_secure_noise_leaves_a_run_without_dp_reproducible(node_env):
+    node_env.setenv("PPSDG_SECURE_NOISE", "1")
+    chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH})
+    message, _ = round_message(chosen)
+    task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(chosen)}
+    frame = worker_frames(count=1, rows=ROWS)[0]
+    first, second = (algorithm.run_partial(7, frame, task, True)["message"] for _ in range(2))
+    assert first == second
 
 
 def test_node_reads_its_variables_as_a_vantage6_node_encodes_them(monkeypatch):

@@ -85,14 +85,16 @@ def statistics(z: torch.Tensor, labels: torch.Tensor) -> Tensors:
     return {"count": onehot.sum(0), "sum": onehot.T @ z, "second": torch.einsum("nc,ni,nj->cij", onehot, z, z)}
 
 
-def release(exact: Tensors, noise_std: float) -> Tensors:
-    """The Gaussian mechanism on the weighted concatenation, returned unweighted.
+def release(exact: Tensors, noise_std: float, dp: LocalDP | None) -> Tensors:
+    """The Gaussian mechanism on the weighted concatenation, returned unweighted; its noise is the
+    run's DP noise (secure under --secure-noise), none without DP.
 
     The second moments are symmetric, so each is released as its upper triangle: the noise matrix is
     (G + G^T) / 2, whose diagonal has the full variance and off-diagonal entries half of it.
     """
     def noise(shape: torch.Size) -> torch.Tensor:
-        return torch.randn(shape, dtype=torch.float64) * noise_std
+        like = exact["count"]
+        return dp.gaussian(shape, noise_std, like) if dp is not None else torch.zeros(shape, dtype=like.dtype)
 
     square = noise(exact["second"].shape)
     return {"count": exact["count"] + noise(exact["count"].shape) / COUNT_WEIGHT,
@@ -154,7 +156,7 @@ class MomentsSynthesizer(Synthesizer):
         pixels = (images.cpu().reshape(len(images), -1).double() * data.STD + data.MEAN).clamp(0.0, 1.0)
         exact = statistics(encode(pixels, self.projection), labels.cpu())
         noise_multiplier = dp.release_noise() if dp is not None else 0.0
-        update = release(exact, noise_multiplier * SENSITIVITY)
+        update = release(exact, noise_multiplier * SENSITIVITY, dp)
         figures = dp.release_spent(noise_multiplier) if dp is not None else {}
         return {name: update[name].to(images.device) for name in STATISTICS}, len(labels), 0.0, figures
 
