@@ -54,8 +54,11 @@ class Checkpoint:
 
 
 def fixed_options(options: argparse.Namespace) -> dict[str, Any]:
-    """The options a resumed run must share with the run it continues."""
-    return {k: v for k, v in parser.task_options(options).items() if k not in RESUMABLE}
+    """The options a resumed run must share with the run it continues. Under --target-epsilon the
+    round count is one of them: the noise was planned to spend the target over exactly those rounds."""
+    planned = options.local_dp and options.target_epsilon is not None
+    resumable = [k for k in RESUMABLE if not (planned and k == "num_rounds")]
+    return {k: v for k, v in parser.task_options(options).items() if k not in resumable}
 
 
 def encode(point: Checkpoint, options: argparse.Namespace) -> bytes:
@@ -111,6 +114,10 @@ def _check_options(saved: Any, options: argparse.Namespace) -> None:
     if not isinstance(saved, dict):
         raise CheckpointError(f"the checkpoint's options are {type(saved).__name__}, not a mapping")
     mismatched = sorted(k for k, v in fixed_options(options).items() if saved.get(k) != v)
+    if mismatched == ["num_rounds"]:
+        raise OptionsError(f"--resume: the DP noise was planned to spend --target-epsilon {options.target_epsilon:g} "
+                           f"over --num-rounds {saved.get('num_rounds')!r}; {options.num_rounds} rounds would end "
+                           f"above it. Resume with --num-rounds {saved.get('num_rounds')!r}, or start a new run")
     if mismatched:
         raise OptionsError("the checkpoint was made with other options; differing: " + ", ".join(
             f"{k} (checkpoint {saved.get(k)!r}, now {getattr(options, k)!r})" for k in mismatched))

@@ -195,3 +195,15 @@ def test_fuzzed_csv_ends_in_data_error_or_a_valid_image_set(tmp_path, rows, with
     except DataError:
         return
     assert images.pixels.dtype.name == "uint8" and images.labels.max() <= 9
+
+
+def test_resume_with_more_rounds_than_the_dp_noise_was_planned_for_is_refused(tmp_path):
+    planned = {"output": str(tmp_path), "local_dp": True, "target_epsilon": 3.0, "num_rounds": 3}
+    options = parser.from_mapping(planned)
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options)), records(2)),
+                             options)
+    checkpoint.save(blob, tmp_path)
+    with pytest.raises(OptionsError, match=r"planned to spend --target-epsilon 3 over --num-rounds 3; 5 rounds "
+                                           r"would end above it"):
+        train.resume_point(parser.from_mapping({**planned, "num_rounds": 5}))
+    assert train.resume_point(options).round == 2
