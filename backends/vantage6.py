@@ -149,7 +149,8 @@ def no_result(run: Mapping[str, Any] | None) -> str:
     reason = f"no result (run status: {status})"
     if not has_task_finished(status):
         return reason + (": still running when the round closed (--round-timeout); vantage6 lets no algorithm "
-                         "stop it, so if it finishes, a later round charges its release")
+                         "stop it: if it finishes while the training goes on, a later round charges its "
+                         "release, and its node's own ledger counts it in any case")
     error = last_error(run["log"]) if isinstance(run.get("log"), str) else None
     if error is not None:
         reason += f": {error}"
