@@ -70,7 +70,10 @@ class CentralCommunicator(Communicator):
                 decoded[rank] = self._decode(replies[organization], reply_template)
             except FederationError as error:
                 self._failures[rank] = f"update rejected: {error}"
-        running = {o: r for o, r in organizations.items() if not has_task_finished(runs.get(o, {}).get("status", "pending"))}
+        # A run whose result came in is settled even if the server still listed it as running (its result
+        # may land between the two requests): collecting it again later would charge its release twice.
+        running = {o: r for o, r in organizations.items()
+                   if o not in replies and not has_task_finished(runs.get(o, {}).get("status", "pending"))}
         if running:
             self._unsettled[task["id"]] = (running, reply_template)
         return decoded
@@ -120,7 +123,10 @@ class CentralCommunicator(Communicator):
         return replies
 
     def _payload(self, entry: Mapping[str, Any]) -> Any:
-        """A result as the node's proxy hands it over (base64 of JSON), or None if it is not one."""
+        """A result as the node's proxy hands it over (base64 of JSON), or None if it is not one: a
+        result that is no text at all (a number, a list) is not one either."""
+        if not isinstance(entry["result"], str):
+            return None
         try:
             if entry.get("blob_storage_used"):
                 return json.loads(self.client._download_run_data_from_server(entry["result"]))

@@ -64,7 +64,7 @@ class RunOutput:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / MARKER).touch()
         if not self.options.resume:
-            for path in [self.directory / name for name in STALE] + list(self.directory.glob(ROUND_SAMPLES)):
+            for path in stale_files(self.directory):
                 path.unlink(missing_ok=True)
         (self.directory / METRICS).write_text("".join(json.dumps(r) + "\n" for r in self._earlier))
         self._opened = True
@@ -90,6 +90,11 @@ class RunOutput:
         return summary
 
 
+def stale_files(directory: Path) -> list[Path]:
+    """What an earlier run left in `directory` that a fresh run deletes before writing its own."""
+    return [directory / name for name in STALE] + list(directory.glob(ROUND_SAMPLES))
+
+
 def check_directory(options: argparse.Namespace) -> None:
     """Refuse, before anything trains, an --output a run could not write or must not touch: a file,
     a path below a file, a dangling link, a folder without write permission, a folder holding files
@@ -108,10 +113,21 @@ def check_directory(options: argparse.Namespace) -> None:
     if directory.exists() and any(directory.iterdir()) and not (directory / MARKER).exists():
         raise OptionsError(f"--output {directory} holds files that no ppsdg run made: choose an empty or new "
                            "directory (a run never deletes or overwrites files it did not create)")
+    if directory.is_dir():
+        _check_run_files(directory)
     data_path = Path(options.data)
     if options.data != "embedded" and data_path.exists() and directory.resolve() in (
             data_path.resolve(), *data_path.resolve().parents):
         raise OptionsError(f"--data {options.data} lies inside --output {directory}: the run would replace it")
+
+
+def _check_run_files(directory: Path) -> None:
+    """A name a run deletes, writes or appends to must be a plain file of an earlier run: a folder there
+    would stop the run half-way, and through a link the run would change a file outside --output."""
+    for path in [directory / MARKER, directory / METRICS, *stale_files(directory)]:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise OptionsError(f"--output {directory} holds {path.name}, which is not a file a ppsdg run wrote "
+                               "(a folder or a link): choose an empty or new directory")
 
 
 def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint,

@@ -206,6 +206,10 @@ MAXIMUM = {"num_nodes": 10_000, "batch_size": 1 << 20, "test_batch_size": 1 << 2
 # never returns), and the prv epsilon of a noise multiplier of 0.1 asks for hundreds of GiB. Below
 # these noise levels epsilon is in the hundreds: no privacy worth the name.
 TARGET_EPSILON_RANGE = (0.01, 30.0)
+# The largest learning rate: far beyond any rate that learns, and far inside float32's range, which
+# torch's optimizers step the parameters in (Adam scales the rate up first); past that range they raise
+# a RuntimeError instead of stepping.
+MAX_LEARNING_RATE = 1e6
 MIN_NOISE_MULTIPLIER = 0.3
 
 
@@ -233,6 +237,9 @@ def validate(options: argparse.Namespace) -> None:
                  "classes_per_worker"):
         _require(getattr(options, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
     _require(options.learning_rate > 0, "--learning-rate must be positive")
+    for name in ("learning_rate", "gan_learning_rate"):
+        _require(getattr(options, name) <= MAX_LEARNING_RATE,
+                 f"--{name.replace('_', '-')} must be at most {MAX_LEARNING_RATE:g}")
     _require(0 < options.gamma <= 1, "--gamma must be in (0, 1]")
     _require(0 <= options.momentum < 1, "--momentum must be in [0, 1)")
     _require(options.round_timeout > 0 and options.worker_timeout > 0,
