@@ -39,6 +39,9 @@ MIN_NOISE_MULTIPLIER = "PPSDG_MIN_NOISE_MULTIPLIER"
 MAX_GRAD_NORM = "PPSDG_MAX_GRAD_NORM"
 FOLDER = "TEMPORARY_FOLDER"
 DEFAULT_DELTA = 1e-5
+# Without a policy a task must still not tie up the node for hours: a round's local epochs are
+# bounded by default, as its threads are by the node's cores; an owner may set either higher.
+DEFAULT_MAX_EPOCHS = 100
 
 WHOLE = re.compile(r"[0-9]+", re.ASCII)
 DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", re.ASCII)
@@ -139,7 +142,7 @@ class NodePolicy:
         return cls(require_dp=flag(env, REQUIRE_DP), secure_noise=flag(env, SECURE_NOISE),
                    allow_seeded_noise=flag(env, ALLOW_SEEDED_NOISE),
                    max_epsilon=positive(env, MAX_EPSILON), delta=positive(env, DELTA, DEFAULT_DELTA, below=1.0),
-                   max_epochs=whole(env, MAX_EPOCHS), max_batch_size=whole(env, MAX_BATCH_SIZE),
+                   max_epochs=whole(env, MAX_EPOCHS, DEFAULT_MAX_EPOCHS), max_batch_size=whole(env, MAX_BATCH_SIZE),
                    max_threads=whole(env, MAX_THREADS, runtime.cores()), max_rounds=whole(env, MAX_ROUNDS),
                    min_noise_multiplier=positive(env, MIN_NOISE_MULTIPLIER),
                    max_grad_norm=positive(env, MAX_GRAD_NORM))

@@ -83,22 +83,16 @@ class LocalDP:
         """
         if self.target_epsilon is None:
             return self.noise
-        from opacus.accountants.utils import get_noise_multiplier
-
         steps = self.planned_epochs * batches_per_epoch(num_samples, self.batch_size)
-        return get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
-                                    sample_rate=sample_rate(num_samples, self.batch_size), steps=steps,
-                                    accountant=self.accountant)
+        return planned_noise(self.target_epsilon, self.delta, sample_rate(num_samples, self.batch_size), steps,
+                             self.accountant)
 
     def release_noise(self) -> float:
         """The noise multiplier of a worker that releases statistics once a round (a full-batch step,
         sample rate 1): given, or the smallest that keeps every round within the target."""
         if self.target_epsilon is None:
             return self.noise
-        from opacus.accountants.utils import get_noise_multiplier
-
-        return get_noise_multiplier(target_epsilon=self.target_epsilon, target_delta=self.delta,
-                                    sample_rate=1.0, steps=self.planned_rounds, accountant=self.accountant)
+        return planned_noise(self.target_epsilon, self.delta, 1.0, self.planned_rounds, self.accountant)
 
     @staticmethod
     def release_spent(noise_multiplier: float) -> dict[str, float]:
@@ -191,6 +185,17 @@ class LocalDP:
     def round_figures(self, ledger: "Ledger") -> dict[str, float | str]:
         """The run's guarantee after a round: the largest epsilon of any worker so far."""
         return {"epsilon": ledger.worst(), "delta": self.delta, "accountant": self.accountant}
+
+
+@functools.lru_cache(maxsize=64)
+def planned_noise(target_epsilon: float, delta: float, rate: float, steps: int, accountant: str) -> float:
+    """The smallest noise multiplier that keeps `steps` steps at `rate` within the target, by Opacus's
+    search. Cached: a node plans it for its policy and again for its training in the same round, and
+    the search takes seconds where a worker's share of rows per batch is high."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=rate, steps=steps,
+                                accountant=accountant)
 
 
 def add_secure_noise(optimizer: Any, source: SecureRandom) -> None:

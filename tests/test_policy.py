@@ -49,8 +49,8 @@ def test_readable_variables_and_defaults():
     assert (read.require_dp, read.secure_noise, read.max_epsilon, read.delta, read.max_epochs,
             read.min_noise_multiplier) == (True, False, 2.5, 1e-6, 3, 0.8)
     default = NodePolicy.from_environment({})
-    assert (default.require_dp, default.max_epsilon, default.delta, default.max_threads) == \
-        (False, None, 1e-5, runtime.cores())
+    assert (default.require_dp, default.max_epsilon, default.delta, default.max_threads, default.max_epochs) == \
+        (False, None, 1e-5, runtime.cores(), 100)
 
 
 @pytest.mark.parametrize("variable, limit, option, asked", [
@@ -63,9 +63,11 @@ def test_a_task_larger_than_the_node_allows_is_refused_not_cut(variable, limit, 
     node.admit(options(**{option: int(limit)}), ROWS, {FOLDER: str(tmp_path)}, organization=0)
 
 
-def test_threads_above_the_nodes_cores_are_refused_by_default():
+def test_threads_above_the_nodes_cores_and_epochs_above_100_are_refused_by_default():
     with pytest.raises(PolicyError, match="PPSDG_MAX_THREADS"):
         NodePolicy.from_environment({}).admit(options(threads=runtime.cores() + 1), ROWS, {}, 0)
+    with pytest.raises(PolicyError, match="PPSDG_MAX_EPOCHS=100: the task asks for --epochs 101"):
+        NodePolicy.from_environment({}).admit(options(epochs=101), ROWS, {}, 0)
 
 
 def test_noise_and_clipping_limits_apply_to_the_rounds_own_mechanism():
