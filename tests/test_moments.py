@@ -97,3 +97,30 @@ def test_moments_run_gives_the_same_synthetic_data_on_both_backends(small_csv, t
     summary = json.loads((tmp_path / "gloo" / output.SUMMARY).read_text())
     assert len(data.load_csv(tmp_path / "gloo" / output.SYNTHETIC)) == summary["evaluation"]["train_images"] == 240
     assert all(w["train_loss"] is None for r in gloo_records for w in r["workers"])
+
+
+def test_the_digits_basis_is_orthonormal_and_the_same_from_its_seed():
+    projection = moments.basis("digits", 60, 14.0)
+    vectors = projection["vectors"]
+    assert torch.allclose(vectors.T @ vectors, torch.eye(60, dtype=torch.float64), atol=1e-9)
+    images = torch.from_numpy(data.load_embedded()[0].pixels[:50]).double().div(255).unsqueeze(1)
+    first, again = (moments.warp(images, torch.Generator().manual_seed(7)) for _ in range(2))
+    assert torch.equal(first, again) and not torch.equal(first, images)
+    assert len(moments.public_digits()) == (moments.PUBLIC_WARPS + 1) * 1797
+
+
+def test_the_digits_basis_follows_the_planned_noise_unless_given():
+    def shape(**overrides):
+        projection = moments.MomentsSynthesizer(options(**{"data": "mnist", **overrides})).projection
+        return projection["vectors"].shape[1], float(projection["scale"])
+
+    assert shape() == (60, 14.0)
+    assert shape(local_dp=True, target_epsilon=10.0) == (40, 8.0)
+    assert shape(local_dp=True, target_epsilon=1.0) == (40, 6.0)
+    assert shape(local_dp=True, target_epsilon=1.0, moments_dims=30, moments_scale=5.0) == (30, 5.0)
+    assert shape(data="embedded") == moments.DCT_SHAPE
+
+    def budget(rounds: int) -> float:
+        return moments.budget_noise(options(local_dp=True, target_epsilon=3.0, num_rounds=rounds))
+
+    assert budget(5) == pytest.approx(budget(1), rel=0.02)  # Gaussian releases compose exactly
