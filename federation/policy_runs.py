@@ -1,20 +1,24 @@
 """The node owner's policy on a real node: the last node is reconfigured with `algorithm_env` (the
 way an owner sets it in the node's configuration file) and restarted; then a task without local DP
-must be refused by that node, and a DP run must stop at its budget where the mock run stops.
+must be refused by that node, and a DP run must stop at its budget where the mock run stops. That
+node does not allow seeded noise, so its DP noise comes from the secure stream, as on a real node by
+default: the budget run's model must differ from the mock's, and its accounting must not.
 """
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from backends import codec
 from federation import runs, watch
 from federation.accounts import Federation, root_client
-from federation.checks import comparable, require
-from federation.nodes import SEEDED_NOISE, Nodes
+from federation.checks import require
+from federation.nodes import Nodes
 from federation.runs import Run
 from federation.server import Server
 from federation.shell import say
-from ppsdg import parser, privacy
+from ppsdg import checkpoint, parser, privacy
 from ppsdg.policy import FOLDER, MAX_EPSILON, REQUIRE_DP
 
 NOISE_MULTIPLIER = 1.5
@@ -71,21 +75,39 @@ class PolicyRuns:
         return errors[0]
 
     def check_budget(self, real: Run, mock: Run) -> None:
-        """Both runs stop after the round the budget allows, with the same finished rounds."""
+        """Both runs stop after the round the budget allows, with the same accounting; the real one's
+        model is not the mock's, because the guarded node's noise is not the seed's."""
         self.check_refused(real, MAX_EPSILON)
         require(mock.returncode == 2 and MAX_EPSILON in mock.printed, f"{mock.name}: exit {mock.returncode}:\n"
                                                                       f"{mock.printed[-2000:]}")
-        require(len(real.records()) == 1 and comparable(real.records()) == comparable(mock.records()),
-                f"the real budget run's rounds differ from the mock's: {len(real.records())} and "
-                f"{len(mock.records())} rounds")
-        say(f"budget runs: both stopped after round {real.records()[-1]['round']} at "
-            f"epsilon {real.records()[-1]['epsilon']:.3f}")
+        real_records, mock_records = real.records(), mock.records()
+        require(len(real_records) == len(mock_records) == 1 and accounting(real_records) == accounting(mock_records),
+                f"the real budget run's rounds differ from the mock's: {accounting(real_records)} and "
+                f"{accounting(mock_records)}")
+        require(not models_equal(real.folder, mock.folder), "the guarded node's DP noise is the seed's: its "
+                                                            "round equals the mock's bit for bit")
+        say(f"budget runs: both stopped after round {real_records[-1]['round']} at epsilon "
+            f"{real_records[-1]['epsilon']:.3f}; the guarded node's noise was not the seed's")
+
+
+def accounting(records: list[dict]) -> list[tuple]:
+    """What a round spent, worker by worker: independent of the noise's values."""
+    return [(r["round"], r["epsilon"], [(w["rank"], w["epsilon"]) for w in r["workers"]]) for r in records]
+
+
+def models_equal(first: Path, second: Path) -> bool:
+    """The models of two runs' checkpoints (what a stopped run keeps), compared bit for bit."""
+    models = []
+    for folder in (first, second):
+        tensors, _ = codec.decode(checkpoint.load(folder), max_meta_bytes=checkpoint.META_BYTES)
+        models.append({name: t for name, t in tensors.items() if name.startswith(checkpoint.MODEL)})
+    return all(torch.equal(models[0][name], models[1][name]) for name in models[0])
 
 
 def policy_runs(work: Path, policy: PolicyRuns) -> None:
     budget = policy.budget()
     say(f"policy runs: {REQUIRE_DP}=1 and {MAX_EPSILON}={budget:.6f} on the last node")
-    policy.guard({**SEEDED_NOISE, REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
+    policy.guard({REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
     policy.check_refused(policy.real("policy, no DP", ["-nr", "1"], work / "policy-no-dp"), REQUIRE_DP)
     real = policy.real("policy, budget", policy.dp_arguments(), work / "policy-budget")
     folder = work / "policy-mock-ledger"
