@@ -72,8 +72,7 @@ class CentralCommunicator(Communicator):
                 self._failures[rank] = f"update rejected: {error}"
         # A run whose result came in is settled even if the server still listed it as running (its result
         # may land between the two requests): collecting it again later would charge its release twice.
-        running = {o: r for o, r in organizations.items()
-                   if o not in replies and not has_task_finished(runs.get(o, {}).get("status", "pending"))}
+        running = {o: r for o, r in organizations.items() if o not in replies and not finished(runs.get(o))}
         if running:
             self._unsettled[task["id"]] = (running, reply_template)
         return decoded
@@ -83,17 +82,17 @@ class CentralCommunicator(Communicator):
         finished; a run that finished without a result released nothing and is dropped."""
         late: dict[int, list[Tensors]] = {}
         for task_id, (running, template) in list(self._unsettled.items()):
-            runs = {run["organization"]["id"]: run for run in self.client.run.from_task(task_id)}
-            finished = {o: r for o, r in running.items() if has_task_finished(runs.get(o, {}).get("status", "pending"))}
-            if not finished:
+            runs = self._runs(task_id)
+            done = {o: r for o, r in running.items() if finished(runs.get(o))}
+            if not done:
                 continue
-            replies = self._results_by_organization(task_id, {o: runs[o] for o in finished})
-            for organization, rank in finished.items():
+            replies = self._results_by_organization(task_id, {o: runs[o] for o in done})
+            for organization, rank in done.items():
                 try:
                     late.setdefault(rank, []).append(self._decode(replies.get(organization), template))
                 except FederationError:
                     continue
-            still = {o: r for o, r in running.items() if o not in finished}
+            still = {o: r for o, r in running.items() if o not in done}
             if still:
                 self._unsettled[task_id] = (still, template)
             else:
@@ -105,11 +104,14 @@ class CentralCommunicator(Communicator):
         return them by the organization the server says each belongs to."""
         deadline = time.monotonic() + self.round_timeout_s
         while True:
-            runs = {run["organization"]["id"]: run for run in self.client.run.from_task(task_id)}
-            done = all(has_task_finished(runs.get(o, {}).get("status", "pending")) for o in organizations)
-            if done or time.monotonic() >= deadline:
+            runs = self._runs(task_id)
+            if all(finished(runs.get(o)) for o in organizations) or time.monotonic() >= deadline:
                 return runs
             time.sleep(self.poll_s)
+
+    def _runs(self, task_id: int) -> dict[int, dict[str, Any]]:
+        """The task's runs by the organization the server says each belongs to."""
+        return {run["organization"]["id"]: run for run in self.client.run.from_task(task_id)}
 
     def _results_by_organization(self, task_id: int, runs: Mapping[int, Mapping[str, Any]]) -> dict[int, Any]:
         """Attribute each result to the organization the server says ran it (by its run id), never to
@@ -146,14 +148,18 @@ class CentralCommunicator(Communicator):
         return tensors
 
 
+def finished(run: Mapping[str, Any] | None) -> bool:
+    """Whether a run has ended (completed, crashed, killed...); a run not listed yet has not."""
+    return has_task_finished((run or {}).get("status", "pending"))
+
+
 def no_result(run: Mapping[str, Any] | None) -> str:
     """Why an organization has no result: its run's status and, if it crashed, the error its log
     ends with (a node that refuses a round by its policy says why there)."""
     if run is None:
         return "no result (no run)"
-    status = run.get("status", "unknown")
-    reason = f"no result (run status: {status})"
-    if not has_task_finished(status):
+    reason = f"no result (run status: {run.get('status', 'unknown')})"
+    if not finished(run):
         return reason + (": still running when the round closed (--round-timeout); vantage6 lets no algorithm "
                          "stop it: if it finishes while the training goes on, a later round charges its "
                          "release, and its node's own ledger counts it in any case")
