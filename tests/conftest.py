@@ -1,5 +1,7 @@
 """Shared fixtures: one gloo run that several tests compare against, and a fixed thread count."""
 import json
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,7 @@ import torch
 
 import main
 from ppsdg import data, output
+from ppsdg.errors import PpsdgError
 
 torch.set_num_threads(1)
 
@@ -36,3 +39,17 @@ def small_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "digits.csv"
     data.to_frame(train_set.subset(torch.arange(300).numpy())).to_csv(path, index=False)
     return path
+
+
+def peak_traced_bytes(action: Callable[[], object]) -> int:
+    """The peak of Python and numpy allocations while `action` runs (numpy reports to tracemalloc);
+    a project error it raises is expected: refusing the input is what the tests measure."""
+    tracemalloc.start()
+    try:
+        action()
+    except PpsdgError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak

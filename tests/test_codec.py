@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tracemalloc
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends import codec
+from conftest import peak_traced_bytes
 from backends.codec import DTYPES, decode, decode_text, encode, encode_text, from_text, to_text
 from ppsdg.errors import CodecError
 
@@ -79,19 +79,6 @@ def packed_map(pairs: list[tuple[Any, Any]]) -> bytes:
     """A msgpack map written pair by pair, so it can hold a key twice, which no dict can."""
     assert len(pairs) < 16
     return bytes([0x80 | len(pairs)]) + b"".join(msgpack.packb(key) + msgpack.packb(value) for key, value in pairs)
-
-
-def peak_traced_bytes(action: Callable[[], Any]) -> int:
-    """The peak of Python-level allocations while `action` runs; a CodecError it raises is expected."""
-    tracemalloc.start()
-    try:
-        action()
-    except CodecError:
-        pass
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return peak
 
 
 def model_state() -> dict[str, torch.Tensor]:

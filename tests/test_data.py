@@ -1,8 +1,6 @@
 """Behaviour of the dataset loaders, validators and partitioners in ppsdg.data."""
 
 import gzip
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import peak_traced_bytes
 from ppsdg.data import (
     CSV_COLUMNS,
     MAX_IDX_ITEMS,
@@ -67,18 +66,6 @@ def write_idx_pair(directory: Path, prefix: str, images: ImageSet, gzipped: bool
 def assert_same(left: ImageSet, right: ImageSet) -> None:
     np.testing.assert_array_equal(left.pixels, right.pixels)
     np.testing.assert_array_equal(left.labels, right.labels)
-
-
-def peak_bytes(action: Callable[[], object]) -> int:
-    """Peak Python and numpy allocation while `action` runs (numpy reports to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        action()
-    except DataError:
-        pass
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
 
 
 # partitioning
@@ -302,7 +289,7 @@ def test_idx_gzip_bomb_is_refused_without_decompressing_it(tmp_path):
     assert path.stat().st_size < 200_000
     with pytest.raises(DataError, match="trailing bytes: expected 7856 bytes, found more"):
         load_idx(tmp_path)
-    assert peak_bytes(lambda: load_idx(tmp_path)) < 4 << 20
+    assert peak_traced_bytes(lambda: load_idx(tmp_path)) < 4 << 20
 
 
 @pytest.mark.parametrize(
@@ -503,7 +490,7 @@ def test_csv_memory_is_a_small_multiple_of_the_pixels(tmp_path):
     images = random_images(4000)
     path = tmp_path / "big.csv"
     to_frame(images).to_csv(path, index=False)
-    assert peak_bytes(lambda: load_csv(path)) < 4 * images.pixels.nbytes + (16 << 20)
+    assert peak_traced_bytes(lambda: load_csv(path)) < 4 * images.pixels.nbytes + (16 << 20)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
