@@ -61,6 +61,9 @@ from backends.gloo import free_port  # noqa: E402
 from ppsdg import checkpoint, data, evaluate, output, parser, runtime  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 
+TASKS_PER_PAGE = 1000
+
+
 def launch_gloo(options) -> int:
     """Under torchrun, be the rank it asked for; otherwise start server and workers on this machine.
 
@@ -159,7 +162,13 @@ def run_on_server(options, kwargs: dict[str, Any]) -> dict[str, Any]:
     task = client.task.create(collaboration=options.collaboration, organizations=organizations[:1],
                               name="ppsdg", image=options.image, description="ppsdg federated training",
                               input_={"method": "central", "kwargs": kwargs}, databases=[{"label": "default"}])
-    wait_for_task(client, task["id"], options.task_timeout)
+    try:
+        wait_for_task(client, task["id"], options.task_timeout)
+    finally:
+        stopped = stop_unfinished(client, task["id"])
+        if stopped:
+            print(f"ppsdg: note: killed {len(stopped)} task(s) of this training still running when it ended "
+                  f"({', '.join(map(str, stopped))}): a node that comes back must not train on them", file=sys.stderr)
     results = client.result.from_task(task["id"])["data"]
     if not results or not results[0].get("result"):
         raise FederationError(f"task {task['id']} finished without a result: see the central node's log")
@@ -180,6 +189,29 @@ def wait_for_task(client: Any, task_id: int, timeout_s: float, interval_s: float
             time.sleep(interval_s)
     if status != "completed":
         raise FederationError(f"task {task_id} ended '{status}': {central_error(client, task_id)}")
+
+
+def stop_unfinished(client: Any, task_id: int) -> list[int]:
+    """Kill the training's tasks that are still running: the central task if the wait gave up on
+    it, and round subtasks its rounds closed without (a node offline past --round-timeout). vantage6
+    lets a user kill a task, not the algorithm; left alone, such a subtask runs when its node comes
+    back and releases an update that no ledger of this run counts."""
+    from vantage6.common.task_status import has_task_finished
+
+    tasks, page = [], 1
+    while True:
+        listed = client.task.list(parent=task_id, page=page, per_page=TASKS_PER_PAGE)["data"]
+        tasks += listed
+        if len(listed) < TASKS_PER_PAGE:
+            break
+        page += 1
+    # The rounds first: killing the central task would take its unfinished rounds along, and a
+    # second kill of a task that has ended is an error on the server.
+    tasks.append(client.task.get(task_id))
+    unfinished = [task["id"] for task in tasks if not has_task_finished(task["status"])]
+    for unfinished_id in unfinished:
+        client.task.kill(unfinished_id)
+    return unfinished
 
 
 def central_error(client: Any, task_id: int) -> str:

@@ -50,14 +50,20 @@ class FaultRun:
         return runs.finish(name, process, folder, started, self.timeout_s)
 
     def restart_node(self) -> None:
-        """Bring the stopped node back for the next run, without the round it left pending."""
-        watch.kill_unfinished(self.client, self.federation.collaboration)
+        """Bring the stopped node back for the next run (main.py killed the round it left pending)."""
         self.nodes.start(self.federation.node_names[-1])
         watch.wait_online(self.client, self.federation.collaboration, len(self.federation.organizations))
+
+    def check_nothing_left_running(self, run: Run) -> None:
+        """main.py kills the round the stopped node left pending: nothing of the run may still run."""
+        left = watch.unfinished(self.client, self.federation.collaboration)
+        require(not left and "killed 1 task(s) of this training" in run.printed,
+                f"{run.name}: tasks {left} still unfinished after main.py ended:\n{run.printed[-2000:]}")
 
     def check_goes_on(self, run: Run) -> None:
         """--min-workers 1: every round done, the last one without the stopped node, named in `failed`."""
         require(run.returncode == 0, f"{run.name}: exit {run.returncode}:\n{run.printed[-2000:]}")
+        self.check_nothing_left_running(run)
         last = run.records()[-1]
         failed = [(f["organization"], f["reason"]) for f in last["failed"]]
         require([organization for organization, _ in failed] == [self.stopped_organization],
@@ -71,6 +77,7 @@ class FaultRun:
         errors = [line for line in run.printed.splitlines() if line.startswith("ppsdg: error:")]
         require(run.returncode == 2 and len(errors) == 1 and "Traceback" not in run.printed,
                 f"{run.name}: exit {run.returncode}:\n{run.printed[-2000:]}")
+        self.check_nothing_left_running(run)
         require(f"organization {self.stopped_organization} (worker rank" in errors[0],
                 f"{run.name}: the message does not name organization {self.stopped_organization}: {errors[0]}")
         say(f"{run.name}: printed: {errors[0]}")

@@ -49,11 +49,10 @@ class PolicyRuns:
         return (one + two) / 2
 
     def guard(self, environment: dict[str, str]) -> None:
-        """Start the last node, which the fault runs left stopped, with the owner's `algorithm_env`,
-        and without the round it left pending."""
+        """Start the last node, which the fault runs left stopped, with the owner's `algorithm_env`
+        (main.py killed the round it left pending)."""
         name, index = self.federation.node_names[-1], len(self.federation.node_names) - 1
         client = root_client(self.server.url, self.server.port)
-        watch.kill_unfinished(client, self.federation.collaboration)
         self.nodes.configure(name, self.federation.api_keys[index], self.partitions[index], environment)
         self.nodes.start(name)
         watch.wait_online(client, self.federation.collaboration, len(self.federation.organizations))

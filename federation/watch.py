@@ -24,8 +24,8 @@ def rounds_completed(client: UserClient, collaboration: int) -> int:
     return sum(task["status"] == "completed" for task in tasks)
 
 
-def kill_unfinished(client: UserClient, collaboration: int) -> None:
-    """A stopped node's round stays pending; kill it, or the node runs it when it comes back."""
-    for task in client.task.list(collaboration=collaboration, per_page=MANY)["data"]:
-        if not has_task_finished(task["status"]):
-            client.task.kill(task["id"])
+def unfinished(client: UserClient, collaboration: int) -> list[int]:
+    """The collaboration's tasks that have not ended (filtered here: see rounds_completed)."""
+    return [task["id"] for task in client.task.list(collaboration=collaboration, per_page=MANY)["data"]
+            if not has_task_finished(task["status"])]
+

@@ -98,3 +98,33 @@ def test_unusable_output_is_refused_before_training(tmp_path, capsys, make, mess
     assert main.main(["-nr", "1", "--output", str(make(tmp_path))]) == 2
     error = capsys.readouterr().err
     assert error.startswith("ppsdg: error:") and message in error and "Traceback" not in error
+
+
+class TaskServer:
+    """A researcher's view of one training's tasks: the central (1), and its rounds, some unfinished."""
+
+    def __init__(self, central: str, rounds: list[str]) -> None:
+        self.statuses = {1: central, **{10 + i: status for i, status in enumerate(rounds)}}
+        self.killed: list[int] = []
+        self.task = self
+
+    def get(self, task_id: int) -> dict:
+        return {"id": task_id, "status": self.statuses[task_id]}
+
+    def list(self, parent: int, page: int, per_page: int) -> dict:
+        children = [{"id": i, "status": s} for i, s in self.statuses.items() if i != parent]
+        return {"data": children[(page - 1) * per_page:page * per_page]}
+
+    def kill(self, task_id: int) -> None:
+        self.killed.append(task_id)
+
+
+@pytest.mark.parametrize("per_page", [1, 2, 1000])
+def test_the_researcher_kills_what_the_training_left_running(per_page, monkeypatch):
+    monkeypatch.setattr(main, "TASKS_PER_PAGE", per_page)
+    server = TaskServer("completed", ["completed", "pending", "completed", "active"])
+    assert main.stop_unfinished(server, 1) == server.killed == [11, 13]
+    server = TaskServer("active", ["crashed", "completed"])
+    assert main.stop_unfinished(server, 1) == [1]
+    server = TaskServer("active", ["active"])
+    assert main.stop_unfinished(server, 1) == [10, 1]
