@@ -167,7 +167,7 @@ def run_on_server(options, kwargs: dict[str, Any]) -> dict[str, Any]:
     finally:
         stopped = stop_unfinished(client, task["id"])
         if stopped:
-            print(f"ppsdg: note: killed {len(stopped)} task(s) of this training still running when it ended "
+            print(f"ppsdg: note: killed the task(s) of this training still running when it ended "
                   f"({', '.join(map(str, stopped))}): a node that comes back must not train on them", file=sys.stderr)
     results = client.result.from_task(task["id"])["data"]
     if not results or not results[0].get("result"):
@@ -210,7 +210,12 @@ def stop_unfinished(client: Any, task_id: int) -> list[int]:
     tasks.append(client.task.get(task_id))
     unfinished = [task["id"] for task in tasks if not has_task_finished(task["status"])]
     for unfinished_id in unfinished:
-        client.task.kill(unfinished_id)
+        answer = client.request("kill/task", method="post", json={"id": unfinished_id})
+        if not has_task_finished(client.task.get(unfinished_id)["status"]):
+            print(f"ppsdg: warning: could not kill task {unfinished_id} of this training ({answer.get('msg')}): "
+                  "it may still run when its node comes back; your vantage6 user needs the rule to send kill "
+                  "signals (event, collaboration scope, send), or an administrator can kill it",
+                  file=sys.stderr)
     return unfinished
 
 

@@ -30,6 +30,14 @@ def root_client(url: str, port: int) -> UserClient:
     return client
 
 
+def kill_rule(client: UserClient) -> int:
+    """The rule to send kill signals in one's collaborations (event, collaboration, send), which the
+    Researcher role lacks: main.py kills the rounds a training leaves running when it ends."""
+    rules = client.rule.list(per_page=1000)["data"]
+    return next(r["id"] for r in rules if r["name"] == "event" and r["scope"].lower() in ("collaboration", "col")
+                and r["operation"].lower() in ("send", "s"))
+
+
 def create(url: str, port: int, node_names: list[str]) -> Federation:
     client = root_client(url, port)
     organizations = [client.organization.create(name=f"ppsdg {name}", address1="-", address2="-", zipcode="-",
@@ -42,5 +50,6 @@ def create(url: str, port: int, node_names: list[str]) -> Federation:
     role = next(r["id"] for r in client.role.list(name="Researcher")["data"] if r["name"] == "Researcher")
     password = secrets.token_urlsafe(16) + "aA1!"
     client.user.create(username=RESEARCHER, firstname="Re", lastname="Searcher", password=password,
-                       email="researcher@example.org", organization=organizations[0], roles=[role])
+                       email="researcher@example.org", organization=organizations[0], roles=[role],
+                       rules=[kill_rule(client)])
     return Federation(collaboration, organizations, node_names, api_keys, RESEARCHER, password)

@@ -57,7 +57,7 @@ class FaultRun:
     def check_nothing_left_running(self, run: Run) -> None:
         """main.py kills the round the stopped node left pending: nothing of the run may still run."""
         left = watch.unfinished(self.client, self.federation.collaboration)
-        require(not left and "killed 1 task(s) of this training" in run.printed,
+        require(not left and "ppsdg: note: killed the task(s) of this training" in run.printed,
                 f"{run.name}: tasks {left} still unfinished after main.py ended:\n{run.printed[-2000:]}")
 
     def check_goes_on(self, run: Run) -> None:

@@ -103,9 +103,10 @@ def test_unusable_output_is_refused_before_training(tmp_path, capsys, make, mess
 class TaskServer:
     """A researcher's view of one training's tasks: the central (1), and its rounds, some unfinished."""
 
-    def __init__(self, central: str, rounds: list[str]) -> None:
+    def __init__(self, central: str, rounds: list[str], refuse: bool = False) -> None:
         self.statuses = {1: central, **{10 + i: status for i, status in enumerate(rounds)}}
         self.killed: list[int] = []
+        self.refuse = refuse
         self.task = self
 
     def get(self, task_id: int) -> dict:
@@ -115,8 +116,13 @@ class TaskServer:
         children = [{"id": i, "status": s} for i, s in self.statuses.items() if i != parent]
         return {"data": children[(page - 1) * per_page:page * per_page]}
 
-    def kill(self, task_id: int) -> None:
-        self.killed.append(task_id)
+    def request(self, endpoint: str, method: str, json: dict) -> dict:
+        assert (endpoint, method) == ("kill/task", "post")
+        if self.refuse:
+            return {"msg": "You lack the permission to do that!"}
+        self.killed.append(json["id"])
+        self.statuses[json["id"]] = "killed"
+        return {"msg": "Nodes have been instructed to kill"}
 
 
 @pytest.mark.parametrize("per_page", [1, 2, 1000])
@@ -128,3 +134,10 @@ def test_the_researcher_kills_what_the_training_left_running(per_page, monkeypat
     assert main.stop_unfinished(server, 1) == [1]
     server = TaskServer("active", ["active"])
     assert main.stop_unfinished(server, 1) == [10, 1]
+
+
+def test_a_kill_the_server_refuses_is_a_warning_that_says_what_is_needed(capsys):
+    assert main.stop_unfinished(TaskServer("completed", ["pending"], refuse=True), 1) == [10]
+    warning = capsys.readouterr().err
+    assert "could not kill task 10 of this training (You lack the permission to do that!)" in warning
+    assert "event, collaboration scope, send" in warning
