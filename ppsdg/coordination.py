@@ -121,8 +121,7 @@ class Reply:
         if count < 1 or count != int(count) or count > MAX_SAMPLES:
             raise FederationError(f"update rejected: num_samples {count:g} is not a whole number in 1..{MAX_SAMPLES}")
         update = {name: t for name, t in message.items() if name not in scalars}
-        figures = {name[len(FIGURE):]: value for name, value in scalars.items() if name.startswith(FIGURE)}
-        return cls(update, int(count), scalars[TRAIN_LOSS], figures)
+        return cls(update, int(count), scalars[TRAIN_LOSS], reply_figures(message))
 
 
 def reply_template(model: nn.Module, options: argparse.Namespace, dp: LocalDP | None) -> Tensors:
@@ -233,7 +232,8 @@ def checked_entry(dp: LocalDP, figures: Mapping[str, float]) -> HistoryEntry:
 
 
 def reply_figures(message: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """The named figures of a reply that may be rejected otherwise (its update, say, is not finite)."""
+    """A reply's named figures (the DP accountant entry, the GAN's losses); also of a reply rejected
+    for its update, whose release must still be charged."""
     return {name[len(FIGURE):]: float(t) for name, t in message.items() if name.startswith(FIGURE) and t.numel() == 1}
 
 
