@@ -20,7 +20,7 @@ def start_rank_server() -> None:
 def gloo_launch_ahead(argv: list[str]) -> bool:
     """Whether this command will launch gloo ranks, judged before its options are parsed: then
     the forkserver starts at once and imports while this process does, not after it."""
-    return (not launched_by_torchrun() and argv[:1] != ["evaluate"] and backend_asked(argv) == "gloo"
+    return (not launched_by_torchrun() and argv[:1] not in (["evaluate"], ["schema"]) and backend_asked(argv) == "gloo"
             and not {"-h", "--help"} & set(argv))
 
 
@@ -58,7 +58,7 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, data, evaluate, output, parser, runtime  # noqa: E402
+from ppsdg import checkpoint, data, evaluate, output, parser, runtime, tables  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 
 TASKS_PER_PAGE = 1000
@@ -253,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["evaluate"]:
         return evaluate.main(argv[1:])
+    if argv[:1] == ["schema"]:
+        return tables.main(argv[1:])
     try:
         options = parser.parse(argv)
+        data.prepare_table(options)
         if options.local_dp and not options.secure_noise and options.server_url is None:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise (a real vantage6 node draws it "

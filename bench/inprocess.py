@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from backends import Communicator, Tensors, group_of
-from ppsdg import checkpoint, coordination, local, parser
+from ppsdg import checkpoint, coordination, data, local, parser
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.output import RunOutput, finish_run
 from ppsdg.runtime import device_for, set_up
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--transport-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     known, rest = cli.parse_known_args(argv)
     options = parser.parse(rest)
+    data.prepare_table(options)
     dtype = None if known.transport_dtype == "float32" else getattr(torch, known.transport_dtype)
     output = RunOutput(options.output, options)
     point = run(options, lambda record, point: output.add_round(record, checkpoint.encode(point, options)), dtype)

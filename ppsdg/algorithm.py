@@ -9,7 +9,7 @@ from vantage6.algorithm.tools.util import get_env_var
 
 from backends import codec
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, data, local, parser, runtime
+from ppsdg import checkpoint, coordination, local, parser, runtime
 from ppsdg.policy import FOLDER, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
@@ -82,7 +82,7 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: 
         ledger = policy.admit(options, len(frame), environment, organization)
         options.secure_noise = policy.secure(options, on_node)
         device = runtime.set_up(options)
-        examples = local.Examples.from_images(data.from_frame(frame), device)
+        examples = local.Examples.from_frame(frame, options, device)
         coordination.worker_round(comm, new_model(options, device), examples, options)
         if ledger is not None:
             ledger.record(released_figures(comm))

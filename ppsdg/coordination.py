@@ -293,6 +293,8 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
               local.round_lr(options, round_),
               summed=synthesizers.releases_statistics(options))
+    if options.gan:
+        synthesizers.for_options(options).after_round(model, round_)
     figures = synthesizer_figures(options)
     workers = [worker_record(rank, reply, rank in group, dp, ledger, figures) for rank, reply in replies.items()]
     test_loss, accuracy = None, None

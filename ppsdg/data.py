@@ -10,6 +10,7 @@ import argparse
 import csv
 import gzip
 import math
+import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ppsdg import tables
 from ppsdg.errors import DataError
 
 MEAN, STD = 0.1307, 0.3081
@@ -79,6 +81,9 @@ class ImageSet:
     def subset(self, indices: np.ndarray) -> ImageSet:
         """Select samples in the given order, so callers control shuffling."""
         return ImageSet(self.pixels[indices], self.labels[indices])
+
+
+Dataset = ImageSet | pd.DataFrame
 
 
 def load_embedded() -> tuple[ImageSet, ImageSet]:
@@ -422,16 +427,91 @@ def load(source: str) -> tuple[ImageSet, ImageSet]:
     )
 
 
-def worker_sets(options: argparse.Namespace) -> list[ImageSet]:
-    """Each worker's share of `options.data`'s training set, in rank order, as the options ask.
+def worker_sets(options: argparse.Namespace) -> list[Dataset]:
+    """Each worker's share of `options.data`'s training set, in rank order, as the options ask: with
+    one file per worker, exactly that file's training part.
 
     Every place that needs a worker's data (a gloo worker, the mock's node databases, the launcher's
     early check) takes it from here, so they all hold identical bytes.
     """
-    train_set, _ = load(options.data)
-    parts = partition(train_set.labels, options.num_nodes - 1, options.partition, options.seed,
+    trains, _ = training_parts(options)
+    if len(trains) > 1:
+        return trains
+    train_set = trains[0]
+    parts = partition(_labels(train_set, options), options.num_nodes - 1, options.partition, options.seed,
                       options.dirichlet_alpha, options.classes_per_worker)
-    return [train_set.subset(indices) for indices in parts]
+    return [_subset(train_set, indices) for indices in parts]
+
+
+def load_sets(options: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """The whole training set (every worker's part) and the test set, images or a table."""
+    trains, test = training_parts(options)
+    if isinstance(test, ImageSet):
+        return ImageSet(np.concatenate([t.pixels for t in trains]), np.concatenate([t.labels for t in trains])), test
+    return pd.concat(trains, ignore_index=True), test
+
+
+def training_parts(options: argparse.Namespace) -> tuple[list[Dataset], Dataset]:
+    """The training part of each file --data names, and the test part: --test-data, or a seeded
+    HOLDOUT_FRACTION of each file (stratified by label or target)."""
+    files = [part.strip() for part in options.data.split(",")]
+    if not tables.is_table_path(options.data):
+        if len(files) == 1:
+            train_set, test_set = load(files[0])
+            return [train_set], test_set
+        splits = [split_holdout(load_csv(path), HOLDOUT_FRACTION, HOLDOUT_SEED) for path in files]
+        return [train for train, _ in splits], ImageSet(np.concatenate([t.pixels for _, t in splits]),
+                                                        np.concatenate([t.labels for _, t in splits]))
+    frames = [tables.read_table(path) for path in files]
+    if options.test_data is not None:
+        return frames, tables.read_table(options.test_data)
+    splits = [_table_holdout(frame, options.target) for frame in frames]
+    return [train for train, _ in splits], pd.concat([test for _, test in splits], ignore_index=True)
+
+
+def _table_holdout(frame: pd.DataFrame, target: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = _target_codes(frame, target)
+    rng = np.random.default_rng(HOLDOUT_SEED)
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:round(np.sum(labels == label)
+                                                                                  * HOLDOUT_FRACTION)]
+                           for label in np.unique(labels)])
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[test] = True
+    if mask.all() or not mask.any():
+        raise DataError(f"holding out {HOLDOUT_FRACTION} of {len(frame)} rows leaves an empty train or test part")
+    return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+
+
+def _target_codes(frame: pd.DataFrame, target: str | None) -> np.ndarray:
+    """The target column (default: the last) as integer codes, missing as a code of its own."""
+    column = frame[target] if target is not None and target in frame.columns else frame.iloc[:, -1]
+    return pd.factorize(column.astype(str).where(column.notna(), ""), sort=True)[0]
+
+
+def _labels(dataset: Dataset, options: argparse.Namespace) -> np.ndarray:
+    return dataset.labels if isinstance(dataset, ImageSet) else _target_codes(dataset, options.target)
+
+
+def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
+    return dataset.subset(indices) if isinstance(dataset, ImageSet) else dataset.iloc[indices].reset_index(drop=True)
+
+
+def prepare_table(options: argparse.Namespace) -> None:
+    """For a table: the schema (drafted from the training part, with a warning, when none is given)
+    and the target (--target, else the schema's, else the last column), fixed once in the options."""
+    if not options.gan or options.synthesizer != "marginals":
+        return
+    if options.schema is None:
+        train_set, _ = load_sets(options)
+        print("ppsdg: warning: no --schema: the domain (categories, numeric bounds) is read off the training "
+              "data itself, which the DP guarantee does not cover. Draft one with `ppsdg schema DATA`, review "
+              "it and pass it with --schema.", file=sys.stderr)
+        options.schema = tables.draft(train_set, options.target).text()
+    schema = tables.Schema.from_text(options.schema)
+    target = options.target or schema.target or schema.names[-1]
+    if target not in schema.names:
+        raise DataError(f"--target {target!r} is not a column of the schema")
+    options.target = target
 
 
 def to_tensors(images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import data, local
+from ppsdg import data, local, table_evaluation, tables
 from ppsdg.errors import DataError, OptionsError, PpsdgError
 from ppsdg.parser import OptionParser
 from ppsdg.runtime import derive_seed
@@ -216,10 +216,13 @@ def class_figures(label: int, tstr_model: Net, test: data.ImageSet, synthetic: d
 def build_parser() -> argparse.ArgumentParser:
     """The command's options; its errors are OptionsError, reported like every bad input."""
     parser = OptionParser(prog="ppsdg evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("synthetic", help="synthetic images as a node CSV (label, pixel0..pixel783)")
+    parser.add_argument("synthetic", help="synthetic images as a node CSV (label, pixel0..pixel783), or a table")
     parser.add_argument("--data", required=True,
                         help="the real data as a run reads it: its training part must not be copied, "
                              "its test part is the real test set")
+    parser.add_argument("--test-data", help="a table's real test part (default: a seeded 20%% holdout of --data)")
+    parser.add_argument("--schema", help="a table's public schema (JSON; default: drafted from --data)")
+    parser.add_argument("--target", help="the column TSTR predicts (default: the schema's target, else the last)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the protocol's classifiers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     return parser
@@ -232,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         if options.threads < 1:
             raise OptionsError(f"--threads must be at least 1, found {options.threads}")
         torch.set_num_threads(options.threads)
+        if tables.is_table_path(options.data):
+            print(json.dumps(table_evaluation.evaluate_files(options.synthetic, options.data, options.test_data,
+                                                             options.schema, options.target)))
+            return 0
         synthetic = data.load_csv(options.synthetic)
         train, test = data.load(options.data)
         figures = evaluate(synthetic, train, test, options.seed)

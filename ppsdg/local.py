@@ -6,7 +6,9 @@ reproduces exactly what a long-lived gloo worker does.
 """
 import argparse
 import copy
+import sys
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Tensors
-from ppsdg import data, synthesizers
+from ppsdg import data, synthesizers, tables
 from ppsdg.privacy import LocalDP
 from ppsdg.runtime import derive_seed
 
@@ -26,7 +28,9 @@ Update = tuple[Tensors, int, float, dict[str, float]]
 
 @dataclass(frozen=True)
 class Examples:
-    """A worker's training data or the server's test data, as tensors ready for the model."""
+    """A worker's training data or the server's test data, as tensors ready for the model: images
+    and their labels, or a table's rows as integer codes under its schema (rows x columns) and the
+    target column's codes."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -36,16 +40,39 @@ class Examples:
         inputs, labels = data.to_tensors(images)
         return cls(inputs.to(device), labels.to(device))
 
+    @classmethod
+    def from_set(cls, dataset: data.Dataset, options: argparse.Namespace, device: torch.device) -> "Examples":
+        """Images as they are; a table encoded with the run's schema. How many cells the schema mapped
+        (to its other or missing bucket, or into its bounds) is said on this process's stderr."""
+        if isinstance(dataset, data.ImageSet):
+            return cls.from_images(dataset, device)
+        schema = tables.Schema.from_text(options.schema)
+        codes, mapped = tables.encode(dataset, schema)
+        if mapped:
+            print(f"ppsdg: note: cells the schema mapped: {mapped}", file=sys.stderr)
+        codes_tensor = torch.from_numpy(codes).to(device)
+        return cls(codes_tensor, codes_tensor[:, schema.names.index(options.target)])
+
+    @classmethod
+    def from_frame(cls, frame: Any, options: argparse.Namespace, device: torch.device) -> "Examples":
+        """A node's database: a table under the task's schema, or images in the node layout."""
+        if options.synthesizer == "marginals":
+            return cls.from_set(frame, options, device)
+        return cls.from_images(data.from_frame(frame), device)
+
     def __len__(self) -> int:
         return len(self.labels)
 
 
 def worker_examples(options: argparse.Namespace, rank: int, device: torch.device) -> Examples:
     """Worker `rank`'s partition of the training set, the same one a vantage6 node would hold."""
-    return Examples.from_images(data.worker_sets(options)[rank - 1], device)
+    return Examples.from_set(data.worker_sets(options)[rank - 1], options, device)
 
 
 def test_examples(options: argparse.Namespace, device: torch.device) -> Examples:
+    """The server's test set for the classifier; a synthesizer's rounds test nothing (empty)."""
+    if options.gan:
+        return Examples(torch.empty(0, device=device), torch.empty(0, dtype=torch.int64, device=device))
     _, test_set = data.load(options.data)
     return Examples.from_images(test_set, device)
 

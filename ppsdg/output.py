@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic
+from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic, table_evaluation, tables
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import OptionsError
 from ppsdg.files import write_atomically
@@ -30,7 +30,9 @@ SAMPLES = "samples.png"
 ROUND_SAMPLES = "samples_round*.png"
 PRIVACY_KEYS = ("epsilon", "delta", "accountant")
 MARKER = ".ppsdg-run"
-STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, SAMPLES)
+STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, SAMPLES, table_evaluation.COLUMNS_PLOT,
+         table_evaluation.DEPENDENCE_PLOT)
+TABLE_HEADLINE = ("tstr_auc", "tstr_accuracy", "tvd_2way", "memorized_share")
 
 
 class RunOutput:
@@ -52,13 +54,14 @@ class RunOutput:
 
     def add_round(self, record: Mapping[str, Any], checkpoint_blob: bytes | None = None) -> None:
         """Append a round's line; the checkpoint goes first, so it is never behind the metrics."""
-        self._open()
+        self.open()
         if checkpoint_blob is not None:
             checkpoint.save(checkpoint_blob, self.directory)
         with open(self.directory / METRICS, "a", encoding="utf-8") as metrics:
             metrics.write(json.dumps(record) + "\n")
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """Make the directory a run's (once): until then a refused run has written nothing."""
         if self._opened:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -81,10 +84,11 @@ class RunOutput:
     def finish(self, state: Mapping[str, torch.Tensor], records: Sequence[Mapping[str, Any]],
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the summary, the plot and (if asked) the model; return the summary."""
-        self._open()
+        self.open()
         summary = summarize(self.options, records, time.perf_counter() - self.started, extra or {})
         write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
-        plot(records, self.directory / PLOT)
+        if self.options.synthesizer != "marginals":
+            plot(records, self.directory / PLOT)
         if self.options.save_model:
             save_model(state, self.directory / MODEL)
         return summary
@@ -137,7 +141,9 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
     Both backends end here, so a run's files do not depend on the transport.
     """
     extra = dict(extra or {})
-    if options.gan:
+    if options.gan and options.synthesizer == "marginals":
+        extra.update(finish_table(output, options, point))
+    elif options.gan:
         synthesizer = synthesizers.for_options(options)
         model = new_model(options)
         model.load_state_dict(point.model)
@@ -156,10 +162,33 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
     return summary
 
 
+def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoint) -> dict[str, Any]:
+    """A table run's synthetic records (as many as the training part), measured against the real
+    parts, written with the pictures and the state they were drawn from; returns the summary's figures."""
+    synthesizer = synthesizers.for_options(options)
+    model = new_model(options)
+    model.load_state_dict(point.model)
+    state = synthesizer.generator_state(model)
+    train_set, test_set = data.load_sets(options)
+    synthetic_table = synthesizer.sample(state, options.synthetic_samples or len(train_set), options.seed)
+    schema = tables.Schema.from_text(options.schema)
+    figures = table_evaluation.evaluate(synthetic_table, train_set, test_set, schema, options.target)
+    output.open()
+    synthetic_table.to_csv(output.directory / SYNTHETIC, index=False)
+    table_evaluation.plot(synthetic_table, train_set, schema, output.directory)
+    save_model(state, output.directory / GENERATOR)
+    return {**{key: figures[key] for key in TABLE_HEADLINE}, "evaluation": figures}
+
+
 def synthetic_report(summary: Mapping[str, Any]) -> str:
     """The end of a --gan run in one line: the synthetic data's use, realism, copies and privacy."""
     privacy = (f"epsilon {summary['epsilon']:.2f} (delta {summary['delta']:g})" if "epsilon" in summary
                else "no differential privacy")
+    if "tstr_auc" in summary:
+        return (f"synthetic table: TSTR ROC AUC {summary['tstr_auc']:.4f} (real data: "
+                f"{summary['evaluation']['trtr_auc']:.4f}), mean TVD 2-way {summary['tvd_2way']:.4f}, 3-way "
+                f"{summary['evaluation'].get('tvd_3way', float('nan')):.4f}, memorized "
+                f"{summary['memorized_share']:.1%}, {privacy}")
     return (f"synthetic data: TSTR accuracy {summary['tstr_accuracy']:.4f} (real data: "
             f"{summary['evaluation']['trtr_accuracy']:.4f}), Frechet distance {summary['frechet_distance']:.2f}, "
             f"memorized {summary['memorized_share']:.1%}, {privacy}")

@@ -8,13 +8,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ppsdg import data, synthesizers
+from ppsdg import data, synthesizers, tables
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
 
 BACKENDS = ("gloo", "vantage6")
 ACCOUNTANTS = ("prv", "rdp")
 SECURE_NOISE_ENV = "PPSDG_SECURE_NOISE"
+DEFAULT_NODES = 3
+DEFAULT_ROUNDS = 10
+TABLE_ROUNDS = 3
 
 
 class OptionParser(argparse.ArgumentParser):
@@ -36,7 +39,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = OptionParser(prog="main.py", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
     add = parser.add_argument
-    add("-nn", "--num-nodes", type=int, default=3, help="number of nodes, the server included")
+    add("-nn", "--num-nodes", type=int, default=None,
+        help=f"number of nodes, the server included (default: {DEFAULT_NODES}, or one worker per file of --data)")
     add("-uc", "--use-cuda", action="store_true", help="train on CUDA when present")
     add("-bs", "--batch-size", type=int, default=64, help="training batch size")
     add("-tbs", "--test-batch-size", type=int, default=1000, help="testing batch size")
@@ -44,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("-g", "--gamma", type=float, default=0.9, help="learning-rate decay per round (StepLR)")
     add("-li", "--log-interval", type=int, default=10, help="batches between progress updates")
     add("-e", "--epochs", type=int, default=1, help="local epochs per round (FedAvg)")
-    add("-nr", "--num-rounds", type=int, default=10, help="number of training rounds")
+    add("-nr", "--num-rounds", type=int, default=None,
+        help=f"number of training rounds (default: {DEFAULT_ROUNDS} for images, {TABLE_ROUNDS} for a table)")
     add("-s", "--seed", type=int, default=1, help="seed of every random draw")
     add("-gs", "--group-size", type=int, default=None,
         help="workers averaged each round, drawn at random (default: all workers)")
@@ -73,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "reproducible. A real vantage6 node does this unless its owner allows the seed "
                          f"(PPSDG_ALLOW_SEEDED_NOISE=1); {SECURE_NOISE_ENV}=1 forces it anywhere")
     gan = parser.add_argument_group("synthetic data (with --gan)")
-    gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default="moments",
-                     help="the synthesis method: 'moments' (class-conditional Gaussians in a public "
-                          "subspace, each worker's noisy statistics released once a round) or 'wgan' "
-                          "(a federated WGAN-GP)")
+    gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default=None,
+                     help="the synthesis method: for images 'moments' (the default: class-conditional "
+                          "Gaussians in a public subspace, each worker's noisy statistics released once a "
+                          "round) or 'wgan' (a federated WGAN-GP); for a table 'marginals' (its only one: "
+                          "noisy contingency tables fitted with a graphical model)")
     gan.add_argument("--moments-basis", choices=("auto", "digits", "dct"), default="auto",
                      help="moments: the public subspace: the principal directions of the embedded "
                           "digits, or low-frequency DCT images; auto: DCT when --data is the embedded "
@@ -99,7 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--momentum", type=float, default=0.5, help="SGD momentum, reset every round")
     add("--backend", choices=BACKENDS, default="gloo", help="transport of the rounds")
     add("--data", default="embedded",
-        help="'embedded' (scikit-learn digits at 28x28), a directory of MNIST IDX files, or a CSV file")
+        help="'embedded' (scikit-learn digits at 28x28), a directory of MNIST IDX files, a CSV file of "
+             "images, or a table (CSV, gzipped CSV or Parquet); several files, comma-separated: one per "
+             "worker")
+    table = parser.add_argument_group("tables (--data names a table)")
+    table.add_argument("--schema", help="the public schema of the table (a JSON file; `ppsdg schema DATA` "
+                                        "drafts one); without it, it is read off the training data")
+    table.add_argument("--test-data", help="the real test part (default: a seeded 20%% holdout of --data)")
+    table.add_argument("--target", help="the column that TSTR predicts (default: the schema's target, "
+                                        "else the last column)")
     add("--partition", choices=PARTITION_SCHEMES, default="iid", help="how data is split over workers")
     add("--dirichlet-alpha", type=float, default=0.5, help="concentration of --partition dirichlet")
     add("--classes-per-worker", type=int, default=2, help="classes each worker holds, --partition classes")
@@ -146,8 +160,11 @@ def _id_list(text: str) -> list[int]:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse command-line arguments and check that they fit together."""
+    """Parse command-line arguments and check that they fit together; a --schema file is read here,
+    so that its text travels with the options to every rank and node."""
     options = build_parser().parse_args(argv)
+    if options.schema is not None and not options.schema.lstrip().startswith("{"):
+        options.schema = tables.Schema.read(options.schema).text()
     validate(options)
     return options
 
@@ -215,8 +232,41 @@ MAX_LEARNING_RATE = 1e6
 MIN_NOISE_MULTIPLIER = 0.3
 
 
+def resolve_data_kind(options: argparse.Namespace) -> None:
+    """Fill the defaults that follow from the data: a table implies --gan with the marginals
+    synthesizer and its own number of rounds; one file per worker fixes the number of workers."""
+    table = tables.is_table_path(options.data) or options.schema is not None
+    if options.num_rounds is None:
+        options.num_rounds = TABLE_ROUNDS if table else DEFAULT_ROUNDS
+    files = len(data_files(options.data))
+    if options.num_nodes is None:
+        options.num_nodes = files + 1 if files > 1 else DEFAULT_NODES
+    _require(files < 2 or options.num_nodes == files + 1,
+             f"--data names {files} files, one per worker, so --num-nodes must be {files + 1} (the server "
+             f"included), not {options.num_nodes}")
+    if table:
+        _require(options.synthesizer in (None, "marginals"),
+                 f"--synthesizer {options.synthesizer} makes images; a table takes 'marginals'")
+        options.synthesizer, options.gan = "marginals", True
+        _require(options.num_rounds >= 2, "a table needs --num-rounds 2 or more: round 1 surveys the marginals, "
+                                          "the later ones measure those it selects")
+        _require(options.group_size is None, "--group-size does not fit a table: every node releases its counts "
+                                             "in every round, so that their sum is a marginal of the pooled data")
+        return
+    _require(options.synthesizer != "marginals", "--synthesizer marginals needs a table as --data")
+    options.synthesizer = options.synthesizer or "moments"
+    for name in ("schema", "test_data", "target"):
+        _require(getattr(options, name) is None, f"--{name.replace('_', '-')} is for a table as --data")
+
+
+def data_files(source: str) -> list[str]:
+    """The files --data names: one, or one per worker (comma-separated)."""
+    return [part.strip() for part in source.split(",")] if "," in source else [source]
+
+
 def validate(options: argparse.Namespace) -> None:
     """Reject options that are out of range or contradict each other, naming them."""
+    resolve_data_kind(options)
     for action in build_parser()._actions:
         value = getattr(options, action.dest, None)
         if action.type is float and value is not None:

@@ -9,6 +9,7 @@ import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
+import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -39,16 +40,21 @@ class Synthesizer(ABC):
                      lr: float, progress: tqdm | None) -> Update:
         """A worker's part of a round: its update, sample count, loss and named figures."""
 
+    def after_round(self, model: nn.Module, round_: int) -> None:
+        """The server's post-processing of the global state once a round is folded in (a plan for the
+        next rounds, say): it sees only what the nodes released, so it costs no privacy."""
+
     @abstractmethod
     def generator_state(self, model: nn.Module) -> Tensors:
         """What it takes to draw synthetic data: kept for snapshots and written as generator.pt."""
 
     @abstractmethod
-    def sample(self, state: Tensors, count: int, seed: int) -> data.ImageSet:
-        """`count` synthetic images with balanced labels (0, 1, ..., 9, 0, ...), the same from a seed."""
+    def sample(self, state: Tensors, count: int, seed: int) -> "data.ImageSet | pd.DataFrame":
+        """`count` synthetic records, the same from a seed: images with balanced labels (0, 1, ..., 9,
+        0, ...), or a table's rows in its own columns."""
 
 
-NAMES = ("moments", "wgan")
+NAMES = ("moments", "wgan", "marginals")
 
 
 def releases_statistics(options: argparse.Namespace) -> bool:
@@ -59,6 +65,10 @@ def releases_statistics(options: argparse.Namespace) -> bool:
 
 def for_options(options: argparse.Namespace) -> Synthesizer:
     """The synthesizer --synthesizer names, set up for these options."""
+    if options.synthesizer == "marginals":
+        from ppsdg.synthesizers.marginals import MarginalsSynthesizer
+
+        return MarginalsSynthesizer(options)
     if options.synthesizer == "moments":
         from ppsdg.synthesizers.moments import MomentsSynthesizer
 

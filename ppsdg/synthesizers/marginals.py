@@ -1,0 +1,298 @@
+"""DP marginals: a table's synthetic records from noisy contingency tables that the nodes release,
+summed by the server and fitted with a graphical model (Private-PGM, the `mbi` package).
+
+A marginal of a few columns is a sum over records, so the sum of the nodes' noisy marginals is a
+noisy marginal of the pooled data. Each round a node releases, for the cliques the round's plan
+weights, w_k * (its counts of clique k) + N(0, m^2): one record changes one cell of each clique by
+one, so with sum w_k^2 = 1 the release is one Gaussian mechanism of L2 sensitivity 1 and noise
+multiplier m, which the ledger composes like a moments release (one full-batch step a round).
+
+Round 1 surveys every 1-way and 2-way marginal (the 1-way ones weighted up: the model is built on
+them). The server then selects, from those noisy tables alone (post-processing: no node's raw
+score, no extra privacy cost), the 2-way cliques worth measuring: a maximum spanning tree of the
+noise-corrected dependence of each pair, then the strongest further pairs while the graphical
+model stays small. Later rounds measure only those, with the rest of the budget. Everything after
+the releases (selection, estimation, sampling, decoding) is post-processing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import math
+from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from backends import Tensors
+from ppsdg import tables
+from ppsdg.privacy import LocalDP
+from ppsdg.synthesizers import Batch, Synthesizer, Update
+from ppsdg.tables import Schema
+
+STATISTICS = ("survey", "measured", "plan", "survey_noise", "measure_noise")
+ONE_WAY_SHARE = 0.5
+MAX_MODEL_MB = 8.0
+ESTIMATION_ITERS = 1000
+EXACT_STDDEV = 1.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each clique's cells lie in the flat vectors that travel: the cliques a round may
+    measure (every 1-way marginal, every pair, every pair of other columns with the target, columns
+    in schema order within a clique) and the offset of each one's cells (one more: the end)."""
+
+    schema: Schema
+    target: int
+    found: tuple[tuple[int, ...], ...]
+    starts: np.ndarray
+
+    @classmethod
+    def of(cls, schema: Schema, target: str) -> "Layout":
+        column = schema.names.index(target)
+        count = len(schema.columns)
+        pairs = list(itertools.combinations(range(count), 2))
+        triples = [tuple(sorted((a, b, column))) for a, b in pairs if column not in (a, b)]
+        found = tuple([(c,) for c in range(count)] + pairs + triples)
+        sizes = [int(np.prod([schema.shape[c] for c in clique])) for clique in found]
+        return cls(schema, column, found, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+
+    @property
+    def cells(self) -> int:
+        return int(self.starts[-1])
+
+    def part(self, vector: np.ndarray, index: int) -> np.ndarray:
+        return vector[self.starts[index]:self.starts[index + 1]]
+
+    def names(self, index: int) -> tuple[str, ...]:
+        return tuple(self.schema.names[c] for c in self.found[index])
+
+    def survey_weights(self) -> np.ndarray:
+        """Round 1's weights: ONE_WAY_SHARE of the squared weight over the 1-way marginals, the rest
+        over the pairs, none on the triples; their squares sum to 1 (the release's L2 sensitivity)."""
+        columns = len(self.schema.columns)
+        pairs = sum(len(clique) == 2 for clique in self.found)
+        one_way = ONE_WAY_SHARE if pairs else 1.0
+        squares = [one_way / columns if len(c) == 1 else (1 - one_way) / pairs if len(c) == 2 else 0.0
+                   for c in self.found]
+        return np.sqrt(np.asarray(squares))
+
+
+class Marginals(nn.Module):
+    """What the server accumulates: the survey's summed noisy cells, the summed noisy cells of the
+    planned cliques, the plan (weights per clique; zero until the survey is in) and the summed
+    variance of the unit noise each part carries (public: it follows from the noise multipliers)."""
+
+    def __init__(self, cells: int, num_cliques: int) -> None:
+        super().__init__()
+        self.register_buffer("survey", torch.zeros(cells, dtype=torch.float64))
+        self.register_buffer("measured", torch.zeros(cells, dtype=torch.float64))
+        self.register_buffer("plan", torch.zeros(num_cliques, dtype=torch.float64))
+        self.register_buffer("survey_noise", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("measure_noise", torch.zeros((), dtype=torch.float64))
+
+
+def release(codes: np.ndarray, layout: Layout, weights: np.ndarray, noise_std: float,
+            dp: LocalDP | None) -> np.ndarray:
+    """The counts of every weighted clique plus Gaussian noise of std noise_std / w_k, zeros elsewhere."""
+    vector = np.zeros(layout.cells, dtype=np.float64)
+    for index in np.flatnonzero(weights):
+        counts = torch.from_numpy(tables.marginal(codes, layout.schema.shape, layout.found[index]))
+        if dp is not None and noise_std > 0:
+            counts = counts + dp.gaussian(counts.shape, noise_std / float(weights[index]), counts)
+        vector[layout.starts[index]:layout.starts[index + 1]] = counts.numpy()
+    return vector
+
+
+def dependence(state: Tensors, layout: Layout) -> dict[tuple[int, int], float]:
+    """Each pair's distance from independence in the survey, in counts: the L1 distance of its noisy
+    table from the product of the noisy 1-way shares, less what the noise alone would add."""
+    weights = layout.survey_weights()
+    unit = math.sqrt(float(state["survey_noise"]))
+    survey = state["survey"].numpy()
+    columns = len(layout.schema.columns)
+    singles = [np.clip(layout.part(survey, c), 0, None) for c in range(columns)]
+    total = max(float(np.mean([s.sum() for s in singles])), 1.0)
+    shares = [s / s.sum() if s.sum() > 0 else np.full(len(s), 1 / len(s)) for s in singles]
+    scores = {}
+    for index, clique in enumerate(layout.found):
+        if len(clique) != 2:
+            continue
+        a, b = clique
+        table = layout.part(survey, index)
+        expected = total * np.outer(shares[a], shares[b]).ravel()
+        scores[clique] = float(np.abs(table - expected).sum()) - unit / weights[index] * math.sqrt(2 / math.pi) * len(table)
+    return scores
+
+
+def select(state: Tensors, layout: Layout, measuring_rounds: int) -> np.ndarray:
+    """The plan of the measuring rounds, from the survey alone (post-processing): a tree-augmented
+    naive Bayes, then more. A maximum spanning tree of the other columns' dependence, each of its
+    edges measured together with the target; then further pairs, strongest first, each with the
+    target, while a pair's dependence exceeds the noise its measurement would carry and the model
+    stays within MAX_MODEL_MB. All weighted alike (squares summing to 1)."""
+    scores = dependence(state, layout)
+    target = layout.target
+    features = [c for c in range(len(layout.schema.columns)) if c != target]
+    index = {clique: i for i, clique in enumerate(layout.found)}
+
+    def with_target(pair: tuple[int, ...]) -> int:
+        return index[tuple(sorted({*pair, target}))]
+
+    tree = spanning_tree({pair: score for pair, score in scores.items() if target not in pair}, features)
+    chosen = [with_target(pair) for pair in tree] or [with_target((features[0],))]
+    unit = math.sqrt(float(state["survey_noise"]) / max(measuring_rounds, 1))
+    for pair in sorted(scores, key=scores.get, reverse=True):
+        if target in pair or pair in tree:
+            continue
+        candidate = with_target(pair)
+        cells = layout.starts[candidate + 1] - layout.starts[candidate]
+        noise = cells * unit * math.sqrt(len(chosen) + 1) * math.sqrt(2 / math.pi)
+        if scores[pair] <= noise:
+            break
+        if model_mb(layout, [layout.found[i] for i in chosen + [candidate]]) <= MAX_MODEL_MB:
+            chosen.append(candidate)
+    plan = np.zeros(len(layout.found))
+    plan[chosen] = 1 / math.sqrt(len(chosen))
+    return plan
+
+
+def spanning_tree(scores: dict[tuple[int, int], float], nodes: Sequence[int]) -> list[tuple[int, int]]:
+    """Kruskal's maximum spanning tree over `nodes`, pairs weighted by their score."""
+    parent = {node: node for node in nodes}
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    tree = []
+    for pair in sorted(scores, key=lambda p: (-scores[p], p)):
+        a, b = (root(c) for c in pair)
+        if a != b:
+            parent[a] = b
+            tree.append(pair)
+    return tree
+
+
+def mbi():
+    """The mbi package, with JAX as mbi advises: float64 (counts in the tens of thousands), and no
+    persistent compilation cache (mbi compiles many small programs)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_compilation_cache", False)
+    import mbi as package
+
+    return package
+
+
+def model_mb(layout: Layout, selected: Sequence[tuple[int, ...]]) -> float:
+    names = [tuple(layout.schema.names[c] for c in clique) for clique in selected]
+    domain = mbi().Domain(layout.schema.names, layout.schema.shape)
+    return mbi().junction_tree.hypothetical_model_size(domain, names + [(n,) for n in layout.schema.names])
+
+
+def measurements(state: Tensors, layout: Layout) -> list:
+    """mbi's measurements: the survey's 1-way marginals, and for each planned clique its survey (if
+    it had one) and its measured cells, each with the standard deviation of its summed noise."""
+    survey_weights = layout.survey_weights()
+    plan = state["plan"].numpy()
+    survey, measured = state["survey"].numpy(), state["measured"].numpy()
+    result = []
+
+    def add(vector: np.ndarray, index: int, unit_variance: float, weight: float) -> None:
+        stddev = math.sqrt(unit_variance) / weight if unit_variance > 0 else EXACT_STDDEV
+        result.append(mbi().LinearMeasurement(layout.part(vector, index), layout.names(index), stddev=stddev))
+
+    for index, clique in enumerate(layout.found):
+        if survey_weights[index] > 0 and (len(clique) == 1 or plan[index] > 0):
+            add(survey, index, float(state["survey_noise"]), survey_weights[index])
+        if plan[index] > 0:
+            add(measured, index, float(state["measure_noise"]), plan[index])
+    return result
+
+
+_FITTED: dict[str, object] = {}
+
+
+def fitted(state: Tensors, layout: Layout) -> object:
+    """The graphical model that best explains the measurements (mirror descent), kept for the last
+    state: a run draws its synthetic set and its snapshots from the same state."""
+    digest = hashlib.sha256(layout.schema.text().encode() + bytes([layout.target])
+                            + b"".join(state[name].numpy().tobytes() for name in STATISTICS)).hexdigest()
+    if digest not in _FITTED:
+        _FITTED.clear()
+        domain = mbi().Domain(layout.schema.names, layout.schema.shape)
+        _FITTED[digest] = mbi().estimation.MirrorDescent().estimate(domain, measurements(state, layout),
+                                                                    iters=ESTIMATION_ITERS)
+    return _FITTED[digest]
+
+
+def sample_codes(state: Tensors, layout: Layout, count: int, seed: int) -> np.ndarray:
+    """`count` synthetic records as codes, drawn from the fitted model; mbi draws from numpy's global
+    generator, so it is seeded here and restored after."""
+    model = fitted(state, layout)
+    saved = np.random.get_state()
+    np.random.seed(seed % (1 << 32))
+    try:
+        synthetic = model.synthetic_data(rows=count)
+    finally:
+        np.random.set_state(saved)
+    return np.stack([np.asarray(synthetic.data[name]) for name in layout.schema.names], axis=1).astype(np.int64)
+
+
+class MarginalsSynthesizer(Synthesizer):
+    """Noisy marginals per node and round, summed, selected, and fitted with a graphical model."""
+
+    name = "marginals"
+    aggregation = "sum"
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.layout = Layout.of(Schema.from_text(options.schema), options.target)
+        self.rounds = options.num_rounds
+
+    def new_model(self) -> nn.Module:
+        return Marginals(self.layout.cells, len(self.layout.found))
+
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
+                     lr: float, progress: tqdm | None) -> Update:
+        """The survey while the plan is empty, else the planned cliques: this node's noisy counts,
+        divided by the number of measuring rounds, so that their sum over the rounds is one noisy count."""
+        codes = images.cpu().numpy()
+        plan = model.plan.cpu().numpy()
+        surveying = not plan.any()
+        weights = self.layout.survey_weights() if surveying else plan
+        noise_multiplier = dp.release_noise() if dp is not None else 0.0
+        share = 1.0 if surveying else 1.0 / (self.rounds - 1)
+        vector = torch.from_numpy(release(codes, self.layout, weights, noise_multiplier, dp)) * share
+        zeros = torch.zeros_like(vector)
+        variance = torch.tensor((noise_multiplier * share) ** 2, dtype=torch.float64)
+        update = {"survey": vector if surveying else zeros, "measured": zeros if surveying else vector,
+                  "plan": torch.zeros_like(model.plan.cpu()),
+                  "survey_noise": variance if surveying else torch.zeros_like(variance),
+                  "measure_noise": torch.zeros_like(variance) if surveying else variance}
+        figures = dp.release_spent(noise_multiplier) if dp is not None else {}
+        return update, len(codes), 0.0, figures
+
+    def after_round(self, model: nn.Module, round_: int) -> None:
+        """Once the survey is in, the server plans the measuring rounds (post-processing)."""
+        if not model.plan.any() and model.survey.any():
+            state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+            model.plan.copy_(torch.from_numpy(select(state, self.layout, self.rounds - round_)))
+
+    def generator_state(self, model: nn.Module) -> Tensors:
+        return {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+
+    def sample(self, state: Tensors, count: int, seed: int) -> pd.DataFrame:
+        """`count` synthetic records in the table's own columns."""
+        codes = sample_codes(state, self.layout, count, seed)
+        return tables.decode(codes, self.layout.schema, np.random.default_rng(seed))

@@ -1,0 +1,361 @@
+"""Tables of records as node data: the public schema, reading a table, and its integer codes.
+
+DP needs the domain to be public: which columns, which categories, which numeric bins. A schema
+says it once (`--schema schema.json`); every party encodes its rows to integer codes with it, so
+that a contingency table of a few columns is the same array on every node and can be summed.
+`draft` writes a first schema from a data owner's own file for the owner to review: a category
+seen only in private data, or a bound read off it, is itself private until the owner publishes it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ppsdg.errors import DataError
+
+CATEGORICAL, NUMERIC = "categorical", "numeric"
+MISSING_LABEL = "missing"
+DRAFT_BINS = 20
+DRAFT_MAX_CATEGORIES = 100
+INTEGER_VALUES = 32
+POINT_MASS = 0.3
+MAX_COLUMNS = 100
+MAX_CATEGORIES = 1000
+MAX_TABLE_BYTES = 2 << 30
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+class SchemaError(DataError):
+    """A schema that cannot describe a table: named by its column and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the public domain. A categorical column's codes are its categories in order,
+    then `other` (a value the schema does not list, if the schema maps such values there), then
+    missing (if allowed). A numeric column's codes are its bins (`edges`, the last bin closed),
+    then missing; `clip` maps a value outside the bounds to the nearest bin instead of refusing it."""
+
+    name: str
+    kind: str
+    categories: tuple[str, ...] = ()
+    edges: tuple[float, ...] = ()
+    integer: bool = False
+    missing: bool = True
+    other: bool = False
+    clip: bool = True
+
+    @property
+    def size(self) -> int:
+        values = len(self.categories) + self.other if self.kind == CATEGORICAL else len(self.edges) - 1
+        return values + self.missing
+
+    @property
+    def missing_code(self) -> int:
+        return self.size - 1
+
+    @property
+    def other_code(self) -> int:
+        return len(self.categories)
+
+    def to_json(self) -> dict[str, Any]:
+        common = {"name": self.name, "type": self.kind, "missing": self.missing}
+        if self.kind == CATEGORICAL:
+            return {**common, "categories": list(self.categories), "other": self.other}
+        return {**common, "edges": list(self.edges), "integer": self.integer, "clip": self.clip}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The public domain of a table: its columns in order, and the column TSTR predicts."""
+
+    columns: tuple[Column, ...]
+    target: str | None = None
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(column.name for column in self.columns))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(column.size for column in self.columns)
+
+    def column(self, name: str) -> Column:
+        return self.columns[self.names.index(name)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": [column.to_json() for column in self.columns],
+                **({"target": self.target} if self.target else {})}
+
+    def text(self) -> str:
+        """The canonical JSON text: what travels in a task's options and what every party hashes alike."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, value: Any) -> "Schema":
+        """A schema from its JSON object, checked whole: every problem names its column."""
+        if not isinstance(value, Mapping) or not isinstance(value.get("columns"), list):
+            raise SchemaError("a schema is a JSON object with a list 'columns'")
+        unknown = sorted(set(value) - {"columns", "target"})
+        if unknown:
+            raise SchemaError(f"unknown schema key(s): {', '.join(unknown)}")
+        entries = value["columns"]
+        if not 1 <= len(entries) <= MAX_COLUMNS:
+            raise SchemaError(f"a schema has 1 to {MAX_COLUMNS} columns, this one {len(entries)}")
+        columns = tuple(_column(entry, index) for index, entry in enumerate(entries))
+        names = [column.name for column in columns]
+        doubled = sorted({name for name in names if names.count(name) > 1})
+        if doubled:
+            raise SchemaError(f"column(s) named twice: {', '.join(doubled)}")
+        target = value.get("target")
+        if target is not None and target not in names:
+            raise SchemaError(f"target {target!r} is not a column of the schema")
+        return cls(columns, target)
+
+    @classmethod
+    def from_text(cls, text: str) -> "Schema":
+        try:
+            return cls.from_json(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise SchemaError(f"the schema is not JSON: {error}") from error
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Schema":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SchemaError(f"schema {path}: cannot read it: {error}") from error
+        try:
+            return cls.from_text(text)
+        except SchemaError as error:
+            raise SchemaError(f"schema {path}: {error}") from error
+
+
+def _column(entry: Any, index: int) -> Column:
+    """One column entry of a schema, checked."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        raise SchemaError(f"column {index}: needs a non-empty text 'name'")
+    name = entry["name"]
+    kind = entry.get("type")
+    allowed = {"name", "type", "missing"} | ({"categories", "other"} if kind == CATEGORICAL
+                                             else {"edges", "integer", "clip"})
+    unknown = sorted(set(entry) - allowed)
+    if kind not in (CATEGORICAL, NUMERIC) or unknown:
+        problem = f"unknown key(s) {', '.join(unknown)}" if kind in (CATEGORICAL, NUMERIC) else \
+            f"'type' must be {CATEGORICAL!r} or {NUMERIC!r}"
+        raise SchemaError(f"column {name!r}: {problem}")
+    flags = {key: entry.get(key, default) for key, default in
+             (("missing", True), ("other", False), ("integer", False), ("clip", True))}
+    if not all(isinstance(flag, bool) for flag in flags.values()):
+        raise SchemaError(f"column {name!r}: 'missing', 'other', 'integer' and 'clip' are true or false")
+    if kind == CATEGORICAL:
+        categories = entry.get("categories")
+        if (not isinstance(categories, list) or not 1 <= len(categories) <= MAX_CATEGORIES
+                or not all(isinstance(c, str) for c in categories) or len(set(categories)) != len(categories)):
+            raise SchemaError(f"column {name!r}: 'categories' must be 1 to {MAX_CATEGORIES} distinct texts")
+        return Column(name, kind, categories=tuple(categories), missing=flags["missing"], other=flags["other"])
+    edges = entry.get("edges")
+    if (not isinstance(edges, list) or not 2 <= len(edges) <= MAX_CATEGORIES + 1
+            or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in edges)
+            or any(b <= a for a, b in zip(edges, edges[1:]))):
+        raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} finite, increasing numbers")
+    return Column(name, kind, edges=tuple(float(e) for e in edges), integer=flags["integer"],
+                  missing=flags["missing"], clip=flags["clip"])
+
+
+def is_table_path(source: str) -> bool:
+    """Whether --data names a table file (or several, comma-separated) rather than digit images."""
+    return any(part.strip().lower().endswith(TABLE_SUFFIXES) for part in source.split(","))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table file as text cells (CSV, gzipped CSV) or typed columns (Parquet); empty cells are missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size > MAX_TABLE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_TABLE_BYTES >> 30} GiB")
+    try:
+        if path.name.lower().endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
+                           compression="infer", encoding="utf-8")
+    except (OSError, ValueError, UnicodeDecodeError, ImportError) as error:
+        raise DataError(f"{path}: cannot read it as a table: {error}") from error
+
+
+def encode(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, dict[str, int]]:
+    """A table's rows as integer codes (rows x columns) under the schema, and how many cells of each
+    column were mapped (to the `other` or missing bucket, or clipped into the bounds).
+
+    Nothing is dropped: a cell the schema can neither hold nor map is a DataError that names its
+    row (0-based, header excluded) and column, never the value, which may be private.
+    """
+    missing = [name for name in schema.names if name not in frame.columns]
+    extra = [str(name) for name in frame.columns if name not in schema.names]
+    if missing or extra:
+        parts = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"column(s) not in the schema: {', '.join(extra)}"] if extra else [])
+        raise DataError(f"the table does not fit the schema: {'; '.join(parts)}")
+    codes = np.empty((len(frame), len(schema.columns)), dtype=np.int64)
+    mapped = {}
+    for index, column in enumerate(schema.columns):
+        codes[:, index], mapped[column.name] = _encode_column(frame[column.name], column)
+    return codes, {name: count for name, count in mapped.items() if count}
+
+
+def _encode_column(values: pd.Series, column: Column) -> tuple[np.ndarray, int]:
+    absent = values.isna().to_numpy()
+    if column.kind == CATEGORICAL:
+        text = values.astype(str).str.strip().to_numpy()
+        lookup = {category: code for code, category in enumerate(column.categories)}
+        codes = np.array([lookup.get(value, -1) for value in text], dtype=np.int64)
+        unknown = (codes < 0) & ~absent
+        if unknown.any() and not column.other:
+            raise _cell_error(column, unknown, "a category the schema does not list (and no 'other' bucket)")
+        codes[unknown] = column.other_code
+        mapped = int(unknown.sum())
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        unreadable = np.isnan(numbers) & ~absent | np.isinf(numbers)
+        if unreadable.any():
+            raise _cell_error(column, unreadable, "a number")
+        low, high = column.edges[0], column.edges[-1]
+        outside = ~absent & ((numbers < low) | (numbers > high))
+        if outside.any() and not column.clip:
+            raise _cell_error(column, outside, f"a number in [{low:g}, {high:g}]")
+        clipped = np.clip(np.nan_to_num(numbers, nan=low), low, high)
+        bins = len(column.edges) - 1
+        codes = np.clip(np.searchsorted(np.asarray(column.edges), clipped, side="right") - 1, 0, bins - 1)
+        mapped = int(outside.sum())
+    if absent.any():
+        if not column.missing:
+            raise _cell_error(column, absent, "a value (the schema allows no missing cell)")
+        codes[absent] = column.missing_code
+    return codes, mapped
+
+
+def _cell_error(column: Column, bad: np.ndarray, expected: str) -> DataError:
+    rows = np.flatnonzero(bad)
+    more = f" and {len(rows) - 1} more row(s)" if len(rows) > 1 else ""
+    return DataError(f"row {rows[0]}{more}, column {column.name!r}: expected {expected}")
+
+
+def decode(codes: np.ndarray, schema: Schema, rng: np.random.Generator) -> pd.DataFrame:
+    """Codes back to the table's columns: a category as its text (`other` as 'other'), a numeric bin
+    as a value drawn uniformly inside it (whole numbers for integer columns), missing as empty."""
+    columns = {}
+    for index, column in enumerate(schema.columns):
+        code = codes[:, index]
+        missing = code == column.missing_code if column.missing else np.zeros(len(code), dtype=bool)
+        if column.kind == CATEGORICAL:
+            labels = np.array(list(column.categories) + ["other"] * column.other + [""] * column.missing, dtype=object)
+            values = pd.Series(labels[code], dtype=object)
+            values[missing] = None
+        else:
+            values = pd.Series(_numeric_values(np.where(missing, 0, code), column, rng))
+            values[missing] = np.nan
+            if column.integer:
+                values = values.astype("Int64")
+        columns[column.name] = values
+    return pd.DataFrame(columns)
+
+
+def _numeric_values(bins: np.ndarray, column: Column, rng: np.random.Generator) -> np.ndarray:
+    edges = np.asarray(column.edges)
+    low, high = edges[bins], edges[bins + 1]
+    if not column.integer:
+        return low + (high - low) * rng.random(len(bins))
+    last = bins == len(edges) - 2
+    first = np.ceil(low)
+    stop = np.where(last, np.floor(high) + 1, np.ceil(high))
+    return np.floor(first + (np.maximum(stop, first + 1) - first) * rng.random(len(bins)))
+
+
+def draft(frame: pd.DataFrame, target: str | None = None, bins: int = DRAFT_BINS) -> Schema:
+    """A first schema read off a data owner's own table, for the owner to review before publishing.
+
+    A column is numeric when every present cell is a number and it has more than INTEGER_VALUES
+    distinct values, or it is whole numbers (then each value gets its own bin up to INTEGER_VALUES of
+    them); otherwise categorical, with its categories sorted. Numeric bins are `bins` equal widths
+    between the minimum and the maximum, and a value holding more than POINT_MASS of the rows (0 in a
+    column of gains) gets a bin of its own, so that decoded records keep it exactly.
+    """
+    if target is not None and target not in frame.columns:
+        raise DataError(f"--target {target!r} is not a column of the table")
+    columns = [_draft_column(str(name), frame[name], bins) for name in frame.columns]
+    return Schema(tuple(columns), target)
+
+
+def _draft_column(name: str, values: pd.Series, bins: int) -> Column:
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    missing = bool(values.isna().any())
+    distinct = present.astype(str).str.strip().unique()
+    if len(present) and not numbers.isna().any():
+        whole = bool((numbers == numbers.round()).all())
+        if whole and len(distinct) <= INTEGER_VALUES and numbers.max() - numbers.min() < INTEGER_VALUES:
+            low, high = int(numbers.min()), int(numbers.max())
+            return Column(name, NUMERIC, edges=tuple(float(v) for v in range(low, high + 2)), integer=True,
+                          missing=missing)
+        if len(distinct) > INTEGER_VALUES:
+            return Column(name, NUMERIC, edges=_draft_edges(numbers.to_numpy(dtype=np.float64), bins, whole),
+                          integer=whole, missing=missing)
+    if len(distinct) > DRAFT_MAX_CATEGORIES:
+        raise DataError(f"column {name!r} has {len(distinct)} distinct values and is not numeric: too many "
+                        "categories for a public domain; group them or drop the column")
+    return Column(name, CATEGORICAL, categories=tuple(sorted(distinct)), missing=missing)
+
+
+def _draft_edges(numbers: np.ndarray, bins: int, whole: bool) -> tuple[float, ...]:
+    low, high = float(numbers.min()), float(numbers.max())
+    edges = set(np.linspace(low, high, bins + 1).round() if whole else np.linspace(low, high, bins + 1))
+    values, counts = np.unique(numbers, return_counts=True)
+    width = 1.0 if whole else (high - low) / bins / 100
+    for value in values[counts > POINT_MASS * len(numbers)]:
+        edges = {e for e in edges if not value < e < value + width} | {float(value), float(value) + width}
+    return tuple(sorted(float(e) for e in edges if e < high) + [high])
+
+
+def codes_frame(codes: np.ndarray, schema: Schema) -> pd.DataFrame:
+    """Codes as a frame named by the schema's columns: what the evaluation counts marginals of."""
+    return pd.DataFrame(codes, columns=list(schema.names))
+
+
+def marginal(codes: np.ndarray, shape: Sequence[int], columns: Sequence[int]) -> np.ndarray:
+    """The contingency table (counts) of `columns`, flattened in C order: the same on every node."""
+    sizes = [shape[c] for c in columns]
+    flat = np.ravel_multi_index(tuple(codes[:, c] for c in columns), sizes) if columns else np.zeros(len(codes), int)
+    return np.bincount(flat, minlength=int(np.prod(sizes))).astype(np.float64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ppsdg schema DATA [--target COLUMN] [--bins N]`: print a draft schema of a table as JSON."""
+    import argparse
+    import sys
+
+    from ppsdg.errors import PpsdgError
+    from ppsdg.parser import OptionParser
+
+    parser = OptionParser(prog="ppsdg schema", description="Draft the public schema of a table, for its "
+                          "owner to review before publishing it")
+    parser.add_argument("data", help="the table (CSV, gzipped CSV or Parquet)")
+    parser.add_argument("--target", help="the column TSTR predicts, written into the schema")
+    parser.add_argument("--bins", type=int, default=DRAFT_BINS, help="equal-width bins of a numeric column")
+    try:
+        options = parser.parse_args(argv)
+        if not 2 <= options.bins <= MAX_CATEGORIES:
+            raise DataError(f"--bins must be in 2..{MAX_CATEGORIES}")
+        schema = draft(read_table(options.data), options.target, options.bins)
+    except PpsdgError as error:
+        print(f"ppsdg: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(schema.to_json(), indent=1))
+    return 0
