@@ -70,8 +70,11 @@ class Layout:
     def part(self, vector: np.ndarray, index: int) -> np.ndarray:
         return vector[self.starts[index]:self.starts[index + 1]]
 
-    def names(self, index: int) -> tuple[str, ...]:
-        return tuple(self.schema.names[c] for c in self.found[index])
+    def domain(self):
+        """mbi's domain. Its attributes are the column numbers, not names: mbi keeps them in sets,
+        whose order for text follows the process's hash seed, and then two processes (a gloo rank and
+        a vantage6 container) would draw different records from the same model."""
+        return mbi().Domain(tuple(range(len(self.schema.columns))), self.schema.shape)
 
     def survey_weights(self) -> np.ndarray:
         """Round 1's weights: ONE_WAY_SHARE of the squared weight over the 1-way marginals, the rest
@@ -195,9 +198,8 @@ def mbi():
 
 
 def model_mb(layout: Layout, selected: Sequence[tuple[int, ...]]) -> float:
-    names = [tuple(layout.schema.names[c] for c in clique) for clique in selected]
-    domain = mbi().Domain(layout.schema.names, layout.schema.shape)
-    return mbi().junction_tree.hypothetical_model_size(domain, names + [(n,) for n in layout.schema.names])
+    singles = [(c,) for c in range(len(layout.schema.columns))]
+    return mbi().junction_tree.hypothetical_model_size(layout.domain(), list(selected) + singles)
 
 
 def measurements(state: Tensors, layout: Layout) -> list:
@@ -210,7 +212,7 @@ def measurements(state: Tensors, layout: Layout) -> list:
 
     def add(vector: np.ndarray, index: int, unit_variance: float, weight: float) -> None:
         stddev = math.sqrt(unit_variance) / weight if unit_variance > 0 else EXACT_STDDEV
-        result.append(mbi().LinearMeasurement(layout.part(vector, index), layout.names(index), stddev=stddev))
+        result.append(mbi().LinearMeasurement(layout.part(vector, index), layout.found[index], stddev=stddev))
 
     for index, clique in enumerate(layout.found):
         if survey_weights[index] > 0 and (len(clique) == 1 or plan[index] > 0):
@@ -230,8 +232,7 @@ def fitted(state: Tensors, layout: Layout) -> object:
                             + b"".join(state[name].numpy().tobytes() for name in STATISTICS)).hexdigest()
     if digest not in _FITTED:
         _FITTED.clear()
-        domain = mbi().Domain(layout.schema.names, layout.schema.shape)
-        _FITTED[digest] = mbi().estimation.MirrorDescent().estimate(domain, measurements(state, layout),
+        _FITTED[digest] = mbi().estimation.MirrorDescent().estimate(layout.domain(), measurements(state, layout),
                                                                     iters=ESTIMATION_ITERS)
     return _FITTED[digest]
 
@@ -246,7 +247,7 @@ def sample_codes(state: Tensors, layout: Layout, count: int, seed: int) -> np.nd
         synthetic = model.synthetic_data(rows=count)
     finally:
         np.random.set_state(saved)
-    return np.stack([np.asarray(synthetic.data[name]) for name in layout.schema.names], axis=1).astype(np.int64)
+    return np.stack([np.asarray(synthetic.data[c]) for c in range(len(layout.schema.columns))], axis=1).astype(np.int64)
 
 
 class MarginalsSynthesizer(Synthesizer):

@@ -1,0 +1,253 @@
+"""Tables as node data: the schema, encoding, the marginals synthesizer's rounds and privacy, the
+evaluation, and the commands, on a small seeded table (and Adult where the figure needs real data)."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+import main
+from ppsdg import algorithm, data, parser, table_evaluation, tables
+from ppsdg.errors import DataError, OptionsError
+from ppsdg.models import new_model
+from ppsdg.policy import PolicyError
+from ppsdg.privacy import LocalDP
+from ppsdg.synthesizers import marginals
+
+ROWS = 600
+
+
+def people(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
+    """A table with the traits of a registry: dependent columns, numbers, categories, missing cells."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, rows)
+    sex = rng.choice(["F", "M"], rows)
+    smoker = np.where(rng.random(rows) < 0.2 + 0.3 * (sex == "M"), "yes", "no")
+    weight = np.round(55 + 15 * (sex == "M") + rng.normal(0, 8, rows), 1)
+    outcome = np.where(rng.random(rows) < 0.1 + 0.5 * (smoker == "yes") * (age > 50), "ill", "well")
+    region = rng.choice(["north", "south", "east"], rows).astype(object)
+    region[rng.random(rows) < 0.05] = None
+    return pd.DataFrame({"age": age, "sex": sex, "smoker": smoker, "weight": weight, "region": region,
+                         "outcome": outcome})
+
+
+@pytest.fixture(scope="module")
+def table_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("table")
+    frame = people()
+    paths = {"all": folder / "people.csv", "a": folder / "a.csv", "b": folder / "b.csv.gz",
+             "test": folder / "test.csv", "schema": folder / "schema.json"}
+    frame.to_csv(paths["all"], index=False)
+    frame.iloc[:250].to_csv(paths["a"], index=False)
+    frame.iloc[250:500].to_csv(paths["b"], index=False)
+    people(200, seed=1).to_csv(paths["test"], index=False)
+    paths["schema"].write_text(tables.draft(frame, "outcome").text())
+    return paths
+
+
+def test_a_drafted_schema_reads_back_and_describes_every_column(table_files):
+    schema = tables.Schema.read(table_files["schema"])
+    kinds = {column.name: column.kind for column in schema.columns}
+    assert kinds == {"age": "numeric", "sex": "categorical", "smoker": "categorical", "weight": "numeric",
+                     "region": "categorical", "outcome": "categorical"}
+    assert schema.column("region").missing and not schema.column("sex").missing
+    assert schema.target == "outcome"
+    assert tables.Schema.from_text(schema.text()) == schema
+
+
+def test_codes_decode_to_the_same_categories_and_numbers_inside_their_bins(table_files):
+    schema = tables.Schema.read(table_files["schema"])
+    frame = people()
+    codes, mapped = tables.encode(frame, schema)
+    assert mapped == {} and codes.shape == (ROWS, 6)
+    decoded = tables.decode(codes, schema, np.random.default_rng(0))
+    assert list(decoded.columns) == list(frame.columns)
+    for name in ("sex", "smoker", "outcome"):
+        assert (decoded[name] == frame[name]).all()
+    assert (decoded["region"].isna() == frame["region"].isna()).all()
+    edges = np.asarray(schema.column("weight").edges)
+    bins = np.clip(np.searchsorted(edges, frame["weight"], side="right") - 1, 0, len(edges) - 2)
+    assert ((decoded["weight"] >= edges[bins]) & (decoded["weight"] <= edges[bins + 1])).all()
+    assert (tables.encode(decoded, schema)[0] == codes).all()
+
+
+def test_a_value_outside_the_schema_is_mapped_and_counted_or_named_without_quoting_it():
+    schema = tables.Schema.from_json({"columns": [
+        {"name": "city", "type": "categorical", "categories": ["Oslo"], "other": True, "missing": False},
+        {"name": "size", "type": "numeric", "edges": [0, 10], "clip": True, "missing": False}]})
+    codes, mapped = tables.encode(pd.DataFrame({"city": ["Oslo", "Secretville"], "size": [5, 99]}), schema)
+    assert codes.tolist() == [[0, 0], [1, 0]] and mapped == {"city": 1, "size": 1}
+    strict = tables.Schema.from_json({"columns": [{"name": "city", "type": "categorical", "categories": ["Oslo"]}]})
+    with pytest.raises(DataError, match=r"row 1, column 'city': expected a category") as refused:
+        tables.encode(pd.DataFrame({"city": ["Oslo", "Secretville"]}), strict)
+    assert "Secretville" not in str(refused.value)
+    with pytest.raises(DataError, match="missing column"):
+        tables.encode(pd.DataFrame({"town": ["Oslo"]}), strict)
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"columns": []}, "1 to"),
+    ({"columns": [{"name": "a", "type": "text"}]}, "'type' must be"),
+    ({"columns": [{"name": "a", "type": "numeric", "edges": [3, 1]}]}, "increasing"),
+    ({"columns": [{"name": "a", "type": "categorical", "categories": ["x", "x"]}]}, "distinct"),
+    ({"columns": [{"name": "a", "type": "categorical", "categories": ["x"]}], "target": "b"}, "target 'b'"),
+])
+def test_a_bad_schema_is_refused_by_name(schema, message):
+    with pytest.raises(tables.SchemaError, match=message):
+        tables.Schema.from_json(schema)
+
+
+def table_options(files: dict[str, Path], *extra: str) -> "parser.argparse.Namespace":
+    options = parser.parse(["--data", str(files["all"]), "--schema", str(files["schema"]), *extra])
+    data.prepare_table(options)
+    return options
+
+
+def rounds(options, parts: list[pd.DataFrame]) -> dict[str, torch.Tensor]:
+    """The server's state after every round, each part one worker, noise from a fixed seed."""
+    synthesizer = marginals.MarginalsSynthesizer(options)
+    model = new_model(options)
+    schema = tables.Schema.from_text(options.schema)
+    for round_ in range(1, options.num_rounds + 1):
+        updates = []
+        for rank, part in enumerate(parts, start=1):
+            torch.manual_seed(100 * round_ + rank)
+            codes = torch.from_numpy(tables.encode(part, schema)[0])
+            updates.append(synthesizer.local_update(model, codes, codes[:, -1], options,
+                                                    LocalDP.from_options(options), None, 0.0, None)[0])
+        state = model.state_dict()
+        model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
+        synthesizer.after_round(model, round_)
+    return model.state_dict()
+
+
+def test_federated_marginals_equal_the_pooled_ones_without_noise(table_files):
+    options = table_options(table_files)
+    frame = people()
+    pooled = rounds(options, [frame])
+    federated = rounds(options, [frame.iloc[:100], frame.iloc[100:350], frame.iloc[350:]])
+    for name in pooled:
+        assert torch.allclose(pooled[name], federated[name]), name
+    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), options.target)
+    codes = tables.encode(frame, layout.schema)[0]
+    for index in np.flatnonzero(pooled["plan"].numpy()):
+        exact = tables.marginal(codes, layout.schema.shape, layout.found[index])
+        assert np.allclose(layout.part(pooled["measured"].numpy(), index), exact)
+    assert pooled["plan"].square().sum().item() == pytest.approx(1.0)
+
+
+def test_the_noise_of_a_release_has_the_planned_spread(table_files):
+    options = table_options(table_files, "-ldp", "--noise-multiplier", "2.0")
+    state = rounds(options, [people()])
+    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), options.target)
+    exact = np.concatenate([tables.marginal(tables.encode(people(), layout.schema)[0], layout.schema.shape, clique)
+                            for clique in layout.found])
+    weights = layout.survey_weights()
+    surveyed = np.repeat(weights, np.diff(layout.starts)) > 0
+    scaled = (state["survey"].numpy() - exact)[surveyed] * np.repeat(weights, np.diff(layout.starts))[surveyed]
+    assert float(state["survey_noise"]) == pytest.approx(4.0)
+    assert np.std(scaled) == pytest.approx(2.0, rel=0.1)
+
+
+def gaussian_epsilon(mu: float, delta: float) -> float:
+    """The exact epsilon of a Gaussian mechanism with sensitivity / noise = mu (Balle and Wang 2018)."""
+    return brentq(lambda eps: norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta,
+                  0.0, 100.0)
+
+
+def synthetic_run(files: dict[str, Path], folder: Path, *extra: str) -> tuple[pd.DataFrame, dict]:
+    argv = ["--data", f"{files['a']},{files['b']}", "--test-data", str(files["test"]),
+            "--schema", str(files["schema"]), "--output", str(folder), *extra]
+    assert main.main(argv) == 0
+    return pd.read_csv(folder / "synthetic.csv"), json.loads((folder / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def gloo_table(table_files, tmp_path_factory):
+    return synthetic_run(table_files, tmp_path_factory.mktemp("gloo-table"), "-ldp", "--target-epsilon", "3")
+
+
+def test_a_table_run_writes_the_synthetic_table_with_the_inputs_columns(gloo_table, table_files):
+    synthetic, summary = gloo_table
+    assert list(synthetic.columns) == list(people().columns)
+    assert len(synthetic) == 500
+    assert set(synthetic["sex"]) <= {"F", "M"} and synthetic["region"].isna().any()
+    options = summary["options"]
+    assert options["synthesizer"] == "marginals" and options["num_nodes"] == 3
+    for key in ("tstr_auc", "tstr_accuracy", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share",
+                "exact_copy_share", "holdout_exact_copy_share", "closer_to_train_share"):
+        assert 0 <= summary["evaluation"][key] <= 1, key
+
+
+def test_the_reported_epsilon_is_the_exact_composition_of_the_releases(gloo_table):
+    _, summary = gloo_table
+    options = parser.from_mapping({k: v for k, v in summary["options"].items() if k not in parser.CLIENT_ONLY})
+    noise = LocalDP.from_options(options).release_noise()
+    exact = gaussian_epsilon(math.sqrt(options.num_rounds) / noise, options.delta)
+    assert summary["epsilon"] <= 3.0
+    assert summary["epsilon"] == pytest.approx(exact, abs=0.02)
+
+
+def test_both_backends_give_the_same_synthetic_table(gloo_table, table_files, tmp_path):
+    synthetic, summary = synthetic_run(table_files, tmp_path, "-ldp", "--target-epsilon", "3",
+                                       "--backend", "vantage6")
+    pd.testing.assert_frame_equal(synthetic, gloo_table[0])
+    assert summary["epsilon"] == gloo_table[1]["epsilon"]
+
+
+def test_each_file_is_one_workers_data(table_files):
+    options = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--schema",
+                            str(table_files["schema"])])
+    assert options.num_nodes == 3
+    parts = data.worker_sets(options)
+    assert [len(part) for part in parts] == [200, 200]
+    with pytest.raises(OptionsError, match="--num-nodes must be 3"):
+        parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "-nn", "4"])
+
+
+def test_a_table_refuses_what_only_images_take(table_files):
+    with pytest.raises(OptionsError, match="a table takes 'marginals'"):
+        parser.parse(["--data", str(table_files["all"]), "--synthesizer", "wgan"])
+    with pytest.raises(OptionsError, match="--schema is for a table"):
+        parser.parse(["--schema", str(table_files["schema"]), "--data", "embedded", "--target", "x"])
+
+
+def test_a_node_policy_refuses_a_table_task_without_dp_and_stops_at_its_budget(table_files, tmp_path,
+                                                                                monkeypatch):
+    options = table_options(table_files)
+    kwargs = {"options": parser.task_options(options), "round": 1}
+    monkeypatch.setenv("PPSDG_REQUIRE_DP", "1")
+    with pytest.raises(PolicyError, match="PPSDG_REQUIRE_DP"):
+        algorithm.run_partial(1, people(), {**kwargs, "tensors": None})
+    monkeypatch.setenv("PPSDG_MAX_EPSILON", "1")
+    monkeypatch.setenv("TEMPORARY_FOLDER", str(tmp_path))
+    dp_options = table_options(table_files, "-ldp", "--noise-multiplier", "1.0")
+    with pytest.raises(PolicyError, match="PPSDG_MAX_EPSILON"):
+        algorithm.run_partial(1, people(), {"options": parser.task_options(dp_options), "tensors": None})
+
+
+def test_schema_and_evaluate_commands_print_json(table_files, gloo_table, tmp_path, capsys):
+    assert main.main(["schema", str(table_files["all"]), "--target", "outcome"]) == 0
+    assert tables.Schema.from_text(capsys.readouterr().out).target == "outcome"
+    synthetic_path = tmp_path / "synthetic.csv"
+    gloo_table[0].to_csv(synthetic_path, index=False)
+    assert main.main(["evaluate", str(synthetic_path), "--data", f"{table_files['a']},{table_files['b']}",
+                      "--test-data", str(table_files["test"]), "--schema", str(table_files["schema"])]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["tvd_2way"] == pytest.approx(gloo_table[1]["evaluation"]["tvd_2way"])
+
+
+def test_the_evaluation_scores_a_copy_of_the_training_data_as_memorized(table_files):
+    schema = tables.Schema.read(table_files["schema"])
+    train, test = people(), people(200, seed=1)
+    copied = table_evaluation.privacy_figures(train.iloc[:300], train, test, schema)
+    unseen = table_evaluation.privacy_figures(people(300, seed=2), train, test, schema)
+    assert copied["exact_copy_share"] == 1.0 and copied["memorized_share"] > 0.9
+    assert unseen["memorized_share"] < 0.2
+    codes = table_evaluation.binned(train, train, schema)
+    assert table_evaluation.mean_tvd(codes, codes, 2) == 0.0
