@@ -12,7 +12,8 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 import main
-from ppsdg import algorithm, data, parser, table_evaluation, tables
+from backends import codec
+from ppsdg import algorithm, coordination, data, parser, table_evaluation, tables
 from ppsdg.errors import DataError, OptionsError
 from ppsdg.models import new_model
 from ppsdg.policy import PolicyError
@@ -217,18 +218,22 @@ def test_a_table_refuses_what_only_images_take(table_files):
         parser.parse(["--schema", str(table_files["schema"]), "--data", "embedded", "--target", "x"])
 
 
+def node_task(options) -> dict:
+    """A round-1 subtask's input for organization 7, worker rank 1 of 1."""
+    message = codec.encode_text({coordination.ROUND: torch.tensor(1), **new_model(options).state_dict()})
+    return {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(options)}
+
+
 def test_a_node_policy_refuses_a_table_task_without_dp_and_stops_at_its_budget(table_files, tmp_path,
                                                                                 monkeypatch):
-    options = table_options(table_files)
-    kwargs = {"options": parser.task_options(options), "round": 1}
     monkeypatch.setenv("PPSDG_REQUIRE_DP", "1")
     with pytest.raises(PolicyError, match="PPSDG_REQUIRE_DP"):
-        algorithm.run_partial(1, people(), {**kwargs, "tensors": None})
+        algorithm.run_partial(7, people(), node_task(table_options(table_files, "-nn", "2")))
     monkeypatch.setenv("PPSDG_MAX_EPSILON", "1")
     monkeypatch.setenv("TEMPORARY_FOLDER", str(tmp_path))
-    dp_options = table_options(table_files, "-ldp", "--noise-multiplier", "1.0")
+    dp_options = table_options(table_files, "-nn", "2", "-ldp", "--noise-multiplier", "1.0")
     with pytest.raises(PolicyError, match="PPSDG_MAX_EPSILON"):
-        algorithm.run_partial(1, people(), {"options": parser.task_options(dp_options), "tensors": None})
+        algorithm.run_partial(7, people(), node_task(dp_options))
 
 
 def test_schema_and_evaluate_commands_print_json(table_files, gloo_table, tmp_path, capsys):
