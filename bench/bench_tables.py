@@ -1,0 +1,123 @@
+"""Synthetic tables against the privacy budget: epsilon x split x nodes x seed on UCI Adult, run as a
+user runs it (`main.py --data parts --test-data TEST --schema S [-ldp --target-epsilon E]`), with
+every figure of its summary and the wall time.
+
+    python bench/bench_tables.py --epsilons 1,10 --splits iid --nodes 3 --seeds 1,2,3
+    python bench/bench_tables.py --report        # the table of what ran, mean and spread
+
+Results go to bench/results/tables.jsonl, one line a run; a run already there is not run again.
+The data are ../shared/data/adult (never copied here): the training file split over the nodes, the
+test file as the real test part. The schema is drafted from the training file (`ppsdg schema`).
+Splits: `iid` (a seeded shuffle cut in equal parts), `race` (nodes by race: the largest group apart,
+the others together, then cut in equal parts), `dirichlet` (Dirichlet 0.5 on income).
+"""
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import runs
+
+RESULTS = runs.RESULTS / "tables.jsonl"
+ADULT = runs.ROOT.parent / "shared" / "data" / "adult"
+FIGURES = ("tstr_auc", "tstr_accuracy", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share",
+           "closer_to_train_share", "exact_copy_share", "holdout_exact_copy_share")
+SPLIT_SEED = 7
+
+
+def split(train: pd.DataFrame, how: str, nodes: int) -> list[pd.DataFrame]:
+    """The training file as `nodes` parts, one per node."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    if how == "iid":
+        return [train.iloc[np.sort(part)] for part in np.array_split(rng.permutation(len(train)), nodes)]
+    if how == "race":
+        white = train["race"] == train["race"].mode()[0]
+        groups = [np.flatnonzero(white.to_numpy()), np.flatnonzero(~white.to_numpy())]
+        first = np.array_split(rng.permutation(groups[0]), nodes - 1)
+        return [train.iloc[np.sort(part)] for part in [*first, groups[1]]]
+    labels = (train["income"] == ">50K").to_numpy()
+    shares = rng.dirichlet(np.full(nodes, 0.5), size=2)
+    parts = [[] for _ in range(nodes)]
+    for label in (False, True):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cuts = (np.cumsum(shares[int(label)])[:-1] * len(members)).astype(int)
+        for node, piece in enumerate(np.split(members, cuts)):
+            parts[node].append(piece)
+    return [train.iloc[np.sort(np.concatenate(part))] for part in parts]
+
+
+def run_one(epsilon: float, how: str, nodes: int, seed: int, folder: Path) -> dict:
+    train = pd.read_csv(ADULT / "adult-train.csv.gz", dtype=str, keep_default_na=False)
+    paths = []
+    for index, part in enumerate(split(train, how, nodes)):
+        paths.append(folder / f"node{index + 1}.csv")
+        part.to_csv(paths[-1], index=False)
+    schema = folder / "schema.json"
+    schema.write_text(subprocess.run([*runs.MAIN, "schema", str(ADULT / "adult-train.csv.gz"), "--target", "income"],
+                                     check=True, capture_output=True, text=True).stdout)
+    privacy = [] if math.isinf(epsilon) else ["-ldp", "--target-epsilon", f"{epsilon:g}"]
+    command = [*runs.MAIN, "--data", ",".join(map(str, paths)), "--test-data", str(ADULT / "adult-test.csv.gz"),
+               "--schema", str(schema), "-s", str(seed), *privacy, "--output", str(folder / "run")]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    summary = json.loads((folder / "run" / "summary.json").read_text())
+    return {"epsilon": epsilon, "split": how, "nodes": nodes, "seed": seed, "wall_seconds": round(seconds, 1),
+            "reported_epsilon": summary.get("epsilon"),
+            **{key: summary["evaluation"][key] for key in FIGURES}}
+
+
+def done() -> list[dict]:
+    return [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
+
+
+def report() -> str:
+    """Mean and spread (standard deviation over seeds) of each figure per configuration."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in done():
+        groups.setdefault((row["epsilon"], row["split"], row["nodes"]), []).append(row)
+    keys = ("tstr_auc", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share", "wall_seconds")
+    lines = ["| epsilon | split | nodes | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 4)]
+    for (epsilon, how, nodes), rows in sorted(groups.items()):
+        cells = []
+        for key in keys:
+            values = [row[key] for row in rows]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.4g} ± {spread:.2g}")
+        lines.append(f"| {epsilon:g} | {how} | {nodes} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--epsilons", default="1,10")
+    cli.add_argument("--splits", default="iid")
+    cli.add_argument("--nodes", default="3")
+    cli.add_argument("--seeds", default="1,2,3")
+    cli.add_argument("--report", action="store_true")
+    options = cli.parse_args()
+    if not options.report:
+        seen = {(r["epsilon"], r["split"], r["nodes"], r["seed"]) for r in done()}
+        for epsilon in map(float, options.epsilons.split(",")):
+            for how in options.splits.split(","):
+                for nodes in map(int, options.nodes.split(",")):
+                    for seed in map(int, options.seeds.split(",")):
+                        if (epsilon, how, nodes, seed) in seen:
+                            continue
+                        with tempfile.TemporaryDirectory() as folder:
+                            row = run_one(epsilon, how, nodes, seed, Path(folder))
+                        with RESULTS.open("a") as results:
+                            results.write(json.dumps(row) + "\n")
+                        print(json.dumps(row), flush=True)
+    print(report())
+
+
+if __name__ == "__main__":
+    main()
