@@ -235,7 +235,7 @@ MIN_NOISE_MULTIPLIER = 0.3
 def resolve_data_kind(options: argparse.Namespace) -> None:
     """Fill the defaults that follow from the data: a table implies --gan with the marginals
     synthesizer and its own number of rounds; one file per worker fixes the number of workers."""
-    table = tables.is_table_path(options.data)
+    table = options.synthesizer == "marginals" or tables.is_table_path(options.data)
     if options.num_rounds is None:
         options.num_rounds = TABLE_ROUNDS if table else DEFAULT_ROUNDS
     files = len(data_files(options.data))

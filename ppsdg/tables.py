@@ -8,6 +8,7 @@ seen only in private data, or a bound read off it, is itself private until the o
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,8 @@ POINT_MASS = 0.3
 MAX_COLUMNS = 100
 MAX_CATEGORIES = 1000
 MAX_TABLE_BYTES = 2 << 30
-TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+IMAGE_COLUMNS = 785
+IMAGE_HEADER_CHARS = 1 << 16
 
 
 class SchemaError(DataError):
@@ -171,8 +173,22 @@ def _column(entry: Any, index: int) -> Column:
 
 
 def is_table_path(source: str) -> bool:
-    """Whether --data names a table file (or several, comma-separated) rather than digit images."""
-    return any(part.strip().lower().endswith(TABLE_SUFFIXES) for part in source.split(","))
+    """Whether --data names a table file (or several, comma-separated) rather than digit images: a
+    Parquet file, or an existing CSV (gzipped or not) whose header is not the images' node layout
+    (a label and 784 pixel columns)."""
+    first = Path(source.split(",")[0].strip())
+    name = first.name.lower()
+    if name.endswith(".parquet"):
+        return True
+    if not name.endswith((".csv", ".csv.gz")) or not first.is_file():
+        return False
+    try:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(first, "rt", encoding="utf-8-sig", errors="replace") as handle:
+            header = handle.readline(IMAGE_HEADER_CHARS)
+    except OSError:
+        return False
+    return header.count(",") != IMAGE_COLUMNS - 1
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
