@@ -1,4 +1,6 @@
 """The launcher and the options: defaults shared with vantage6, and clear errors instead of traces."""
+from pathlib import Path
+
 import pytest
 
 import main
@@ -93,11 +95,16 @@ def test_output_that_holds_the_runs_own_data_is_refused(tmp_path, small_csv, cap
     (lambda root: (root / "file").write_text("x") and root / "file", "is a file"),
     (lambda root: (root / "file").write_text("x") and root / "file" / "below", "which is a file"),
     (lambda root: (root / "link").symlink_to(root / "nothing") or root / "link", "is a link to nothing"),
+    (lambda root: Path("/proc/ppsdg-out/run"), "cannot be created: No such file or directory"),
+    (lambda root: root / "new" / ("x" * 300), "cannot be created: File name too long"),
 ])
 def test_unusable_output_is_refused_before_training(tmp_path, capsys, make, message):
-    assert main.main(["-nr", "1", "--output", str(make(tmp_path))]) == 2
+    output = make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main.main(["-nr", "1", "--output", str(output)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("ppsdg: error:") and message in error and "Traceback" not in error
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 class TaskServer:
