@@ -246,7 +246,8 @@ def save_central_result(options, result: dict[str, Any]) -> None:
     if error is not None:
         raise FederationError(f"{error}. Rounds 1..{point.round} are saved in {options.output}: go on "
                               "with --resume")
-    output.finish_run(run, options, point, {"organizations": result.get("organizations")})
+    output.finish_run(run, options, point, {"organizations": result.get("organizations"),
+                                            "attribution": result.get("attribution")})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,15 +55,17 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
         coordination.serve(comm, options, local.test_examples(options, device), keep, latest[0])
     except FederationError as error:
-        return central_result(latest[0], options, organizations, error=str(error))
-    return central_result(latest[0], options, organizations)
+        return central_result(latest[0], options, organizations, comm.attribution, error=str(error))
+    return central_result(latest[0], options, organizations, comm.attribution)
 
 
-def central_result(point: Checkpoint | None, options: Any, organizations: list[int],
+def central_result(point: Checkpoint | None, options: Any, organizations: list[int], attribution: str,
                    error: str | None = None) -> dict[str, Any]:
-    """What the central function returns: the metrics, the checkpoint to save or resume from, and the
-    error that stopped it, if one did (the researcher then still gets every finished round)."""
-    result: dict[str, Any] = {"organizations": organizations, "metrics": point.records if point else [],
+    """What the central function returns: the metrics, the checkpoint to save or resume from, how its
+    results were attributed to organizations, and the error that stopped it, if one did (the
+    researcher then still gets every finished round)."""
+    result: dict[str, Any] = {"organizations": organizations, "attribution": attribution,
+                              "metrics": point.records if point else [],
                               "checkpoint": codec.to_text(checkpoint.encode(point, options)) if point else None}
     if error is not None:
         result["error"] = error
