@@ -130,13 +130,14 @@ def write_partitions(options, folder: Path) -> list[Path]:
 
 
 def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One mock organization per worker, each holding its partition as a CSV database, as a node would."""
+    """One mock organization per worker, each holding its partition as a CSV database and a temporary
+    folder for the job (a node's privacy ledger lives there), as a node would."""
     from backends.mock import ForgetfulMockClient
 
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
         databases = [[{"database": str(path), "db_type": "csv"}]
                      for path in write_partitions(options, Path(folder))]
-        client = ForgetfulMockClient(datasets=databases, module="ppsdg")
+        client = ForgetfulMockClient(datasets=databases, module="ppsdg", job_root=Path(folder))
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
             task = client.task.create(input_={"method": "central", "kwargs": kwargs},
