@@ -58,7 +58,7 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, data, evaluate, output, parser, runtime  # noqa: E402
+from ppsdg import checkpoint, data, evaluate, output, parser, privacy, runtime  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 
 TASKS_PER_PAGE = 1000
@@ -261,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise (a real vantage6 node draws it "
                   "securely unless its owner allows the seed).", file=sys.stderr)
+        if privacy.default_target_applies(options):
+            print(f"ppsdg: note: -ldp without --noise-multiplier or --target-epsilon: the noise is planned for the "
+                  f"default target epsilon {privacy.DEFAULT_TARGET_EPSILON:g} over the run's {options.num_rounds} "
+                  "round(s)", file=sys.stderr)
         output.check_directory(options)
         code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
     except PpsdgError as error:

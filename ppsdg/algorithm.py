@@ -47,8 +47,8 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
                            "were given: it must be their number plus one (the server)")
     device = runtime.set_up(options)
-    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
     latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
+    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
 
     def keep(record: coordination.RoundRecord, point: Checkpoint) -> None:
         for worker in record["workers"] + record["failed"] + record.get("late", []):

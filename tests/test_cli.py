@@ -49,6 +49,7 @@ def test_original_short_options_are_kept():
     (["--threads", "300000"], "--threads must be at most"),
     (["-ldp", "--target-epsilon", "1000"], "cannot reach 1000"),
     (["-ldp", "--noise-multiplier", "1e-300"], "--noise-multiplier must be at least 0.3"),
+    (["-ldp", "--noise-multiplier", "1", "--target-epsilon", "3"], "give --noise-multiplier or --target-epsilon, not both"),
 ])
 def test_main_reports_bad_input_in_one_line(argv, message, capsys, tmp_path):
     assert main.main([*argv, "--output", str(tmp_path)]) == 2
