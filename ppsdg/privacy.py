@@ -27,7 +27,7 @@ ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
 # The epsilon -ldp plans its noise for when neither --noise-multiplier nor --target-epsilon is given.
 # BENCHMARKS.md, synthetic data on the MNIST split: TSTR 0.920 at epsilon 3, against 0.939 at 10 and
 # 0.954 without DP, while epsilon 1 costs 4.5 points more (0.875): 3 keeps the data useful at a budget
-# a careful user can defend. A fixed noise multiplier of 1.0 spent 17.9 on the embedded digits.
+# a careful user can defend; `--gan -ldp` with the fixed noise multiplier 1.0 spent 17.9 on the embedded digits.
 DEFAULT_TARGET_EPSILON = 3.0
 MAX_STEPS = 10_000_000
 
