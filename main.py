@@ -58,7 +58,7 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, data, evaluate, output, parser, runtime, tables  # noqa: E402
+from ppsdg import checkpoint, data, evaluate, output, parser, privacy, runtime, tables  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 
 TASKS_PER_PAGE = 1000
@@ -130,13 +130,14 @@ def write_partitions(options, folder: Path) -> list[Path]:
 
 
 def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One mock organization per worker, each holding its partition as a CSV database, as a node would."""
+    """One mock organization per worker, each holding its partition as a CSV database and a temporary
+    folder for the job (a node's privacy ledger lives there), as a node would."""
     from backends.mock import ForgetfulMockClient
 
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
         databases = [[{"database": str(path), "db_type": "csv"}]
                      for path in write_partitions(options, Path(folder))]
-        client = ForgetfulMockClient(datasets=databases, module="ppsdg")
+        client = ForgetfulMockClient(datasets=databases, module="ppsdg", job_root=Path(folder))
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
             task = client.task.create(input_={"method": "central", "kwargs": kwargs},
@@ -246,7 +247,8 @@ def save_central_result(options, result: dict[str, Any]) -> None:
     if error is not None:
         raise FederationError(f"{error}. Rounds 1..{point.round} are saved in {options.output}: go on "
                               "with --resume")
-    output.finish_run(run, options, point, {"organizations": result.get("organizations")})
+    output.finish_run(run, options, point, {"organizations": result.get("organizations"),
+                                            "attribution": result.get("attribution")})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise (a real vantage6 node draws it "
                   "securely unless its owner allows the seed).", file=sys.stderr)
+        if privacy.default_target_applies(options):
+            print(f"ppsdg: note: -ldp without --noise-multiplier or --target-epsilon: the noise is planned for the "
+                  f"default target epsilon {privacy.DEFAULT_TARGET_EPSILON:g} over the run's {options.num_rounds} "
+                  "round(s)", file=sys.stderr)
         output.check_directory(options)
         code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
     except PpsdgError as error:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.common import base64s_to_bytes
 from vantage6.common.task_status import has_task_finished
 
@@ -19,6 +20,23 @@ from ppsdg.errors import FederationError, last_error
 
 WORKER_METHOD = "partial"
 POLL_SECONDS = 0.5
+# How a result is matched to the organization that made it (the central function's result says which).
+BY_RUN = "run"
+BY_MOCK_ORDER = "mock-order"
+
+
+def attribution_of(client: Any) -> str:
+    """BY_RUN where the client lists the server's results with their run ids (vantage6's
+    AlgorithmClient, through its `_multi_page_request`; ppsdg's ForgetfulMockClient imitates it);
+    BY_MOCK_ORDER for vantage6's own MockAlgorithmClient, which lists results without run ids but
+    makes each run and its result together, one organization after the other. Any other client is
+    refused: pairing by order on a real server would let results land on the wrong organization."""
+    if callable(getattr(client, "_multi_page_request", None)):
+        return BY_RUN
+    if isinstance(client, MockAlgorithmClient):
+        return BY_MOCK_ORDER
+    raise FederationError(f"the algorithm client ({type(client).__name__}) cannot list a task's results with "
+                          "their run ids, so no result could be attributed to its organization")
 
 
 class CentralCommunicator(Communicator):
@@ -32,6 +50,7 @@ class CentralCommunicator(Communicator):
         self.options = dict(options)
         self.round_timeout_s = round_timeout_s
         self.poll_s = poll_s
+        self.attribution = attribution_of(client)
         # Subtasks that were still running when their round closed: task id -> (organization -> rank,
         # the reply template). vantage6 4 lets no algorithm kill a task (only a user may), so such a
         # run may still release its update; `late_replies` collects it once it does.
@@ -114,8 +133,11 @@ class CentralCommunicator(Communicator):
         return {run["organization"]["id"]: run for run in self.client.run.from_task(task_id)}
 
     def _results_by_organization(self, task_id: int, runs: Mapping[int, Mapping[str, Any]]) -> dict[int, Any]:
-        """Attribute each result to the organization the server says ran it (by its run id), never to
-        what a node writes into its result: a node cannot answer in another organization's place."""
+        """Attribute each result to the organization the server says ran it (by its run id, or on
+        vantage6's mock by the order it made them in), never to what a node writes into its result:
+        a node cannot answer in another organization's place."""
+        if self.attribution == BY_MOCK_ORDER:
+            return self._results_by_mock_order(task_id, runs)
         organization_of_run = {run["id"]: organization for organization, run in runs.items()}
         replies: dict[int, Any] = {}
         for entry in self.client._multi_page_request("result", params={"task_id": task_id}):
@@ -123,6 +145,17 @@ class CentralCommunicator(Communicator):
             if organization is not None and organization not in replies and entry.get("result"):
                 replies[organization] = self._payload(entry)
         return replies
+
+    def _results_by_mock_order(self, task_id: int, runs: Mapping[int, Mapping[str, Any]]) -> dict[int, Any]:
+        """vantage6's mock runs a task's organizations one after the other and keeps each run and its
+        result in that order: the i-th result is the i-th run's."""
+        listed = self.client.run.from_task(task_id)
+        results = self.client.result.from_task(task_id)
+        if len(listed) != len(results):
+            raise FederationError(f"the mock client lists {len(listed)} runs but {len(results)} results for task "
+                                  f"{task_id}: they cannot be paired")
+        return {run["organization"]["id"]: result for run, result in zip(listed, results)
+                if run["organization"]["id"] in runs}
 
     def _payload(self, entry: Mapping[str, Any]) -> Any:
         """A result as the node's proxy hands it over (base64 of JSON), or None if it is not one: a

@@ -19,7 +19,7 @@ from federation.runs import Run
 from federation.server import Server
 from federation.shell import say
 from ppsdg import checkpoint, parser, privacy
-from ppsdg.policy import FOLDER, MAX_EPSILON, REQUIRE_DP
+from ppsdg.policy import MAX_EPSILON, REQUIRE_DP
 
 NOISE_MULTIPLIER = 1.5
 ROUNDS = 3
@@ -109,9 +109,6 @@ def policy_runs(work: Path, policy: PolicyRuns) -> None:
     policy.guard({REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
     policy.check_refused(policy.real("policy, no DP", ["-nr", "1"], work / "policy-no-dp"), REQUIRE_DP)
     real = policy.real("policy, budget", policy.dp_arguments(), work / "policy-budget")
-    folder = work / "policy-mock-ledger"
-    folder.mkdir()
     mock = runs.main_py("policy, budget, mock", [*policy.arguments, "--backend", "vantage6", *policy.dp_arguments()],
-                        work / "policy-budget-mock", policy.timeout_s,
-                        extra_environment={MAX_EPSILON: f"{budget:.6f}", FOLDER: str(folder)})
+                        work / "policy-budget-mock", policy.timeout_s, extra_environment={MAX_EPSILON: f"{budget:.6f}"})
     policy.check_budget(real, mock)

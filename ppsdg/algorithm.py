@@ -8,6 +8,7 @@ from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.algorithm.tools.util import get_env_var
 
 from backends import codec
+from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
 from ppsdg import checkpoint, coordination, local, parser, runtime
 from ppsdg.policy import FOLDER, NodePolicy, PolicyError
@@ -26,7 +27,9 @@ def central(client: Any, **kwargs: Any) -> dict[str, Any]:
 @decorators.algorithm_client
 def partial(client: Any, frame: Any, **kwargs: Any) -> dict[str, Any]:
     """One worker round on this node's data (label + 784 pixel columns); returns the update only."""
-    return run_partial(client.organization_id, frame, kwargs, on_node=not isinstance(client, MockAlgorithmClient))
+    folder = client.temporary_folder() if isinstance(client, ForgetfulMockClient) else None
+    return run_partial(client.organization_id, frame, kwargs, on_node=not isinstance(client, MockAlgorithmClient),
+                       temporary_folder=folder)
 
 
 def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +47,8 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
                            "were given: it must be their number plus one (the server)")
     device = runtime.set_up(options)
-    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
     latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
+    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
 
     def keep(record: coordination.RoundRecord, point: Checkpoint) -> None:
         for worker in record["workers"] + record["failed"] + record.get("late", []):
@@ -55,29 +58,36 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
         coordination.serve(comm, options, local.test_examples(options, device), keep, latest[0])
     except FederationError as error:
-        return central_result(latest[0], options, organizations, error=str(error))
-    return central_result(latest[0], options, organizations)
+        return central_result(latest[0], options, organizations, comm.attribution, error=str(error))
+    return central_result(latest[0], options, organizations, comm.attribution)
 
 
-def central_result(point: Checkpoint | None, options: Any, organizations: list[int],
+def central_result(point: Checkpoint | None, options: Any, organizations: list[int], attribution: str,
                    error: str | None = None) -> dict[str, Any]:
-    """What the central function returns: the metrics, the checkpoint to save or resume from, and the
-    error that stopped it, if one did (the researcher then still gets every finished round)."""
-    result: dict[str, Any] = {"organizations": organizations, "metrics": point.records if point else [],
+    """What the central function returns: the metrics, the checkpoint to save or resume from, how its
+    results were attributed to organizations, and the error that stopped it, if one did (the
+    researcher then still gets every finished round)."""
+    result: dict[str, Any] = {"organizations": organizations, "attribution": attribution,
+                              "metrics": point.records if point else [],
                               "checkpoint": codec.to_text(checkpoint.encode(point, options)) if point else None}
     if error is not None:
         result["error"] = error
     return result
 
 
-def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: bool = False) -> dict[str, Any]:
+def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: bool = False,
+                temporary_folder: str | None = None) -> dict[str, Any]:
     """A worker's round on the node's own data, if the node's policy (ppsdg/policy.py, read from the
     node's algorithm environment) admits it; its errors name the organization and its rank. On a
-    real node (`on_node`, not the mock client) DP noise is secure unless the owner allows the seed."""
+    real node (`on_node`, not the mock client) DP noise is secure unless the owner allows the seed.
+    `temporary_folder`: the job's folder the mock gives this node, where a real node sets it in the
+    environment."""
     comm = node_communicator(organization, kwargs)
     try:
         options = parser.from_mapping(kwargs.get("options") or {})
         environment = node_environment()
+        if temporary_folder is not None:
+            environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
         ledger = policy.admit(options, len(frame), environment, organization)
         options.secure_noise = policy.secure(options, on_node)

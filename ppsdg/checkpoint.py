@@ -19,7 +19,7 @@ from ppsdg import local, parser, synthesizers
 from ppsdg.errors import CodecError, FederationError, OptionsError, PpsdgError
 from ppsdg.files import write_atomically
 from ppsdg.models import new_model
-from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP
+from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, planned_target
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
@@ -54,9 +54,10 @@ class Checkpoint:
 
 
 def fixed_options(options: argparse.Namespace) -> dict[str, Any]:
-    """The options a resumed run must share with the run it continues. Under --target-epsilon the
-    round count is one of them: the noise was planned to spend the target over exactly those rounds."""
-    planned = options.local_dp and options.target_epsilon is not None
+    """The options a resumed run must share with the run it continues. Under a target epsilon (given,
+    or -ldp's default) the round count is one of them: the noise was planned to spend the target over
+    exactly those rounds."""
+    planned = options.local_dp and planned_target(options) is not None
     resumable = [k for k in RESUMABLE if not (planned and k == "num_rounds")]
     return {k: v for k, v in parser.task_options(options).items() if k not in resumable}
 
@@ -115,7 +116,7 @@ def _check_options(saved: Any, options: argparse.Namespace) -> None:
         raise CheckpointError(f"the checkpoint's options are {type(saved).__name__}, not a mapping")
     mismatched = sorted(k for k, v in fixed_options(options).items() if saved.get(k) != v)
     if mismatched == ["num_rounds"]:
-        raise OptionsError(f"--resume: the DP noise was planned to spend --target-epsilon {options.target_epsilon:g} "
+        raise OptionsError(f"--resume: the DP noise was planned to spend --target-epsilon {planned_target(options):g} "
                            f"over --num-rounds {saved.get('num_rounds')!r}; {options.num_rounds} rounds would end "
                            f"above it. Resume with --num-rounds {saved.get('num_rounds')!r}, or start a new run")
     if mismatched:

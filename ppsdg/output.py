@@ -4,6 +4,7 @@ metrics.jsonl (one line per round, written as rounds finish), summary.json, a pl
 and loss per round, and with --save-model the final state_dict as model.pt.
 """
 import argparse
+import itertools
 import json
 import os
 import time
@@ -114,6 +115,7 @@ def check_directory(options: argparse.Namespace) -> None:
         raise OptionsError(f"--output {directory} lies below {existing}, which is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OptionsError(f"--output {directory}: {existing} is not writable")
+    _check_creatable(directory, existing)
     if directory.exists() and any(directory.iterdir()) and not (directory / MARKER).exists():
         raise OptionsError(f"--output {directory} holds files that no ppsdg run made: choose an empty or new "
                            "directory (a run never deletes or overwrites files it did not create)")
@@ -123,6 +125,23 @@ def check_directory(options: argparse.Namespace) -> None:
     if options.data != "embedded" and data_path.exists() and directory.resolve() in (
             data_path.resolve(), *data_path.resolve().parents):
         raise OptionsError(f"--data {options.data} lies inside --output {directory}: the run would replace it")
+
+
+def _check_creatable(directory: Path, existing: Path) -> None:
+    """Create the missing folders of --output and remove them again: permissions do not tell all (a
+    root process may "write" to /proc, where no folder can be made, and a name may be too long), and
+    the run writes nothing until its first round has finished."""
+    missing = list(itertools.takewhile(lambda folder: folder != existing, (directory, *directory.parents)))
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+    except OSError as error:
+        raise OptionsError(f"--output {directory} cannot be created: {error.strerror or error}") from None
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
 
 
 def _check_run_files(directory: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from ppsdg import data, synthesizers, tables
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
+from ppsdg.privacy import DEFAULT_TARGET_EPSILON
 
 BACKENDS = ("gloo", "vantage6")
 ACCOUNTANTS = ("prv", "rdp")
@@ -64,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("-ldp", "--local_dp", action="store_true",
         help="local differential privacy: DP-SGD with Opacus on every worker (the critic with --gan)")
     dp = parser.add_argument_group("differential privacy (with --local_dp)")
-    dp.add_argument("--noise-multiplier", type=float, default=1.0, help="DP-SGD noise multiplier")
+    dp.add_argument("--noise-multiplier", type=float, default=None,
+                    help="the DP noise multiplier (DP-SGD's, or of each moments release), fixed whatever the "
+                         "epsilon it spends; default: planned for --target-epsilon")
     dp.add_argument("--target-epsilon", type=float, default=None,
-                         help="instead of --noise-multiplier: the smallest noise that keeps a worker "
-                              "taking part in every round within this epsilon")
+                    help="instead of --noise-multiplier: the smallest noise that keeps a worker taking part in "
+                         f"every round within this epsilon (default: {DEFAULT_TARGET_EPSILON:g} where neither "
+                         "is given)")
     dp.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample gradient clipping norm")
     dp.add_argument("--delta", type=float, default=1e-5, help="the delta of (epsilon, delta)-DP")
     dp.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant")
@@ -275,9 +279,11 @@ def validate(options: argparse.Namespace) -> None:
         value = getattr(options, name)
         _require(value is None or value <= largest, f"--{name.replace('_', '-')} must be at most {largest}")
     _require(options.seed >= 0, "--seed must be 0 or more")
-    _require(options.noise_multiplier >= MIN_NOISE_MULTIPLIER,
+    _require(options.noise_multiplier is None or options.noise_multiplier >= MIN_NOISE_MULTIPLIER,
              f"--noise-multiplier must be at least {MIN_NOISE_MULTIPLIER}: below it epsilon is in the hundreds and "
              "out of the accountant's reach")
+    _require(options.noise_multiplier is None or options.target_epsilon is None,
+             "give --noise-multiplier or --target-epsilon, not both: a target plans the noise itself")
     if options.target_epsilon is not None:
         low, high = TARGET_EPSILON_RANGE
         _require(low <= options.target_epsilon <= high,
@@ -309,7 +315,7 @@ def validate(options: argparse.Namespace) -> None:
     _require(not (options.stochastic_gradient and (options.gan or options.local_dp)),
              "--stochastic-gradient (FedSGD) works with the classifier without --local_dp; "
              "--gan and --local_dp train with FedAvg")
-    for name in ("noise_multiplier", "max_grad_norm", "gan_learning_rate"):
+    for name in ("max_grad_norm", "gan_learning_rate"):
         _require(getattr(options, name) > 0, f"--{name.replace('_', '-')} must be positive")
     _require(0 < options.delta < 1, "--delta must be in (0, 1)")
     _require(options.target_epsilon is None or options.target_epsilon > 0, "--target-epsilon must be positive")

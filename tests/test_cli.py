@@ -1,4 +1,6 @@
 """The launcher and the options: defaults shared with vantage6, and clear errors instead of traces."""
+from pathlib import Path
+
 import pytest
 
 import main
@@ -47,6 +49,7 @@ def test_original_short_options_are_kept():
     (["--threads", "300000"], "--threads must be at most"),
     (["-ldp", "--target-epsilon", "1000"], "cannot reach 1000"),
     (["-ldp", "--noise-multiplier", "1e-300"], "--noise-multiplier must be at least 0.3"),
+    (["-ldp", "--noise-multiplier", "1", "--target-epsilon", "3"], "give --noise-multiplier or --target-epsilon, not both"),
 ])
 def test_main_reports_bad_input_in_one_line(argv, message, capsys, tmp_path):
     assert main.main([*argv, "--output", str(tmp_path)]) == 2
@@ -93,11 +96,16 @@ def test_output_that_holds_the_runs_own_data_is_refused(tmp_path, small_csv, cap
     (lambda root: (root / "file").write_text("x") and root / "file", "is a file"),
     (lambda root: (root / "file").write_text("x") and root / "file" / "below", "which is a file"),
     (lambda root: (root / "link").symlink_to(root / "nothing") or root / "link", "is a link to nothing"),
+    (lambda root: Path("/proc/ppsdg-out/run"), "cannot be created: No such file or directory"),
+    (lambda root: root / "new" / ("x" * 300), "cannot be created: File name too long"),
 ])
 def test_unusable_output_is_refused_before_training(tmp_path, capsys, make, message):
-    assert main.main(["-nr", "1", "--output", str(make(tmp_path))]) == 2
+    output = make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main.main(["-nr", "1", "--output", str(output)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("ppsdg: error:") and message in error and "Traceback" not in error
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 class TaskServer:

@@ -168,3 +168,20 @@ def test_dp_accounting_does_not_flood_the_terminal_with_opacus_warnings():
                          "privacy.epsilon([(2.0, 1.0, 1)], 1e-5, 'prv')", "-W", "error::UserWarning",
                          "-W", "error::RuntimeWarning")
     assert found.returncode == 0, found.stderr
+
+
+def stray(path: str) -> bool:
+    """A file a run or a session leaves behind: a pid file, nohup.out, a run's output, a log outside
+    bench/results/ (which keeps its logs on purpose)."""
+    name = path.rsplit("/", 1)[-1]
+    return (name.endswith(".pid") or name == "nohup.out" or path.startswith("runs/")
+            or (name.endswith(".log") and not path.startswith("bench/results/")))
+
+
+def test_the_git_tree_holds_no_run_leftovers():
+    listed = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=False)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    assert [path for path in listed.stdout.splitlines() if stray(path)] == []
+    assert [stray(path) for path in ("q3.pid", "runs/latest/metrics.jsonl", "a/nohup.out", "bench/x.log",
+                                     "bench/results/gpu-h100.log", "ppsdg/data.py")] == [True] * 4 + [False] * 2

@@ -5,8 +5,10 @@ import re
 import pytest
 import torch
 
+import main
 from backends import codec
-from ppsdg import algorithm, parser, privacy, runtime
+from backends.mock import ForgetfulMockClient
+from ppsdg import algorithm, checkpoint, data, parser, privacy, runtime
 from ppsdg.policy import FOLDER, NodeLedger, NodePolicy, PolicyError
 from test_vantage6 import central, mock_client, round_message, worker_frames
 
@@ -186,3 +188,37 @@ def test_node_reads_its_variables_as_a_vantage6_node_encodes_them(monkeypatch):
     environment = node_environment()
     assert (environment["PPSDG_REQUIRE_DP"], environment["PPSDG_MAX_EPSILON"]) == ("1", "2.5")
     assert "PATH" not in environment
+
+
+def test_a_budget_rehearsed_without_a_server_stops_where_it_would_on_a_node(node_env, small_csv, tmp_path, capsys):
+    """main.py's mock gives each node a job folder, as a real node has: its ledger composes the job's
+    rounds, so the run stops at the budget after the rounds that fit, and keeps them."""
+    node_env.delenv(FOLDER)
+    argv = ["--backend", "vantage6", "--data", str(small_csv), "-nr", "3", "-ldp", "--noise-multiplier", "1.0",
+            "-bs", str(BATCH)]
+    chosen = parser.parse(argv)
+    planned = [privacy.LocalDP(chosen).planned_entry(len(images), False) for images in data.worker_sets(chosen)]
+    one, two = (max(privacy.epsilon([entry] * k, 1e-5, "prv") for entry in planned) for k in (1, 2))
+    node_env.setenv("PPSDG_MAX_EPSILON", f"{(one + two) / 2:.6f}")
+    run = tmp_path / "run"
+    assert main.main([*argv, "--output", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert re.search(r"error: round 2: organization \d \(worker rank \d\): PPSDG_MAX_EPSILON=[0-9.]+: this node's "
+                     r"budget at delta 1e-05 would be exceeded: epsilon [0-9.]+ spent in 1 round\(s\)", error)
+    assert "Rounds 1..1 are saved" in error
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [1] and records[-1]["epsilon"] == pytest.approx(one, rel=1e-3)
+    assert checkpoint.read(checkpoint.load(run), chosen).round == 1
+
+
+def test_each_mock_job_gives_each_node_a_folder_its_subtasks_share(node_env, tmp_path):
+    node_env.delenv(FOLDER)
+    node_env.setenv("PPSDG_MAX_ROUNDS", "2")
+    client = ForgetfulMockClient(datasets=[[{"database": f}] for f in worker_frames(count=2, rows=ROWS)],
+                                 module="ppsdg", job_root=tmp_path)
+    for _ in range(2):
+        assert "error" not in central(client, num_rounds=2, batch_size=BATCH)
+    ledgers = sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("ppsdg-ledger-*.json"))
+    assert ledgers == [f"job-{job}/node-{node}/ppsdg-ledger-{node}.json" for job in (1, 2) for node in (0, 1)]
+    assert all(len(NodeLedger(tmp_path / ledger).rounds) == 2 for ledger in ledgers)
+    assert client.job_folder is None

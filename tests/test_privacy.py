@@ -41,10 +41,14 @@ def test_reported_epsilon_composes_every_round_a_worker_took_part_in(small_csv, 
     assert summary["epsilon"] == records[-1]["epsilon"] > records[0]["epsilon"]
 
 
-def test_gloo_and_vantage6_report_the_same_model_and_epsilon(small_csv, tmp_path):
+def test_gloo_and_vantage6_report_the_same_model_and_epsilon(small_csv, tmp_path, capsys):
+    """-ldp alone plans the noise for the default target epsilon, and says so."""
     argv = ["--data", str(small_csv), "-ldp", "-bs", str(BATCH), "-nr", "2"]
     gloo_state, gloo_records = run_main(tmp_path / "gloo", "--backend", "gloo", *argv)
     mock_state, mock_records = run_main(tmp_path / "mock", "--backend", "vantage6", *argv)
+    assert capsys.readouterr().err.count("the noise is planned for the default target epsilon 3 over the run's 2 "
+                                         "round(s)") == 2
+    assert 0.95 * privacy.DEFAULT_TARGET_EPSILON <= gloo_records[-1]["epsilon"] <= privacy.DEFAULT_TARGET_EPSILON
     assert [r["epsilon"] for r in gloo_records] == [r["epsilon"] for r in mock_records]
     assert [r["test_loss"] for r in gloo_records] == [r["test_loss"] for r in mock_records]
     assert all(torch.equal(gloo_state[name], mock_state[name]) for name in gloo_state)

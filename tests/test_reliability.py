@@ -37,7 +37,8 @@ def test_gloo_run_stopped_and_resumed_equals_one_that_was_not(gloo_run, tmp_path
     assert learning_figures(records) == learning_figures(straight_records)
 
 
-@pytest.mark.parametrize("extra", [["-sgd", "-nr", "4"], ["-ldp", "-nr", "3"]], ids=["fedsgd", "dp"])
+@pytest.mark.parametrize("extra", [["-sgd", "-nr", "4"], ["-ldp", "--noise-multiplier", "1.0", "-nr", "3"]],
+                         ids=["fedsgd", "dp"])
 def test_vantage6_run_resumed_equals_one_that_was_not(small_csv, tmp_path, extra):
     argv = ["--backend", "vantage6", "--data", str(small_csv), "-bs", "32", *extra]
     straight_state, straight_records = run_main(tmp_path / "straight", *argv)
@@ -197,8 +198,9 @@ def test_fuzzed_csv_ends_in_data_error_or_a_valid_image_set(tmp_path, rows, with
     assert images.pixels.dtype.name == "uint8" and images.labels.max() <= 9
 
 
-def test_resume_with_more_rounds_than_the_dp_noise_was_planned_for_is_refused(tmp_path):
-    planned = {"output": str(tmp_path), "local_dp": True, "target_epsilon": 3.0, "num_rounds": 3}
+@pytest.mark.parametrize("target", [{"target_epsilon": 3.0}, {}], ids=["given", "default"])
+def test_resume_with_more_rounds_than_the_dp_noise_was_planned_for_is_refused(tmp_path, target):
+    planned = {"output": str(tmp_path), "local_dp": True, "num_rounds": 3, **target}
     options = parser.from_mapping(planned)
     blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options)), records(2)),
                              options)

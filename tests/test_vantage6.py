@@ -18,6 +18,7 @@ from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, no_result
 from conftest import run_main
 from ppsdg import checkpoint, coordination, data, local, models, parser
+from ppsdg.errors import FederationError
 
 def comparable(records: list[dict]) -> list[dict]:
     return [coordination.comparable(r) for r in records]
@@ -121,6 +122,22 @@ def test_results_are_matched_by_organization_not_arrival():
     expected, found = final_model(ordered), final_model(shuffled)
     assert all(torch.equal(expected[name], found[name]) for name in expected)
     assert ordered["metrics"][-1]["test_loss"] == shuffled["metrics"][-1]["test_loss"]
+
+
+def test_vantage6s_own_mock_client_pairs_results_by_order_and_says_so():
+    frames = worker_frames(count=3)
+    by_run = central(mock_client(frames))
+    by_order = central(mock_client(frames, MockAlgorithmClient))
+    assert (by_run["attribution"], by_order["attribution"]) == ("run", "mock-order")
+    expected, found = final_model(by_run), final_model(by_order)
+    assert all(torch.equal(expected[name], found[name]) for name in expected)
+    assert comparable(by_order["metrics"]) == comparable(by_run["metrics"])  # each worker's own loss, by rank
+    assert [[w["organization"] for w in r["workers"]] for r in by_order["metrics"]] == [[0, 1, 2]] * 2
+
+
+def test_a_client_that_cannot_name_a_results_run_is_refused():
+    with pytest.raises(FederationError, match="cannot list a task's results with their run ids"):
+        CentralCommunicator(object(), [1, 2], {})
 
 
 def test_missing_result_names_the_organization_and_keeps_nothing_unfinished():
