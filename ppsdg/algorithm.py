@@ -11,7 +11,7 @@ from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
 from ppsdg import checkpoint, coordination, local, parser, runtime
-from ppsdg.policy import FOLDER, NodePolicy, PolicyError
+from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
 from ppsdg.models import new_model
@@ -89,13 +89,11 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: 
         if temporary_folder is not None:
             environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
-        ledger = policy.admit(options, len(frame), environment, organization)
+        policy.admit(options, len(frame), environment, organization)
         options.secure_noise = policy.secure(options, on_node)
         device = runtime.set_up(options)
         examples = local.Examples.from_frame(frame, options, device)
         coordination.worker_round(comm, new_model(options, device), examples, options)
-        if ledger is not None:
-            ledger.record(released_figures(comm))
     except PpsdgError as error:
         kind = PolicyError if isinstance(error, PolicyError) else FederationError
         raise kind(f"organization {organization} (worker rank {comm.rank}): {error}") from error
@@ -105,10 +103,15 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: 
 def node_environment() -> dict[str, str]:
     """The node's algorithm environment as its owner wrote it: a vantage6 node hands each variable to
     the container base32-encoded, and vantage6's own reader decodes it (a plain value, as the mock
-    and a hand-started container have, passes unchanged)."""
-    return {name: get_env_var(name) for name in os.environ if name.startswith("PPSDG_") or name == FOLDER}
+    and a hand-started container have, passes unchanged). A value whose decoded bytes are not UTF-8 is
+    a refusal that names it."""
+    environment = {}
+    for name in os.environ:
+        if name.startswith(PREFIX) or name == FOLDER:
+            try:
+                environment[name] = get_env_var(name)
+            except UnicodeDecodeError:
+                raise PolicyError(f"{name} cannot be read: its value, base32-decoded as a node encodes it, is not "
+                                  "UTF-8 text") from None
+    return environment
 
-
-def released_figures(comm: NodeCommunicator) -> dict[str, float]:
-    """The figures of the reply about to leave the node: what its ledger charges is what it sent."""
-    return coordination.Reply.from_message(codec.decode_text(comm.reply)[0]).figures

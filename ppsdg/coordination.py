@@ -210,12 +210,15 @@ def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, 
     except FederationError as error:
         raise FederationError(f"round {round_}: {error}") from error
     failures = {rank: comm.failures.get(rank, "no answer") for rank in members if rank not in messages}
+    synthesizer = synthesizers.for_options(options) if synthesizers.releases_statistics(options) else None
     replies, rejected = {}, {}
     for rank, reply_message in messages.items():
         try:
             replies[rank] = Reply.from_message(reply_message)
             if dp is not None:
                 checked_entry(dp, replies[rank].figures)
+            if synthesizer is not None:
+                synthesizer.check_release(replies[rank].update, replies[rank].num_samples, synthesizer.release_std(dp))
         except FederationError as error:
             replies.pop(rank, None)
             failures[rank] = str(error)
@@ -284,6 +287,7 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     for_rejected, for_late = account(dp, ledger, replies, rejected, late)
     for rank, note in for_rejected.items():
         failures[rank] += f" ({note})"
+    check_reach(comm, round_, ledger)
     try:
         check_quorum(comm, round_, group, failures, options.min_workers)
     except FederationError as error:
@@ -311,6 +315,17 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
         record.update(dp.round_figures(ledger))
     record["seconds"] = time.perf_counter() - started
     return record
+
+
+def check_reach(comm: Communicator, round_: int, ledger: Ledger | None) -> None:
+    """A worker charged an epsilon out of the accountant's reach (privacy.out_of_reach) has no guarantee
+    left to report: the run stops, naming it; the rounds before are kept."""
+    lost = [rank for rank in sorted(ledger.histories) if ledger.epsilon_of(rank) == math.inf] if ledger else []
+    if lost:
+        named = "; ".join(f"{comm.describe(rank)} (last entry {ledger.histories[rank][-1]})" for rank in lost)
+        raise FederationError(f"round {round_}: the DP spending of {named} is out of the {ledger.accountant} "
+                              "accountant's reach: charged epsilon inf, the run stops (with many steps, "
+                              "--accountant rdp reaches further)")
 
 
 def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None, ledger: Ledger | None,

@@ -10,13 +10,17 @@ too, never a fallback to the weaker setting.
 The node's own spending is kept in its ledger: one JSON file per organization in the job's
 `TEMPORARY_FOLDER`, which vantage6 shares between the subtasks of one central task on a node. So
 PPSDG_MAX_EPSILON and PPSDG_MAX_ROUNDS bound one job (one central task), not the node's lifetime.
+A round is charged before it reads its data, under a lock that holds across processes: two rounds
+of the job started together cannot both spend the room left for one.
 """
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from ppsdg import runtime, synthesizers
 from ppsdg.errors import FederationError
 from ppsdg.files import write_atomically
 from ppsdg.parser import SECURE_NOISE_ENV
-from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, entry_from_extra, epsilon
+from ppsdg.privacy import HistoryEntry, LocalDP, epsilon
 
 REQUIRE_DP = "PPSDG_REQUIRE_DP"
 SECURE_NOISE = SECURE_NOISE_ENV
@@ -37,6 +41,9 @@ MAX_THREADS = "PPSDG_MAX_THREADS"
 MAX_ROUNDS = "PPSDG_MAX_ROUNDS"
 MIN_NOISE_MULTIPLIER = "PPSDG_MIN_NOISE_MULTIPLIER"
 MAX_GRAD_NORM = "PPSDG_MAX_GRAD_NORM"
+KNOWN = (REQUIRE_DP, SECURE_NOISE, ALLOW_SEEDED_NOISE, MAX_EPSILON, DELTA, MAX_EPOCHS, MAX_BATCH_SIZE, MAX_THREADS,
+         MAX_ROUNDS, MIN_NOISE_MULTIPLIER, MAX_GRAD_NORM)
+PREFIX = "PPSDG_"
 FOLDER = "TEMPORARY_FOLDER"
 DEFAULT_DELTA = 1e-5
 # Without a policy a task must still not tie up the node for hours: a round's local epochs are
@@ -82,7 +89,7 @@ def positive(env: Mapping[str, str], name: str, default: float | None = None, be
 
 class NodeLedger:
     """What this node released in the current job: one entry a round, None for a round without DP
-    (whose epsilon is unbounded). Written atomically after each release, before the result leaves."""
+    (whose epsilon is unbounded). Charged before the round reads its data, written atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,9 +121,19 @@ class NodeLedger:
             return math.inf
         return epsilon(history, delta, accountant)
 
-    def record(self, figures: Mapping[str, float]) -> None:
-        """Charge the round the node just released, from the figures its reply carries."""
-        self.rounds.append(entry_from_extra(figures) if all(k in figures for k in ENTRY_KEYS) else None)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["NodeLedger"]:
+        """The ledger read afresh under an exclusive lock (fcntl.flock on a file beside it) held to the end
+        of the block: a round of the same job that starts meanwhile, in any process, waits for it and
+        then sees its charge."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self.rounds = self._read()
+            yield self
+
+    def charge(self, entry: HistoryEntry | None) -> None:
+        """Charge a round the node is about to release (None: one without DP); call it under `locked`."""
+        self.rounds.append(entry)
         text = json.dumps({"rounds": [{"entry": None if e is None else list(e)} for e in self.rounds]})
         write_atomically(self.path, text.encode())
 
@@ -139,6 +156,12 @@ class NodePolicy:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> "NodePolicy":
+        """The policy the owner wrote; a PPSDG_ variable the node does not know is a typo until proven
+        otherwise (PPSDG_REQUIRE_DPP=1 must not leave the node without its limit): a refusal."""
+        unknown = sorted(name for name in env if name.startswith(PREFIX) and name not in KNOWN)
+        if unknown:
+            raise PolicyError(f"{', '.join(unknown)}: not a variable this node knows; the known ones are "
+                              f"{', '.join(KNOWN)}")
         return cls(require_dp=flag(env, REQUIRE_DP), secure_noise=flag(env, SECURE_NOISE),
                    allow_seeded_noise=flag(env, ALLOW_SEEDED_NOISE),
                    max_epsilon=positive(env, MAX_EPSILON), delta=positive(env, DELTA, DEFAULT_DELTA, below=1.0),
@@ -153,10 +176,10 @@ class NodePolicy:
         anywhere the task or the owner asks for it. Forcing it wins over allowing the seed."""
         return options.secure_noise or self.secure_noise or (on_node and not self.allow_seeded_noise)
 
-    def admit(self, options: argparse.Namespace, num_samples: int, env: Mapping[str, str],
-              organization: int) -> NodeLedger | None:
-        """Refuse the round (PolicyError) if it breaks the policy; otherwise return the ledger to charge
-        after the release, where the policy keeps one. Reads nothing of the data but its row count."""
+    def admit(self, options: argparse.Namespace, num_samples: int, env: Mapping[str, str], organization: int) -> None:
+        """Refuse the round (PolicyError) if it breaks the policy; otherwise charge it to the node's ledger,
+        where the policy keeps one, before anything is released: a round that fails after this point
+        stays charged, the safe side. Reads nothing of the data but its row count."""
         self.check_limits(options)
         dp = LocalDP.from_options(options)
         if dp is None:
@@ -169,10 +192,10 @@ class NodePolicy:
         needed_by = [name for name, value in ((MAX_EPSILON, self.max_epsilon), (MAX_ROUNDS, self.max_rounds))
                      if value is not None]
         if not needed_by:
-            return None
-        ledger = NodeLedger.in_folder(env, organization, needed_by[0])
-        self.check_history(ledger, options, planned)
-        return ledger
+            return
+        with NodeLedger.in_folder(env, organization, needed_by[0]).locked() as ledger:
+            self.check_history(ledger, options, planned)
+            ledger.charge(planned)
 
     def check_limits(self, options: argparse.Namespace) -> None:
         """The task's size against the node's: a limit is a refusal, never a silent cut."""

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ppsdg.errors import FederationError, OptionsError
 from ppsdg.secure_random import SecurePoissonSampler, SecureRandom
 
 HistoryEntry = tuple[float, float, int]
@@ -30,6 +31,18 @@ ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
 # a careful user can defend; `--gan -ldp` with the fixed noise multiplier 1.0 spent 17.9 on the embedded digits.
 DEFAULT_TARGET_EPSILON = 3.0
 MAX_STEPS = 10_000_000
+# Below this noise multiplier one release alone spends an epsilon near 100 at delta 1e-5 (70 even
+# at a sample rate of 1 / 2^31): no privacy worth the name, and the accountants break down on the
+# way to 1e-300 (ZeroDivisionError, arrays of terabytes). Planned noise never comes near it (the
+# options keep it above 0.2).
+NOISE_FLOOR = 0.1
+# The PRV accountant discretizes the privacy loss on a grid whose size grows with epsilon and with
+# the square root of the steps: about 200 bytes a point, 3.6 million points (720 MiB, 2.4 s) for
+# 62,500 steps at noise 1 and rate 0.008. Beyond this many points its figure is out of reach.
+MAX_PRV_POINTS = 4_000_000
+PRV_EPS_ERROR = 0.01
+# Opacus's noise search: its start, its tolerance in epsilon, and the noise where it gives up.
+PLAN_START, PLAN_TOLERANCE, MAX_PLANNED_NOISE = 10.0, 0.01, 1e6
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
@@ -187,8 +200,6 @@ class LocalDP:
     @staticmethod
     def entry(figures: dict[str, float]) -> HistoryEntry:
         """A reply's accountant entry, checked: a worker's figures must not stop or fool the ledger."""
-        from ppsdg.errors import FederationError
-
         noise, rate, steps = (figures.get(key, math.nan) for key in ENTRY_KEYS)
         if not (math.isfinite(noise) and noise > 0):
             raise FederationError(f"DP noise multiplier {noise!r} is not a positive number")
@@ -205,13 +216,51 @@ class LocalDP:
 
 @functools.lru_cache(maxsize=64)
 def planned_noise(target_epsilon: float, delta: float, rate: float, steps: int, accountant: str) -> float:
-    """The smallest noise multiplier that keeps `steps` steps at `rate` within the target, by Opacus's
-    search. Cached: a node plans it for its policy and again for its training in the same round, and
-    the search takes seconds where a worker's share of rows per batch is high."""
-    from opacus.accountants.utils import get_noise_multiplier
+    """The smallest noise multiplier that keeps `steps` steps at `rate` within the target: Opacus's
+    search (get_noise_multiplier: doubling from 20, then bisection to 0.01 of epsilon), run on the
+    bounded `epsilon`, so that a candidate out of the accountant's reach counts as too little noise
+    instead of allocating gigabytes (Opacus's own search tries noise down to half its answer).
+    Cached: a node plans it for its policy and again for its training in the same round."""
+    def spent(noise: float) -> float:
+        return epsilon([(noise, rate, steps)], delta, accountant)
 
-    return get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=rate, steps=steps,
-                                accountant=accountant)
+    if accountant == "prv" and 2 * target_epsilon / prv_mesh(steps, delta) > MAX_PRV_POINTS:
+        raise OptionsError(f"--target-epsilon {target_epsilon:g} over {steps} step(s) is out of the prv accountant's "
+                           f"reach (its grid would exceed {MAX_PRV_POINTS:,} points): use --accountant rdp, or fewer "
+                           "rounds or epochs")
+    low, high, spent_high = 0.0, PLAN_START, math.inf
+    while spent_high > target_epsilon:
+        high *= 2
+        if high > MAX_PLANNED_NOISE:
+            raise OptionsError(f"--target-epsilon {target_epsilon:g} at delta {delta:g} over {steps} step(s) at "
+                               f"sample rate {rate:g} is out of the {accountant} accountant's reach: no noise "
+                               f"multiplier up to {MAX_PLANNED_NOISE:g} reaches it")
+        spent_high = spent(high)
+    while target_epsilon - spent_high > PLAN_TOLERANCE:
+        middle = (low + high) / 2
+        spent_middle = spent(middle)
+        if spent_middle < target_epsilon:
+            high, spent_high = middle, spent_middle
+        else:
+            low = middle
+    return high
+
+
+def prv_points(history: Sequence[HistoryEntry], delta: float) -> float:
+    """The size of the grid Opacus's PRV accountant would allocate for `history`, computed as it
+    computes it (its safe domain and mesh) without allocating it."""
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV, compute_safe_domain_size
+
+    steps = [int(entry[2]) for entry in history]
+    half_width = compute_safe_domain_size([PoissonSubsampledGaussianPRV(rate, noise) for noise, rate, _ in history],
+                                          steps, eps_error=PRV_EPS_ERROR, delta_error=delta / 1000)
+    return 2 * half_width / prv_mesh(sum(steps), delta)
+
+
+def prv_mesh(steps: int, delta: float) -> float:
+    """The PRV accountant's grid spacing for `steps` steps in all (Opacus's _get_domain); the grid
+    spans at least twice the epsilon it computes."""
+    return PRV_EPS_ERROR / math.sqrt(steps * math.log(12 / (delta / 1000)) / 2)
 
 
 def add_secure_noise(optimizer: Any, source: SecureRandom) -> None:
@@ -240,14 +289,29 @@ def round_entry(engine: Any) -> HistoryEntry:
 
 
 def epsilon(history: Sequence[HistoryEntry], delta: float, accountant: str) -> float:
-    """Epsilon of the composition of every entry in `history`, by Opacus's own accountant."""
+    """Epsilon of the composition of every entry in `history`, by Opacus's own accountant; infinite
+    where it is out of the accountant's reach (`out_of_reach`), in bounded time and memory."""
     if not history:
         return 0.0
+    if out_of_reach(history, delta, accountant):
+        return math.inf
     from opacus.accountants import create_accountant
 
     composed = create_accountant(mechanism=accountant)
     composed.history = [tuple(entry) for entry in history]
-    return float(composed.get_epsilon(delta=delta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(composed.get_epsilon(delta=delta))
+    return value if math.isfinite(value) else math.inf
+
+
+def out_of_reach(history: Sequence[HistoryEntry], delta: float, accountant: str) -> bool:
+    """Whether epsilon is certainly huge or too costly to compute: an entry's noise below NOISE_FLOOR,
+    or a PRV grid above MAX_PRV_POINTS. A figure can still be out of reach of float arithmetic (RDP's
+    of 10^7 steps at noise 0.1 overflows): the caller's `epsilon` then reports it infinite too."""
+    if any(not entry[0] >= NOISE_FLOOR for entry in history):
+        return True
+    return accountant == "prv" and prv_points(history, delta) > MAX_PRV_POINTS
 
 
 def entry_extra(entry: HistoryEntry) -> dict[str, float]:

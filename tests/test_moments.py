@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
+from vantage6.common import bytes_to_base64s
 
+from backends import codec
 from conftest import run_main
 from ppsdg import data, models, output, parser
+from ppsdg.errors import FederationError
+from ppsdg.privacy import LocalDP
 from ppsdg.synthesizers import moments
+from test_vantage6 import TampersWithOrganization1, central, mock_client, organization_of_run, result_of, worker_frames
 
 
 def options(**overrides):
@@ -124,3 +129,81 @@ def test_the_digits_basis_follows_the_planned_noise_unless_given():
         return moments.budget_noise(options(local_dp=True, target_epsilon=3.0, num_rounds=rounds))
 
     assert budget(5) == pytest.approx(budget(1), rel=0.02)  # Gaussian releases compose exactly
+
+
+POISON = {  # a node of 100 rows, released at noise multiplier 1 (noise variance 2.09), then altered
+    "count -1e6": lambda u: u["count"].index_fill_(0, torch.tensor([3]), -1e6),
+    "count 10x the rows": lambda u: u["count"].index_fill_(0, torch.tensor([3]), 1000.0),
+    "every statistic x1000": lambda u: [u[k].mul_(1000) for k in ("count", "sum", "second")],
+    "every statistic negated": lambda u: [u[k].neg_() for k in moments.STATISTICS],
+    "class sum 1e6": lambda u: u["sum"][2].fill_(1e6),
+    "second moment 1e308": lambda u: u["second"][0, 0].fill_(1e308),
+    "second moment not symmetric": lambda u: u["second"][1, 0, 1].add_(5.0),
+    "second moment negative definite": lambda u: u["second"][1].copy_(-torch.eye(u["second"].shape[-1]) * 20),
+    "noise variance 0": lambda u: u["noise_variance"].fill_(0.0),
+    "noise variance -1": lambda u: u["noise_variance"].fill_(-1.0),
+    "noise variance 1e6": lambda u: u["noise_variance"].fill_(1e6),
+    "count 1e300": lambda u: u["count"].index_fill_(0, torch.tensor([0]), 1e300),
+    "noise variance -1e6": lambda u: u["noise_variance"].fill_(-1e6),
+}
+
+
+def dp_release(rows: int = 100, seed: int = 0):
+    """A release of `rows` embedded digits at noise multiplier 1, and the noise std the server plans."""
+    chosen = options(local_dp=True, noise_multiplier=1.0)
+    synthesizer = moments.MomentsSynthesizer(chosen)
+    dp = LocalDP.from_options(chosen)
+    train, _ = data.load("embedded")
+    inputs, labels = data.to_tensors(train.subset(np.arange(seed, seed + rows)))
+    torch.manual_seed(seed)
+    update, count, _, _ = synthesizer.local_update(None, inputs, labels, chosen, dp, None, 0.0, None)
+    return synthesizer, update, count, synthesizer.release_std(dp)
+
+
+def test_honest_releases_pass_the_bounds():
+    for seed in range(5):
+        synthesizer, update, count, noise_std = dp_release(seed=seed)
+        assert noise_std ** 2 == pytest.approx(2.09)
+        synthesizer.check_release(update, count, noise_std)
+    synthesizer = moments.MomentsSynthesizer(options())
+    update, count, _ = worker_release(synthesizer, data.load("embedded")[0])
+    synthesizer.check_release(update, count, 0.0)
+    with pytest.raises(FederationError, match="total count 1438 .* outside \\[1437, 1437\\]"):
+        synthesizer.check_release(update, count - 1, 0.0)
+
+
+@pytest.mark.parametrize("case", POISON)
+def test_a_poisoned_release_is_rejected_by_name(case):
+    synthesizer, update, count, noise_std = dp_release()
+    POISON[case](update)
+    with pytest.raises(FederationError, match="update rejected: "):
+        synthesizer.check_release(update, count, noise_std)
+
+
+class PoisonsOrganization1(TampersWithOrganization1):
+    """Organization 1 releases class counts of -1e6."""
+
+    def poison(self, tensors: dict) -> None:
+        tensors["count"].fill_(-1e6)
+
+    def tamper(self, entries: list[dict]) -> list[dict]:
+        for entry in entries:
+            if organization_of_run(self, entry["id"]) == 1:
+                result = result_of(entry)
+                tensors, meta = codec.decode_text(result["message"])
+                self.poison(tensors)
+                entry["result"] = bytes_to_base64s(json.dumps({**result, "message": codec.encode_text(tensors, meta)})
+                                                   .encode())
+        return entries
+
+
+def test_a_poisoned_release_is_left_out_charged_and_recorded():
+    result = central(mock_client(worker_frames(count=2), PoisonsOrganization1), min_workers=1, local_dp=True,
+                     noise_multiplier=1.0, gan=True, synthesizer="moments", num_rounds=1)
+    (record,) = result["metrics"]
+    ((worker,), (failed,)) = record["workers"], record["failed"]
+    assert failed["organization"] == 1 and "update rejected: class count -1e+06" in failed["reason"]
+    assert f"charged: epsilon {worker['epsilon']:.4g}" in failed["reason"]
+    tensors, meta = codec.decode_text(result["checkpoint"])
+    assert float(tensors["model.count"].sum()) == pytest.approx(worker["num_samples"], abs=60)
+    assert meta["histories"]["1"] == meta["histories"]["2"]

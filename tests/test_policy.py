@@ -85,7 +85,7 @@ def test_noise_and_clipping_limits_apply_to_the_rounds_own_mechanism():
 
 
 def test_the_planned_entry_is_what_a_round_releases():
-    """The node decides on its plan and charges its reply: both must be the same figures."""
+    """The node charges its plan before the round and the reply carries its figures: they must be the same."""
     frame = worker_frames(count=1, rows=ROWS)[0]
     for values in ({}, {"gan": True}, {"target_epsilon": 3.0, "epochs": 2, "accountant": "rdp"}):
         chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH, "local_dp": True, **values})
@@ -139,7 +139,7 @@ def test_max_epsilon_without_a_job_folder_is_a_refusal(node_env):
 
 def test_max_rounds_counts_the_rounds_this_node_served_in_the_job(tmp_path):
     ledger = NodeLedger(tmp_path / "ledger.json")
-    ledger.record({})
+    ledger.charge(None)
     node = NodePolicy(max_rounds=1)
     with pytest.raises(PolicyError, match=r"PPSDG_MAX_ROUNDS=1: this node has served 1 round\(s\)"):
         node.check_history(NodeLedger(tmp_path / "ledger.json"), options(num_rounds=1), None)
@@ -222,3 +222,46 @@ def test_each_mock_job_gives_each_node_a_folder_its_subtasks_share(node_env, tmp
     assert ledgers == [f"job-{job}/node-{node}/ppsdg-ledger-{node}.json" for job in (1, 2) for node in (0, 1)]
     assert all(len(NodeLedger(tmp_path / ledger).rounds) == 2 for ledger in ledgers)
     assert client.job_folder is None
+
+
+def admit_one_round(folder: str, budget: str, start, outcomes) -> None:
+    """One round of a job on organization 3, started when `start` lets every racer go."""
+    start.wait()
+    try:
+        NodePolicy.from_environment({"PPSDG_MAX_EPSILON": budget}).admit(
+            options(local_dp=True, noise_multiplier=1.5), ROWS, {FOLDER: folder}, 3)
+        outcomes.put("admitted")
+    except PolicyError as error:
+        outcomes.put(str(error))
+
+
+def test_two_rounds_started_together_cannot_both_spend_the_room_for_one(tmp_path):
+    """Both read the ledger before either charged it, both released, and the ledger recorded one."""
+    import multiprocessing
+
+    entry = privacy.LocalDP(options(local_dp=True, noise_multiplier=1.5)).planned_entry(ROWS, False)
+    budget = f"{(privacy.epsilon([entry], 1e-5, 'prv') + privacy.epsilon([entry] * 2, 1e-5, 'prv')) / 2:.4f}"
+    context = multiprocessing.get_context("fork")
+    start, outcomes = context.Barrier(2), context.Queue()
+    racers = [context.Process(target=admit_one_round, args=(str(tmp_path), budget, start, outcomes)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(60)
+    results = sorted((outcomes.get(timeout=5) for _ in racers), key=lambda outcome: outcome != "admitted")
+    assert results[0] == "admitted" and results[1].startswith(f"PPSDG_MAX_EPSILON={float(budget):g}: this node's budget")
+    assert NodeLedger(tmp_path / "ppsdg-ledger-3.json").rounds == [entry]
+
+
+@pytest.mark.parametrize("name", ["PPSDG_REQUIRE_DPP", "PPSDG_MAX_EPSILONS", "PPSDG_"])
+def test_an_unknown_variable_is_a_refusal_that_names_it_and_the_known_ones(name):
+    with pytest.raises(PolicyError, match=f"^{name}: not a variable this node knows; the known ones are "
+                                          "PPSDG_REQUIRE_DP, PPSDG_SECURE_NOISE, "):
+        NodePolicy.from_environment({name: "1", FOLDER: "/tmp"})
+
+
+def test_a_value_that_is_not_utf8_after_base32_decoding_is_a_named_refusal(node_env):
+    node_env.setenv("PPSDG_MAX_ROUNDS", "77777777")
+    result = central(mock_client(worker_frames(count=2, rows=ROWS)), num_rounds=1, batch_size=BATCH)
+    assert result["error"].startswith("round 1: ") and "organization 0 (worker rank 1): PPSDG_MAX_ROUNDS cannot be " \
+        "read: its value, base32-decoded as a node encodes it, is not UTF-8 text" in result["error"]

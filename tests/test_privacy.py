@@ -2,6 +2,7 @@
 and both backends report the same figures from the same seed."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from opacus.accountants import create_accountant
 
 from conftest import run_main
 from ppsdg import output, privacy
+from ppsdg.errors import OptionsError
 
 BATCH = 32
 
@@ -66,3 +68,42 @@ def test_fresh_accountant_per_round_would_under_report():
     for _ in range(10):
         ledger.add(1, (1.0, 0.05, 20))
     assert ledger.epsilon_of(1) > 2 * privacy.epsilon([(1.0, 0.05, 20)], 1e-5, "rdp")
+
+
+@pytest.mark.parametrize("entry", [(1e-300, 1.0, 1), (1e-10, 1.0, 1), (0.01, 1.0, 1), (1.0, 1.0, 10_000_000)])
+def test_an_entry_out_of_the_accountants_reach_is_charged_infinity_at_once(entry):
+    """ZeroDivisionError, ValueError and allocations of 857 MiB to 81.8 TiB before; now a figure in bounded work."""
+    ledger = privacy.Ledger(1e-5, "prv")
+    ledger.add(1, (1.0, 1.0, 1))
+    ledger.add(1, entry)
+    assert ledger.epsilon_of(1) == math.inf
+    assert privacy.epsilon([entry], 1e-5, "rdp") > 1e5 if entry[0] >= privacy.NOISE_FLOOR else math.inf
+
+
+@pytest.mark.parametrize("target, steps, accountant", [(0.01, 10, "rdp"), (10.0, 1_000_000, "prv")])
+def test_a_target_out_of_the_planners_reach_is_refused_by_name(target, steps, accountant):
+    with pytest.raises(OptionsError, match=f"out of the {accountant} accountant's reach"):
+        privacy.planned_noise(target, 1e-5, 1.0, steps, accountant)
+
+
+def test_the_bounded_search_plans_the_noise_opacus_plans():
+    from opacus.accountants.utils import get_noise_multiplier
+
+    for accountant in ("prv", "rdp"):
+        assert privacy.planned_noise(3.0, 1e-5, 1.0, 10, accountant) == get_noise_multiplier(
+            target_epsilon=3.0, target_delta=1e-5, sample_rate=1.0, steps=10, accountant=accountant)
+
+
+def test_a_node_reporting_unreachable_figures_stops_the_run_by_name():
+    from test_vantage6 import central, mock_client, worker_frames
+    from test_moments import PoisonsOrganization1
+
+    class ReportsTinyNoise(PoisonsOrganization1):
+        def poison(self, tensors: dict) -> None:
+            tensors["extra.dp_noise_multiplier"].fill_(1e-300)
+
+    result = central(mock_client(worker_frames(count=2), ReportsTinyNoise), local_dp=True, noise_multiplier=1.0,
+                     gan=True, synthesizer="moments", num_rounds=2)
+    assert result["metrics"] == [] and result["checkpoint"] is None
+    assert re.fullmatch(r"round 1: the DP spending of organization 1 .* out of the prv accountant's reach: charged "
+                        r"epsilon inf, the run stops .*", result["error"]), result["error"]

@@ -14,7 +14,7 @@ from scipy.stats import norm
 import main
 from backends import codec
 from ppsdg import algorithm, coordination, data, parser, table_evaluation, tables
-from ppsdg.errors import DataError, OptionsError
+from ppsdg.errors import DataError, FederationError, OptionsError
 from ppsdg.models import new_model
 from ppsdg.policy import PolicyError
 from ppsdg.privacy import LocalDP
@@ -256,3 +256,20 @@ def test_the_evaluation_scores_a_copy_of_the_training_data_as_memorized(table_fi
     assert unseen["memorized_share"] < 0.2
     codes = table_evaluation.binned(train, train, schema)
     assert table_evaluation.mean_tvd(codes, codes, 2) == 0.0
+
+
+def test_a_release_no_honest_node_could_send_is_rejected(table_files):
+    options = table_options(table_files, "-ldp", "--noise-multiplier", "2.0")
+    synthesizer = marginals.MarginalsSynthesizer(options)
+    codes = torch.from_numpy(tables.encode(people(), synthesizer.layout.schema)[0])
+    torch.manual_seed(0)
+    honest = synthesizer.local_update(new_model(options), codes, codes[:, -1], options, LocalDP.from_options(options),
+                                      None, 0.0, None)[0]
+    synthesizer.check_release(honest, ROWS, 2.0)
+    poisoned = [{**honest, "survey": honest["survey"] * 1000}, {**honest, "survey": -honest["survey"]},
+                {**honest, "survey_noise": torch.tensor(0.0, dtype=torch.float64)},
+                {**honest, "plan": torch.ones_like(honest["plan"])},
+                {**honest, "measured": honest["survey"]}]
+    for update in poisoned:
+        with pytest.raises(FederationError, match="update rejected"):
+            synthesizer.check_release(update, ROWS, 2.0)

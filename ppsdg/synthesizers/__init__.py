@@ -6,6 +6,7 @@ images are drawn from what the server holds. The rounds, the transports, the acc
 evaluation are the same for all of them.
 """
 import argparse
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
@@ -16,10 +17,14 @@ from tqdm import tqdm
 
 from backends import Tensors
 from ppsdg import data
+from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Update = tuple[Tensors, int, float, dict[str, float]]
+# How far an honest release's noise may take an entry beyond its exact range, in standard deviations:
+# an honest entry lands beyond 6 sigma with probability 2e-9, about 2e-5 for a release of 10,000 entries.
+SIGMAS = 6.0
 
 
 class Synthesizer(ABC):
@@ -29,6 +34,7 @@ class Synthesizer(ABC):
     name: str
     figures: tuple[str, ...] = ()
     aggregation = "average"
+    sensitivity = 1.0
 
     @abstractmethod
     def new_model(self) -> nn.Module:
@@ -44,6 +50,18 @@ class Synthesizer(ABC):
         """The server's post-processing of the global state once a round is folded in (a plan for the
         next rounds, say): it sees only what the nodes released, so it costs no privacy."""
 
+    def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
+        """Refuse a released update that no honest node of `num_samples` rows could have sent under noise
+        of standard deviation `noise_std` (`release_std`): FederationError("update rejected: ...").
+        The server calls it on every reply of a synthesizer whose aggregation is "sum", whose replies it
+        adds to the model as they are; a bound cannot catch a lie within it (README, *Dishonest nodes*)."""
+        raise NotImplementedError(f"{self.name} sums its releases but does not bound them")
+
+    def release_std(self, dp: LocalDP | None) -> float:
+        """The standard deviation of the Gaussian noise on one release's vector of full sensitivity: the
+        run's planned noise multiplier (public, the same on the server) times the sensitivity; 0 without DP."""
+        return dp.release_noise() * self.sensitivity if dp is not None else 0.0
+
     @abstractmethod
     def generator_state(self, model: nn.Module) -> Tensors:
         """What it takes to draw synthetic data: kept for snapshots and written as generator.pt."""
@@ -55,6 +73,27 @@ class Synthesizer(ABC):
 
 
 NAMES = ("moments", "wgan", "marginals")
+
+
+def check_within(name: str, values: torch.Tensor, low: float, high: float, noise_std: float) -> None:
+    """Every entry of a released statistic within [low - SIGMAS * noise_std, high + SIGMAS * noise_std]:
+    [low, high] is what the node's own rows allow, the rest what its noise may add. The common bound
+    of every statistics synthesizer's `check_release`."""
+    slack = SIGMAS * noise_std
+    outside = ((values < low - slack) | (values > high + slack)).flatten()
+    if bool(outside.any()):
+        index = int(outside.nonzero()[0])
+        raise FederationError(f"update rejected: {name} {float(values.flatten()[index]):.4g} (entry {index}) is outside "
+                              f"[{low - slack:.4g}, {high + slack:.4g}], what the node's rows and the planned noise "
+                              f"(standard deviation {noise_std:.4g}) allow")
+
+
+def check_noise_variance(value: torch.Tensor, noise_std: float) -> None:
+    """The noise variance a release declares must be the one the run's public plan implies: a node
+    that declares less would make the server trust its noisy figures more."""
+    if not math.isclose(float(value), noise_std ** 2, rel_tol=1e-9):
+        raise FederationError(f"update rejected: noise_variance {float(value):.4g} is not the planned "
+                              f"{noise_std ** 2:.4g}")
 
 
 def releases_statistics(options: argparse.Namespace) -> bool:

@@ -32,10 +32,12 @@ from tqdm import tqdm
 from backends import Tensors
 from ppsdg import tables
 from ppsdg.privacy import LocalDP
-from ppsdg.synthesizers import Batch, Synthesizer, Update
+from ppsdg.errors import FederationError
+from ppsdg.synthesizers import Batch, Synthesizer, Update, check_noise_variance, check_within
 from ppsdg.tables import Schema
 
 STATISTICS = ("survey", "measured", "plan", "survey_noise", "measure_noise")
+NOISE_OF = {"survey": "survey_noise", "measured": "measure_noise"}
 ONE_WAY_SHARE = 0.5
 MAX_MODEL_MB = 8.0
 ESTIMATION_ITERS = 1000
@@ -283,6 +285,37 @@ class MarginalsSynthesizer(Synthesizer):
                   "measure_noise": torch.zeros_like(variance) if surveying else variance}
         figures = dp.release_spent(noise_multiplier) if dp is not None else {}
         return update, len(codes), 0.0, figures
+
+    def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
+        """A release is a survey (survey cells, its noise variance) or a measurement (measured cells,
+        its noise variance), never both, and never a plan. Each clique's cells hold counts of the node's
+        rows (divided by the measuring rounds): each within [0, rows] and their total equal to rows, up to
+        the noise, whose standard deviation per cell is the planned one over the clique's weight (for a
+        measurement, bounded by equal weights over every clique: the plan is the server's)."""
+        if bool(update["plan"].any()):
+            raise FederationError("update rejected: a node's release carries a plan, which only the server makes")
+        surveying = bool(update["survey"].any()) or float(update["survey_noise"]) != 0
+        part, other = ("survey", "measured") if surveying else ("measured", "survey")
+        if bool(update[other].any()) or float(update[NOISE_OF[other]]) != 0:
+            raise FederationError("update rejected: a release is either the survey or a measurement, not both")
+        share = 1.0 if surveying else 1.0 / (self.rounds - 1)
+        check_noise_variance(update["survey_noise" if surveying else "measure_noise"], noise_std * share)
+        weights = self.layout.survey_weights() if surveying else np.full(len(self.layout.found),
+                                                                         1 / math.sqrt(len(self.layout.found)))
+        rows = float(num_samples) * share
+        vector = update[part]
+        for index, weight in enumerate(weights):
+            cells = torch.from_numpy(self.layout.part(vector.numpy(), index))
+            if not surveying and not bool(cells.any()):
+                continue
+            if weight == 0:
+                if bool(cells.any()):
+                    raise FederationError(f"update rejected: the survey holds cells of {self.layout.found[index]}, "
+                                          "which it does not measure")
+                continue
+            cell_std = noise_std * share / weight
+            check_within("a marginal's cell", cells, 0.0, rows, cell_std)
+            check_within("a marginal's total", cells.sum(), rows, rows, cell_std * math.sqrt(len(cells)))
 
     def after_round(self, model: nn.Module, round_: int) -> None:
         """Once the survey is in, the server plans the measuring rounds (post-processing)."""

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from backends import Tensors
 from ppsdg import data
+from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
-from ppsdg.synthesizers import Batch, Synthesizer, Update
+from ppsdg.synthesizers import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within
 
 COUNT_WEIGHT, MEAN_WEIGHT, SECOND_WEIGHT = 0.3, 1.0, 1.0
 SENSITIVITY = math.sqrt(COUNT_WEIGHT ** 2 + MEAN_WEIGHT ** 2 + SECOND_WEIGHT ** 2)
@@ -35,6 +36,8 @@ PUBLIC_WARPS, WARP_SEED = 20, 0
 DCT_SHAPE = (40, 8.0)
 LOW_NOISE = 1.0
 MAX_ROTATION, SIZE_RANGE, ASPECT_RANGE, MAX_SHEAR, MAX_SHIFT = 10.0, (0.8, 1.1), (0.75, 1.1), 0.3, 2.5
+# The exact second moments are symmetric up to the order of the sums (a few ulps a row).
+SYMMETRY_TOLERANCE = 1e-9
 
 
 class Moments(nn.Module):
@@ -219,6 +222,7 @@ class MomentsSynthesizer(Synthesizer):
 
     name = "moments"
     aggregation = "sum"
+    sensitivity = SENSITIVITY
 
     def __init__(self, options: argparse.Namespace) -> None:
         kind = options.moments_basis
@@ -236,10 +240,30 @@ class MomentsSynthesizer(Synthesizer):
         """This worker's statistics, noised under DP; its noise comes from the round's seeded generator."""
         pixels = (images.cpu().reshape(len(images), -1).double() * data.STD + data.MEAN).clamp(0.0, 1.0)
         exact = statistics(encode(pixels, self.projection), labels.cpu())
-        noise_multiplier = dp.release_noise() if dp is not None else 0.0
-        update = release(exact, noise_multiplier * SENSITIVITY, dp)
-        figures = dp.release_spent(noise_multiplier) if dp is not None else {}
+        update = release(exact, self.release_std(dp), dp)
+        figures = dp.release_spent(dp.release_noise()) if dp is not None else {}
         return {name: update[name].to(images.device) for name in STATISTICS}, len(labels), 0.0, figures
+
+    def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
+        """Each image adds 1 to one class's count, a vector of norm <= 1 to its sum and z z^T (entries in
+        [-1, 1], diagonal in [0, 1], positive semi-definite) to its second moment; the noise of each
+        part is noise_std over its weight, the second moment's symmetric with extreme eigenvalues about
+        sqrt(2 * dims) of its standard deviation. A sum of releases (the server's state) is a release
+        of their rows with their summed variance, so the same check reads a checkpoint."""
+        rows = float(num_samples)
+        count, second = update["count"], update["second"]
+        check_within("class count", count, 0.0, rows, noise_std / COUNT_WEIGHT)
+        check_within("total count", count.sum(), rows, rows, noise_std / COUNT_WEIGHT * math.sqrt(len(count)))
+        check_within("class sum", update["sum"], -rows, rows, noise_std / MEAN_WEIGHT)
+        check_within("second moment", second, -rows, rows, noise_std / SECOND_WEIGHT)
+        check_within("second moment's diagonal", second.diagonal(dim1=1, dim2=2), 0.0, rows, noise_std / SECOND_WEIGHT)
+        asymmetry = float((second - second.transpose(1, 2)).abs().max())
+        if asymmetry > SYMMETRY_TOLERANCE * max(rows, 1.0):
+            raise FederationError(f"update rejected: a second moment is not symmetric (by {asymmetry:.4g})")
+        dims = second.shape[-1]
+        spread = (math.sqrt(2 * dims) + SIGMAS) / SIGMAS * noise_std / SECOND_WEIGHT
+        check_within("second moment's smallest eigenvalue", torch.linalg.eigvalsh(second).min(), 0.0, rows, spread)
+        check_noise_variance(update["noise_variance"], noise_std)
 
     def generator_state(self, model: nn.Module) -> Tensors:
         return {**{name: t.detach().cpu().clone() for name, t in model.state_dict().items()}, **self.projection}
