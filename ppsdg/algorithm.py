@@ -37,7 +37,7 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     kwargs = dict(kwargs)
     resume_text = kwargs.pop("checkpoint", None)
-    organizations = kwargs.pop("organizations", None) or sorted(o["id"] for o in client.organization.list())
+    organizations = organization_ids(kwargs.pop("organizations", None), client)
     kwargs.setdefault("num_nodes", len(organizations) + 1)
     options = parser.from_mapping({**kwargs, "backend": "vantage6"})
     if options.num_nodes != len(organizations) + 1:
@@ -57,6 +57,19 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     except FederationError as error:
         return central_result(latest[0], options, organizations, error=str(error))
     return central_result(latest[0], options, organizations)
+
+
+def organization_ids(given: Any, client: Any) -> list[int]:
+    """The workers' organizations in rank order: those given (distinct ids of the collaboration), or all."""
+    known = sorted(o["id"] for o in client.organization.list())
+    if given is None:
+        return known
+    if not (isinstance(given, list) and given and all(type(i) is int for i in given) and len(set(given)) == len(given)):
+        raise OptionsError(f"organizations must be a list of distinct organization ids, got {given!r:.200}")
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise OptionsError(f"organizations {unknown} are not in the collaboration (its organizations: {known})")
+    return given
 
 
 def central_result(point: Checkpoint | None, options: Any, organizations: list[int],

@@ -394,6 +394,8 @@ def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples,
     dp = LocalDP.from_options(options)
     message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **model.state_dict()}, src=0)
     round_ = int(message.pop(ROUND))
+    if not 1 <= round_ <= options.num_rounds:
+        raise FederationError(f"the server's message is for round {round_}, not one of this run's 1..{options.num_rounds}")
     model.load_state_dict(message)
     update, num_samples, loss, figures = local.local_update(model, examples, options, round_, comm.rank, dp)
     if dp is not None:
