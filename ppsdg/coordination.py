@@ -303,6 +303,9 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     if not options.gan:
         with every_core():
             test_loss, accuracy = local.test(model, test_set, options.test_batch_size)
+        if not math.isfinite(test_loss):
+            raise FederationError(f"round {round_}: the global model diverged (test loss {test_loss}): the run stops "
+                                  "before saving it; a lower --learning-rate may train")
     record = RoundRecord(round=round_, test_loss=test_loss, test_accuracy=accuracy,
                          lr=local.round_lr(options, round_), group=group, participants=members, workers=workers,
                          failed=[FailedRecord(rank=rank, reason=failures[rank]) for rank in members if rank in failures])
