@@ -180,7 +180,7 @@ def test_failing_organization_is_named():
     frames = worker_frames(count=2)
     frames[1].iloc[5, 0] = 11
     result = central(mock_client(frames))
-    assert re.search(r"organization 1 \(worker rank 2\).*label at row 5.*is 11", result["error"])
+    assert re.search(r"organization 1 \(worker rank 2\).*label at row 5, column 'label' is out of range", result["error"])
 
 
 def test_central_rejects_a_mismatched_node_count():
