@@ -293,7 +293,7 @@ def out_of_reach(history: Sequence[HistoryEntry], delta: float, accountant: str)
     of 10^7 steps at noise 0.1 overflows): the caller's `epsilon` then reports it infinite too."""
     if any(not entry[0] >= NOISE_FLOOR for entry in history):
         return True
-    return accountant == "prv" and prv_points(history, delta) > MAX_PRV_POINTS
+    return accountant == "prv" and bool(history) and prv_points(history, delta) > MAX_PRV_POINTS
 
 
 def entry_extra(entry: HistoryEntry) -> dict[str, float]:
