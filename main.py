@@ -80,8 +80,10 @@ def launch_gloo(options) -> int:
     port = free_port()
     start_rank_server()
     context = multiprocessing.get_context("forkserver")
-    ranks = [context.Process(target=run_rank_at, args=(address, port, rank, options.num_nodes, options),
-                             daemon=rank > 0) for rank in range(options.num_nodes)]
+    errors, server_errors = context.Pipe(duplex=False)
+    ranks = [context.Process(target=run_rank_at, daemon=rank > 0, args=(
+        address, port, rank, options.num_nodes, options, server_errors if rank == 0 else None))
+        for rank in range(options.num_nodes)]
     try:
         for process in ranks:
             process.start()
@@ -91,17 +93,20 @@ def launch_gloo(options) -> int:
             process.join(timeout=10)
             if process.is_alive():
                 process.terminate()
+    if errors.poll():
+        raise PpsdgError(errors.recv())
     if ranks[0].exitcode not in (0, 2):
         raise FederationError(f"the server process ended with exit code {ranks[0].exitcode}")
     return ranks[0].exitcode
 
 
-def run_rank_at(address: str, port: int, rank: int, world_size: int, options) -> None:
+def run_rank_at(address: str, port: int, rank: int, world_size: int, options, errors=None) -> None:
     """One rank started by launch_gloo. The ranks fork from a forkserver that imported this module
     once, so a launch does not pay one interpreter start and import per rank; they inherit the
-    forkserver's environment, not this launch's, so the rendezvous address comes as arguments."""
+    forkserver's environment, not this launch's, so the rendezvous address comes as arguments. The
+    server sends its named error through `errors`, for launch_gloo to print last."""
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
-    train.run_rank_process(rank, world_size, options)
+    train.run_rank_process(rank, world_size, options, errors)
 
 
 def launch_vantage6(options) -> int:

@@ -6,6 +6,7 @@
 import argparse
 import os
 import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from backends.gloo import GlooCommunicator
@@ -33,12 +34,18 @@ def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
         comm.close()
 
 
-def run_rank_process(rank: int, world_size: int, options: argparse.Namespace) -> None:
-    """run_rank as a child process of main.py: errors end in one line on stderr and an exit status."""
+def run_rank_process(rank: int, world_size: int, options: argparse.Namespace,
+                     errors: Connection | None = None) -> None:
+    """run_rank as a child process of main.py: errors end in one line and an exit status. The server's
+    line goes to `errors` where the launcher gives one, so that it prints it after every worker's
+    (a worker that lost the server says so as it ends): the named error is the run's last line."""
     try:
         run_rank(rank, world_size, options)
     except PpsdgError as error:
-        print(f"ppsdg: error: {error}", file=sys.stderr)
+        if errors is None:
+            print(f"ppsdg: error: {error}", file=sys.stderr)
+        else:
+            errors.send(str(error))
         sys.exit(2)
     except RuntimeError as error:
         if rank == 0:

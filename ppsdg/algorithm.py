@@ -40,7 +40,7 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     kwargs = dict(kwargs)
     resume_text = kwargs.pop("checkpoint", None)
-    organizations = kwargs.pop("organizations", None) or sorted(o["id"] for o in client.organization.list())
+    organizations = organization_ids(kwargs.pop("organizations", None), client)
     kwargs.setdefault("num_nodes", len(organizations) + 1)
     options = parser.from_mapping({**kwargs, "backend": "vantage6"})
     if options.num_nodes != len(organizations) + 1:
@@ -60,6 +60,15 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     except FederationError as error:
         return central_result(latest[0], options, organizations, comm.attribution, error=str(error))
     return central_result(latest[0], options, organizations, comm.attribution)
+
+
+def organization_ids(given: Any, client: Any) -> list[int]:
+    """The workers' organizations in rank order: those given (distinct ids), or all of the collaboration's."""
+    if given is None:
+        return sorted(o["id"] for o in client.organization.list())
+    if not (isinstance(given, list) and given and all(type(i) is int for i in given) and len(set(given)) == len(given)):
+        raise OptionsError(f"organizations must be a list of distinct organization ids, got {given!r:.200}")
+    return given
 
 
 def central_result(point: Checkpoint | None, options: Any, organizations: list[int], attribution: str,

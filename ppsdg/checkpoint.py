@@ -19,7 +19,7 @@ from ppsdg import local, parser, synthesizers
 from ppsdg.errors import CodecError, FederationError, OptionsError, PpsdgError
 from ppsdg.files import write_atomically
 from ppsdg.models import new_model
-from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, planned_target
+from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, out_of_reach, planned_target
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
@@ -92,10 +92,15 @@ def decode(blob: bytes, options: argparse.Namespace, model_template: Tensors) ->
     parts = _split(tensors)
     _check_tensors(parts[MODEL], model_template, "model")
     fresh = new_model(options) if options.stochastic_gradient or options.gan else None
-    return Checkpoint(round=round_, model=parts[MODEL], records=_records(meta["records"], round_),
+    records = _records(meta["records"], round_)
+    snapshots = _snapshots(parts[SNAPSHOT], options, round_, fresh)
+    if synthesizers.releases_statistics(options):
+        _check_statistics(parts[MODEL], records, options, "model")
+        for when, snapshot in snapshots.items():
+            _check_statistics(snapshot, records[:when], options, f"generator snapshot of round {when}")
+    return Checkpoint(round=round_, model=parts[MODEL], records=records,
                       optimizer=_optimizer_state(parts[OPTIMIZER], meta["optimizer"], options, fresh),
-                      histories=_histories(meta["histories"], options, round_),
-                      snapshots=_snapshots(parts[SNAPSHOT], options, round_, fresh))
+                      histories=_histories(meta["histories"], options, round_), snapshots=snapshots)
 
 
 def read(blob: bytes, options: argparse.Namespace) -> Checkpoint:
@@ -168,7 +173,9 @@ def _record_problem(record: Any, position: int) -> str | None:
     if not _is_int(record.get("round")) or record["round"] != position:
         return f"has round {record.get('round')!r}, expected {position}"
     for key in TEST_FIGURES:
-        if not _is_number_or_none(record.get(key)):
+        if key not in record:
+            return f"has no {key}"
+        if not _is_number_or_none(record[key]):
             return f"has {key} {record[key]!r}, not a number"
     for key in ("workers", "failed"):
         entries = record.get(key)
@@ -247,6 +254,9 @@ def _histories(histories: Any, options: argparse.Namespace, round_: int) -> dict
             raise CheckpointError(f"the checkpoint's privacy history of worker {rank} is not a list of at most "
                                   f"one entry a finished round ({round_}): {_brief(history)}")
         checked[rank] = [_history_entry(entry, rank) for entry in history]
+        if out_of_reach(checked[rank], options.delta, options.accountant):
+            raise CheckpointError(f"the checkpoint's privacy history of worker {rank} {_brief(history)} is out of "
+                                  f"the {options.accountant} accountant's reach: no run can go on from it")
     return checked
 
 
@@ -260,6 +270,23 @@ def _history_entry(entry: Any, rank: int) -> HistoryEntry:
         return LocalDP.entry(dict(zip(ENTRY_KEYS, entry)))
     except FederationError as error:
         raise CheckpointError(f"the checkpoint's privacy history of worker {rank} has the entry {entry!r}: "
+                              f"{error}") from error
+
+
+def _check_statistics(state: Tensors, records: list[dict[str, Any]], options: argparse.Namespace, what: str) -> None:
+    """Summed statistics are the sum of the releases the records list as averaged: the synthesizer
+    checks them against the bounds of those releases' rows and planned noise (check_sum)."""
+    rows_by_round = [[worker.get("num_samples") for worker in record["workers"] if worker.get("averaged")]
+                     for record in records]
+    rows = [count for counts in rows_by_round for count in counts]
+    if not all(_is_int(count) and count >= 1 for count in rows):
+        raise CheckpointError(f"the checkpoint's records hold an averaged worker's num_samples that is not a whole "
+                              f"number of 1 or more: {_brief(rows)}")
+    synthesizer = synthesizers.for_options(options)
+    try:
+        synthesizer.check_sum(state, rows_by_round, synthesizer.release_std(LocalDP.from_options(options)))
+    except FederationError as error:
+        raise CheckpointError(f"the checkpoint's {what} is not the sum of the releases its records list: "
                               f"{error}") from error
 
 

@@ -305,6 +305,9 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     if not options.gan:
         with every_core():
             test_loss, accuracy = local.test(model, test_set, options.test_batch_size)
+        if not math.isfinite(test_loss):
+            raise FederationError(f"round {round_}: the global model diverged (test loss {test_loss}): the run stops "
+                                  "before saving it; a lower --learning-rate may train")
     record = RoundRecord(round=round_, test_loss=test_loss, test_accuracy=accuracy,
                          lr=local.round_lr(options, round_), group=group, participants=members, workers=workers,
                          failed=[FailedRecord(rank=rank, reason=failures[rank]) for rank in members if rank in failures])
@@ -396,6 +399,8 @@ def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples,
     dp = LocalDP.from_options(options)
     message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **model.state_dict()}, src=0)
     round_ = int(message.pop(ROUND))
+    if not 1 <= round_ <= options.num_rounds:
+        raise FederationError(f"the server's message is for round {round_}, not one of this run's 1..{options.num_rounds}")
     model.load_state_dict(message)
     update, num_samples, loss, figures = local.local_update(model, examples, options, round_, comm.rank, dp)
     if dp is not None:

@@ -313,7 +313,7 @@ def _csv_problem(lines: list[str], names: list[str], first_row: int, parser_mess
             if not cell.strip():
                 return DataError(f"value at row {row}, column {name!r} is missing")
             if not _is_number(cell):
-                return DataError(f"value {cell!r} at row {row}, column {name!r} is not a number")
+                return DataError(f"value at row {row}, column {name!r} is not a number")
     return DataError(f"cannot parse rows {first_row}..{first_row + len(lines) - 1}: {parser_message}")
 
 
@@ -378,10 +378,7 @@ def _numeric_matrix(frame: pd.DataFrame, first_row: int) -> np.ndarray:
         not_number = np.isnan(converted) & raw.notna().to_numpy()
         if not_number.any():
             row, column = np.argwhere(not_number)[0]
-            raise DataError(
-                f"value {raw.iat[row, column]!r} at row {first_row + row}, "
-                f"column {raw.columns[column]!r} is not a number"
-            )
+            raise DataError(f"value at row {first_row + row}, column {raw.columns[column]!r} is not a number")
         values[:, text] = converted
     if np.isnan(values).any():
         row, column = np.argwhere(np.isnan(values))[0]
@@ -395,14 +392,15 @@ def _is_real_dtype(dtype: object) -> bool:
 
 
 def _check_integers(values: np.ndarray, names: Sequence[object], kind: str, maximum: int, first_row: int) -> None:
-    """Reject fractional, non-finite or out-of-range cells, which uint8 casting would silently change."""
+    """Reject fractional, non-finite or out-of-range cells, which uint8 casting would silently change.
+
+    This message, like every DataError, names the row, the column and what was expected, never the
+    cell's value: a node's error travels in its run's log to the server and the researcher."""
     bad = ~((values == np.floor(values)) & (values >= 0) & (values <= maximum))
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        raise DataError(
-            f"{kind} at row {first_row + row}, column {names[column]!r} is {values[row, column]:g}; "
-            f"{kind}s must be integers 0..{maximum}"
-        )
+        raise DataError(f"{kind} at row {first_row + row}, column {names[column]!r} is out of range: "
+                        f"{kind}s must be integers 0..{maximum}")
 
 
 def to_frame(images: Dataset) -> pd.DataFrame:

@@ -21,6 +21,8 @@ Per class, synthetic images of class c are compared with real test images of cla
 """
 import argparse
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import data, local, table_evaluation, tables
+from ppsdg import data, local, runtime, table_evaluation, tables
 from ppsdg.errors import DataError, OptionsError, PpsdgError
 from ppsdg.parser import OptionParser
 from ppsdg.runtime import derive_seed
@@ -43,6 +45,11 @@ MEMORIZATION_QUANTILE = 0.05
 CHUNK = 1024
 CPU = torch.device("cpu")
 HEADLINE = ("tstr_accuracy", "frechet_distance", "memorized_share")
+# What `ppsdg evaluate` reads: beyond MNIST's 60,000 training images, in a CSV of at most 4 KiB a row
+# (785 cells of up to three digits and a comma), so that time and memory stay bounded (10^6 rows
+# once took 30 s and 10.7 GB before failing).
+MAX_SYNTHETIC_ROWS = 100_000
+MAX_SYNTHETIC_BYTES = MAX_SYNTHETIC_ROWS * 4096
 
 
 def train_classifier(images: data.ImageSet, seed: int, epochs: int = EPOCHS) -> Net:
@@ -228,18 +235,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_synthetic_file(path: str) -> None:
+    """A synthetic file is read in bounded time and memory only if it is a regular file (/dev/zero would
+    be read for ever, a FIFO waited on for ever) of at most MAX_SYNTHETIC_BYTES."""
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise DataError(f"{path}: {error.strerror}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise DataError(f"{path}: not a regular file")
+    if status.st_size > MAX_SYNTHETIC_BYTES:
+        raise DataError(f"{path}: {status.st_size} bytes, more than the {MAX_SYNTHETIC_BYTES} a synthetic set of "
+                        f"{MAX_SYNTHETIC_ROWS} rows may take")
+
+
+def read_synthetic(path: str) -> data.ImageSet:
+    """The synthetic images to score: at most MAX_SYNTHETIC_ROWS, from a file check_synthetic_file passed."""
+    images = data.load_csv(path)
+    if len(images.labels) > MAX_SYNTHETIC_ROWS:
+        raise DataError(f"{path}: {len(images.labels)} images, more than {MAX_SYNTHETIC_ROWS}")
+    return images
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the figures as one JSON object; bad input ends in one line on stderr and status 2."""
     try:
         options = build_parser().parse_args(argv)
-        if options.threads < 1:
-            raise OptionsError(f"--threads must be at least 1, found {options.threads}")
+        if not 1 <= options.threads <= runtime.cores():
+            raise OptionsError(f"--threads must be in 1..{runtime.cores()} (the cores this process may use), "
+                               f"found {options.threads}")
         torch.set_num_threads(options.threads)
+        check_synthetic_file(options.synthetic)
         if tables.is_table_path(options.data):
             print(json.dumps(table_evaluation.evaluate_files(options.synthetic, options.data, options.test_data,
-                                                             options.schema, options.target)))
+                                                             options.schema, options.target, MAX_SYNTHETIC_ROWS)))
             return 0
-        synthetic = data.load_csv(options.synthetic)
+        synthetic = read_synthetic(options.synthetic)
         train, test = data.load(options.data)
         figures = evaluate(synthetic, train, test, options.seed)
     except PpsdgError as error:

@@ -212,9 +212,12 @@ def _convert(action: argparse.Action, value: Any) -> Any:
         raise OptionsError(f"option {name} must be an integer, got {value!r}")
     if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise OptionsError(f"option {name} must be a number, got {value!r}")
-    if kind is str and not isinstance(value, str):
+    if kind not in (int, float) and not isinstance(value, str):
         raise OptionsError(f"option {name} must be text, got {value!r}")
-    value = kind(value)
+    try:
+        value = kind(value)
+    except argparse.ArgumentTypeError as error:
+        raise OptionsError(f"option {name}: {error}") from None
     if action.choices is not None and value not in action.choices:
         raise OptionsError(f"option {name} must be one of {', '.join(action.choices)}, got {value!r}")
     return value

@@ -41,8 +41,9 @@ NOISE_FLOOR = 0.1
 # 62,500 steps at noise 1 and rate 0.008. Beyond this many points its figure is out of reach.
 MAX_PRV_POINTS = 4_000_000
 PRV_EPS_ERROR = 0.01
-# Opacus's noise search: its start, its tolerance in epsilon, and the noise where it gives up.
-PLAN_START, PLAN_TOLERANCE, MAX_PLANNED_NOISE = 10.0, 0.01, 1e6
+# Opacus's noise search: its start, its tolerance in epsilon, and the noise where it gives up; and
+# where the bisection stops short of that tolerance when the noise just below is out of reach.
+PLAN_START, PLAN_TOLERANCE, MAX_PLANNED_NOISE, PLAN_WIDTH = 10.0, 0.01, 1e6, 1e-6
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
@@ -219,12 +220,14 @@ def planned_noise(target_epsilon: float, delta: float, rate: float, steps: int, 
     """The smallest noise multiplier that keeps `steps` steps at `rate` within the target: Opacus's
     search (get_noise_multiplier: doubling from 20, then bisection to 0.01 of epsilon), run on the
     bounded `epsilon`, so that a candidate out of the accountant's reach counts as too little noise
-    instead of allocating gigabytes (Opacus's own search tries noise down to half its answer).
+    instead of allocating gigabytes (Opacus's own search tries noise down to half its answer). Where
+    even RDP's answer (a little more noise than PRV's) is out of PRV's reach, the target is refused.
     Cached: a node plans it for its policy and again for its training in the same round."""
     def spent(noise: float) -> float:
         return epsilon([(noise, rate, steps)], delta, accountant)
 
-    if accountant == "prv" and 2 * target_epsilon / prv_mesh(steps, delta) > MAX_PRV_POINTS:
+    if accountant == "prv" and prv_points([(planned_noise(target_epsilon, delta, rate, steps, "rdp"), rate, steps)],
+                                          delta) > MAX_PRV_POINTS:
         raise OptionsError(f"--target-epsilon {target_epsilon:g} over {steps} step(s) is out of the prv accountant's "
                            f"reach (its grid would exceed {MAX_PRV_POINTS:,} points): use --accountant rdp, or fewer "
                            "rounds or epochs")
@@ -236,7 +239,7 @@ def planned_noise(target_epsilon: float, delta: float, rate: float, steps: int, 
                                f"sample rate {rate:g} is out of the {accountant} accountant's reach: no noise "
                                f"multiplier up to {MAX_PLANNED_NOISE:g} reaches it")
         spent_high = spent(high)
-    while target_epsilon - spent_high > PLAN_TOLERANCE:
+    while target_epsilon - spent_high > PLAN_TOLERANCE and high - low > PLAN_WIDTH * high:
         middle = (low + high) / 2
         spent_middle = spent(middle)
         if spent_middle < target_epsilon:
@@ -254,13 +257,8 @@ def prv_points(history: Sequence[HistoryEntry], delta: float) -> float:
     steps = [int(entry[2]) for entry in history]
     half_width = compute_safe_domain_size([PoissonSubsampledGaussianPRV(rate, noise) for noise, rate, _ in history],
                                           steps, eps_error=PRV_EPS_ERROR, delta_error=delta / 1000)
-    return 2 * half_width / prv_mesh(sum(steps), delta)
-
-
-def prv_mesh(steps: int, delta: float) -> float:
-    """The PRV accountant's grid spacing for `steps` steps in all (Opacus's _get_domain); the grid
-    spans at least twice the epsilon it computes."""
-    return PRV_EPS_ERROR / math.sqrt(steps * math.log(12 / (delta / 1000)) / 2)
+    mesh = PRV_EPS_ERROR / math.sqrt(sum(steps) * math.log(12 / (delta / 1000)) / 2)
+    return 2 * half_width / mesh
 
 
 def add_secure_noise(optimizer: Any, source: SecureRandom) -> None:
@@ -311,7 +309,7 @@ def out_of_reach(history: Sequence[HistoryEntry], delta: float, accountant: str)
     of 10^7 steps at noise 0.1 overflows): the caller's `epsilon` then reports it infinite too."""
     if any(not entry[0] >= NOISE_FLOOR for entry in history):
         return True
-    return accountant == "prv" and prv_points(history, delta) > MAX_PRV_POINTS
+    return accountant == "prv" and bool(history) and prv_points(history, delta) > MAX_PRV_POINTS
 
 
 def entry_extra(entry: HistoryEntry) -> dict[str, float]:

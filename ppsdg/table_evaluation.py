@@ -181,7 +181,7 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, s
 
 
 def evaluate_files(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,
-                   target: str | None) -> dict[str, float]:
+                   target: str | None, max_rows: int) -> dict[str, float]:
     """`ppsdg evaluate` for a table: the real parts read as a run reads --data and --test-data, the
     schema given or drafted from the training part, the target given or the schema's or the last column."""
     from ppsdg import data
@@ -192,6 +192,8 @@ def evaluate_files(synthetic_path: str, source: str, test_data: str | None, sche
     if target not in schema.names:
         raise DataError(f"--target {target!r} is not a column of the schema")
     synthetic = tables.read_table(synthetic_path)
+    if len(synthetic) > max_rows:
+        raise DataError(f"{synthetic_path}: {len(synthetic)} rows, more than {max_rows}")
     for frame, name in ((synthetic, synthetic_path), (train, source), (test, test_data or source)):
         missing = [column for column in schema.names if column not in frame.columns]
         if missing:

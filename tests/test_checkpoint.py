@@ -169,6 +169,7 @@ BAD = [
     ("dp", set_meta(("records", 0, "workers", 0, "generator_loss"), "x"), CheckpointError,
      "record 1: has a worker figure 'x', not a number"),
     ("dp", set_meta(("records", 1, "test_accuracy"), None), CheckpointError, "mix rounds with and without"),
+    ("dp", lambda tensors, meta: meta["records"][1].pop("test_loss"), CheckpointError, "record 2: has no test_loss"),
     # The privacy histories: workers 1..num_nodes-1, at most one entry a round, each a valid accountant entry.
     ("dp", set_meta(("histories",), [[1.1, 0.05, 20]]), CheckpointError, "histories are list, not a mapping"),
     ("dp", set_meta(("histories", "0"), []), CheckpointError, "worker rank is '0', not a whole number in 1..2"),
@@ -193,6 +194,8 @@ BAD = [
     ("dp", set_meta(("histories", "1", 0, 0), -1.1), CheckpointError, "DP noise multiplier -1.1 is not a positive"),
     ("dp", set_meta(("histories", "1", 0, 1), 0), CheckpointError, r"DP sample rate 0 is not in \(0, 1\]"),
     ("dp", set_meta(("histories", "1", 0, 1), 1.5), CheckpointError, r"DP sample rate 1.5 is not in \(0, 1\]"),
+    ("dp", set_meta(("histories", "1", 0, 0), 1e-300), CheckpointError,
+     r"worker 1 \[\[1e-300, 0.05, 20\], \[1.1, 0.05, 20\]\] is out of the prv accountant's reach"),
     ("fedsgd", set_meta(("histories",), {"1": []}), CheckpointError, "privacy histories but the run is not"),
     # The GAN's snapshots: the run's own generator, at rounds it has finished.
     ("gan", rename("snapshot.1.count", "snapshot.1.counts"), CheckpointError,
@@ -210,6 +213,17 @@ BAD = [
     ("gan", rename("snapshot.1.count", "snapshot." + "9" * 5000 + ".count"), CheckpointError,
      "round in the tensor 'snapshot.999"),
     ("dp", replace("snapshot.1.count", torch.zeros(10)), CheckpointError, "snapshots but the run is not --gan"),
+    # Summed statistics: within what the averaged workers' rows and the planned noise allow.
+    ("gan", replace("model.noise_variance", torch.tensor(-1e6, dtype=torch.float64)), CheckpointError,
+     "model is not the sum of the releases its records list: update rejected: noise_variance -1e"),
+    ("gan", replace("model.count", torch.full((10,), 1e300, dtype=torch.float64)), CheckpointError,
+     "model is not the sum .*: update rejected: class count 1e"),
+    ("gan", replace("snapshot.2.count", torch.ones(10, dtype=torch.float64)), CheckpointError,
+     r"generator snapshot of round 2 is not the sum .*: update rejected: class count 1 .* outside \[0, 0\]"),
+    ("gan", set_meta(("records", 0, "workers", 0, "averaged"), True), CheckpointError,
+     r"model is not the sum .*: update rejected: total count 0 .* outside \[10, 10\]"),
+    ("gan", set_meta(("records", 0, "workers"), [{"rank": 1, "num_samples": -5, "averaged": True}]), CheckpointError,
+     r"an averaged worker's num_samples that is not a whole number of 1 or more: \[-5\]"),
     # FedSGD's optimizer: the optimizer the run builds, one buffer per parameter, shaped like it.
     ("fedsgd", set_meta(("optimizer",), None), CheckpointError, "optimizer state None is not a mapping"),
     ("fedsgd", set_meta(("optimizer", "extra"), 1), CheckpointError, "is not a mapping of state and param_groups"),
@@ -255,6 +269,32 @@ def test_the_central_function_refuses_a_checkpoint_past_its_rounds():
     kwargs = {**KINDS["dp"], "organizations": [1, 2], "checkpoint": text}
     with pytest.raises(OptionsError, match="past --num-rounds 5"):
         algorithm.run_central(types.SimpleNamespace(), kwargs)
+
+
+def poisoned_moments() -> tuple[Tensors, Meta]:
+    """A moments checkpoint whose noise variance (-1e6) would crash the sampling after the training."""
+    tensors, meta = parts("gan")
+    tensors["model.noise_variance"] = torch.tensor(-1e6, dtype=torch.float64)
+    return tensors, meta
+
+
+def test_the_central_function_refuses_poisoned_statistics_before_training():
+    text = codec.to_text(codec.encode(*poisoned_moments(), max_meta_bytes=checkpoint.META_BYTES))
+    kwargs = {**KINDS["gan"], "organizations": [1, 2], "checkpoint": text}
+    with pytest.raises(CheckpointError, match="model is not the sum .*: update rejected: noise_variance -1e"):
+        algorithm.run_central(types.SimpleNamespace(), kwargs)
+
+
+def test_the_cli_refuses_poisoned_statistics_in_one_line(tmp_path, capsys):
+    checkpoint.save(codec.encode(*poisoned_moments(), max_meta_bytes=checkpoint.META_BYTES), tmp_path)
+    (tmp_path / output.MARKER).touch()
+    argv = ["--gan", "--synthesizer", "moments", "--sample-every", "1", "-nn", "3", "-nr", "5", "--backend", "gloo",
+            "--resume", "--output", str(tmp_path)]
+    assert main.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    errors = [line for line in lines if not line.startswith("ppsdg: note:")]
+    assert len(errors) == 1 and "Traceback" not in "".join(lines)
+    assert errors[0].startswith("ppsdg: error: the checkpoint's model is not the sum of the releases")
 
 
 def test_the_cli_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):

@@ -520,7 +520,7 @@ def test_a_larger_meta_passes_only_where_the_receiver_allows_it():
 
     options = parser.from_mapping({"num_rounds": 5000})
     state = models.state_copy(models.new_model(options))
-    records = [{"round": r, "workers": [{"rank": w, "num_samples": 100, "train_loss": 0.1} for w in range(1, 11)],
+    records = [{"round": r, "test_loss": 0.5, "test_accuracy": 0.9, "workers": [{"rank": w, "num_samples": 100, "train_loss": 0.1} for w in range(1, 11)],
                 "failed": []} for r in range(1, 5001)]
     blob = checkpoint.encode(checkpoint.Checkpoint(5000, state, records), options)
     assert len(checkpoint.decode(blob, options, state).records) == 5000

@@ -107,3 +107,14 @@ def test_a_node_reporting_unreachable_figures_stops_the_run_by_name():
     assert result["metrics"] == [] and result["checkpoint"] is None
     assert re.fullmatch(r"round 1: the DP spending of organization 1 .* out of the prv accountant's reach: charged "
                         r"epsilon inf, the run stops .*", result["error"]), result["error"]
+
+
+def test_a_rejected_release_with_unreachable_figures_is_charged_infinity_without_an_exception():
+    """ZeroDivisionError before, in the charge of a release the round rejected."""
+    from ppsdg import coordination, parser
+
+    dp = privacy.LocalDP(parser.from_mapping({"local_dp": True}))
+    ledger = dp.ledger()
+    figures = {"dp_noise_multiplier": 1e-300, "dp_sample_rate": 1.0, "dp_steps": 1.0}
+    assert coordination.charge(dp, ledger, 2, figures) == "charged: epsilon inf"
+    assert ledger.worst() == math.inf

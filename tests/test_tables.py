@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 import main
 from backends import codec
-from ppsdg import algorithm, coordination, data, parser, table_evaluation, tables
+from ppsdg import algorithm, checkpoint, coordination, data, parser, table_evaluation, tables
 from ppsdg.errors import DataError, FederationError, OptionsError
 from ppsdg.models import new_model
 from ppsdg.policy import PolicyError
@@ -161,11 +161,15 @@ def gaussian_epsilon(mu: float, delta: float) -> float:
                   0.0, 100.0)
 
 
-def synthetic_run(files: dict[str, Path], folder: Path, *extra: str) -> tuple[pd.DataFrame, dict]:
+def synthetic_run(files: dict[str, Path], folder: Path, *extra: str) -> tuple[pd.DataFrame, dict, Path]:
     argv = ["--data", f"{files['a']},{files['b']}", "--test-data", str(files["test"]),
             "--schema", str(files["schema"]), "--output", str(folder), *extra]
     assert main.main(argv) == 0
-    return pd.read_csv(folder / "synthetic.csv"), json.loads((folder / "summary.json").read_text())
+    return pd.read_csv(folder / "synthetic.csv"), json.loads((folder / "summary.json").read_text()), folder
+
+
+def summary_options(summary: dict):
+    return parser.from_mapping({k: v for k, v in summary["options"].items() if k not in parser.CLIENT_ONLY})
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +178,7 @@ def gloo_table(table_files, tmp_path_factory):
 
 
 def test_a_table_run_writes_the_synthetic_table_with_the_inputs_columns(gloo_table, table_files):
-    synthetic, summary = gloo_table
+    synthetic, summary, _ = gloo_table
     assert list(synthetic.columns) == list(people().columns)
     assert len(synthetic) == 500
     assert set(synthetic["sex"]) <= {"F", "M"} and synthetic["region"].isna().any()
@@ -186,8 +190,7 @@ def test_a_table_run_writes_the_synthetic_table_with_the_inputs_columns(gloo_tab
 
 
 def test_the_reported_epsilon_is_the_exact_composition_of_the_releases(gloo_table):
-    _, summary = gloo_table
-    options = parser.from_mapping({k: v for k, v in summary["options"].items() if k not in parser.CLIENT_ONLY})
+    options = summary_options(summary := gloo_table[1])
     noise = LocalDP.from_options(options).release_noise()
     exact = gaussian_epsilon(math.sqrt(options.num_rounds) / noise, options.delta)
     assert summary["epsilon"] <= 3.0
@@ -195,8 +198,8 @@ def test_the_reported_epsilon_is_the_exact_composition_of_the_releases(gloo_tabl
 
 
 def test_both_backends_give_the_same_synthetic_table(gloo_table, table_files, tmp_path):
-    synthetic, summary = synthetic_run(table_files, tmp_path, "-ldp", "--target-epsilon", "3",
-                                       "--backend", "vantage6")
+    synthetic, summary, _ = synthetic_run(table_files, tmp_path, "-ldp", "--target-epsilon", "3",
+                                          "--backend", "vantage6")
     pd.testing.assert_frame_equal(synthetic, gloo_table[0])
     assert summary["epsilon"] == gloo_table[1]["epsilon"]
 
@@ -273,3 +276,17 @@ def test_a_release_no_honest_node_could_send_is_rejected(table_files):
     for update in poisoned:
         with pytest.raises(FederationError, match="update rejected"):
             synthesizer.check_release(update, ROWS, 2.0)
+
+
+def test_a_checkpoint_of_a_table_run_reads_back_and_a_poisoned_one_is_refused(gloo_table):
+    options = summary_options(gloo_table[1])
+    blob = checkpoint.load(gloo_table[2])
+    state = checkpoint.read(blob, options).model
+    assert state["plan"].any() and state["measured"].any()
+    point = checkpoint.read(blob, options)
+    poisoned = {"plan": torch.flip(state["plan"], [0]), "measured": state["measured"] * 1000,
+                "survey": -state["survey"], "measure_noise": state["measure_noise"] / 4}
+    for name, value in poisoned.items():
+        point.model = {**state, name: value}
+        with pytest.raises(checkpoint.CheckpointError, match="not the sum of the releases"):
+            checkpoint.read(checkpoint.encode(point, options), options)

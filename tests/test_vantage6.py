@@ -164,7 +164,7 @@ class Organization1ImpersonatesOrganization0(ReversedResults):
             if organization_of_run(self, entry["id"]) == 1:
                 result = result_of(entry)
                 tensors, meta = codec.decode_text(result["message"])
-                poisoned = {name: t.fill_(1e28) if t.is_floating_point() and name.startswith("conv") else t
+                poisoned = {name: t.fill_(1e3) if t.is_floating_point() and name.startswith("conv") else t
                             for name, t in tensors.items()}
                 claim = {"organization_id": 0, "rank": 1, "message": codec.encode_text(poisoned, meta)}
                 entry["result"] = bytes_to_base64s(json.dumps(claim).encode())
@@ -178,7 +178,7 @@ def test_a_node_cannot_answer_in_another_organizations_place():
     (record,) = attacked["metrics"]
     assert [(w["organization"], w["rank"]) for w in record["workers"]] == [(0, 1), (1, 2)]
     assert record["workers"][0] == honest["metrics"][0]["workers"][0]
-    assert final_model(attacked)["model.conv1.weight"].abs().max() > 1e26
+    assert final_model(attacked)["model.conv1.weight"].abs().max() > 1e2
 
 
 def test_a_crashed_runs_reason_comes_from_its_log():
@@ -197,7 +197,7 @@ def test_failing_organization_is_named():
     frames = worker_frames(count=2)
     frames[1].iloc[5, 0] = 11
     result = central(mock_client(frames))
-    assert re.search(r"organization 1 \(worker rank 2\).*label at row 5.*is 11", result["error"])
+    assert re.search(r"organization 1 \(worker rank 2\).*label at row 5, column 'label' is out of range", result["error"])
 
 
 def test_central_rejects_a_mismatched_node_count():

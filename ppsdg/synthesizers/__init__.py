@@ -57,6 +57,13 @@ class Synthesizer(ABC):
         adds to the model as they are; a bound cannot catch a lie within it (README, *Dishonest nodes*)."""
         raise NotImplementedError(f"{self.name} sums its releases but does not bound them")
 
+    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float) -> None:
+        """Refuse a summed state (a checkpoint's model or snapshot) that the releases of these rows, each
+        with noise `noise_std`, could not have summed to. A sum of releases is one release of their rows
+        with their summed variance, so by default the same bounds as `check_release`."""
+        rows = [count for counts in rows_by_round for count in counts]
+        self.check_release(state, sum(rows), noise_std * math.sqrt(len(rows)))
+
     def release_std(self, dp: LocalDP | None) -> float:
         """The standard deviation of the Gaussian noise on one release's vector of full sensitivity: the
         run's planned noise multiplier (public, the same on the server) times the sensitivity; 0 without DP."""

@@ -288,10 +288,7 @@ class MarginalsSynthesizer(Synthesizer):
 
     def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
         """A release is a survey (survey cells, its noise variance) or a measurement (measured cells,
-        its noise variance), never both, and never a plan. Each clique's cells hold counts of the node's
-        rows (divided by the measuring rounds): each within [0, rows] and their total equal to rows, up to
-        the noise, whose standard deviation per cell is the planned one over the clique's weight (for a
-        measurement, bounded by equal weights over every clique: the plan is the server's)."""
+        its noise variance), never both, and never a plan: the plan is the server's."""
         if bool(update["plan"].any()):
             raise FederationError("update rejected: a node's release carries a plan, which only the server makes")
         surveying = bool(update["survey"].any()) or float(update["survey_noise"]) != 0
@@ -299,11 +296,35 @@ class MarginalsSynthesizer(Synthesizer):
         if bool(update[other].any()) or float(update[NOISE_OF[other]]) != 0:
             raise FederationError("update rejected: a release is either the survey or a measurement, not both")
         share = 1.0 if surveying else 1.0 / (self.rounds - 1)
-        check_noise_variance(update["survey_noise" if surveying else "measure_noise"], noise_std * share)
+        self._check_part(update, part, num_samples * share, noise_std * share)
+
+    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float) -> None:
+        """The server's state: round 1's releases summed in the survey, the later rounds' in the measured
+        cells, and the plan the one that the survey selects (post-processing, so it is recomputed)."""
+        surveyed, measuring = rows_by_round[:1], rows_by_round[1:]
+        plan = state["plan"].numpy()
+        if measuring and plan.any():
+            share = 1.0 / (self.rounds - 1)
+            rows = [count for counts in measuring for count in counts]
+            self._check_part(state, "measured", sum(rows) * share, noise_std * share * math.sqrt(len(rows)))
+        elif bool(state["measured"].any()) or float(state["measure_noise"]) != 0:
+            raise FederationError("update rejected: measured cells without a measuring round that planned them")
+        if surveyed and surveyed[0]:
+            self._check_part(state, "survey", sum(surveyed[0]), noise_std * math.sqrt(len(surveyed[0])))
+        elif bool(state["survey"].any()) or float(state["survey_noise"]) != 0 or plan.any():
+            raise FederationError("update rejected: survey cells or a plan without a surveying round")
+        if plan.any() and not np.array_equal(plan, select(state, self.layout, self.rounds - 1)):
+            raise FederationError("update rejected: the plan is not the one that the survey selects")
+
+    def _check_part(self, state: Tensors, part: str, rows: float, noise_std: float) -> None:
+        """Each clique's cells hold counts of `rows` rows: each within [0, rows] and their total equal to
+        rows, up to the noise, whose standard deviation per cell is `noise_std` over the clique's weight
+        (for a measurement, bounded by equal weights over every clique: the plan is the server's)."""
+        surveying = part == "survey"
+        check_noise_variance(state[NOISE_OF[part]], noise_std)
         weights = self.layout.survey_weights() if surveying else np.full(len(self.layout.found),
                                                                          1 / math.sqrt(len(self.layout.found)))
-        rows = float(num_samples) * share
-        vector = update[part]
+        vector = state[part]
         for index, weight in enumerate(weights):
             cells = torch.from_numpy(self.layout.part(vector.numpy(), index))
             if not surveying and not bool(cells.any()):
@@ -313,7 +334,7 @@ class MarginalsSynthesizer(Synthesizer):
                     raise FederationError(f"update rejected: the survey holds cells of {self.layout.found[index]}, "
                                           "which it does not measure")
                 continue
-            cell_std = noise_std * share / weight
+            cell_std = noise_std / weight
             check_within("a marginal's cell", cells, 0.0, rows, cell_std)
             check_within("a marginal's total", cells.sum(), rows, rows, cell_std * math.sqrt(len(cells)))
 
