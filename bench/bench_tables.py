@@ -4,6 +4,7 @@ every figure of its summary and the wall time.
 
     python bench/bench_tables.py --epsilons 1,10 --splits iid --nodes 3 --seeds 1,2,3
     python bench/bench_tables.py --report        # the table of what ran, mean and spread
+    python bench/bench_tables.py --plot          # bench/results/tables_privacy_utility.png
 
 Results go to bench/results/tables.jsonl, one line a run; a run already there is not run again.
 The data are ../shared/data/adult (never copied here): the training file split over the nodes, the
@@ -14,6 +15,7 @@ the others together, then cut in equal parts), `dirichlet` (Dirichlet 0.5 on inc
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import tempfile
@@ -65,11 +67,12 @@ def run_one(epsilon: float, how: str, nodes: int, seed: int, folder: Path) -> di
     privacy = [] if math.isinf(epsilon) else ["-ldp", "--target-epsilon", f"{epsilon:g}"]
     command = [*runs.MAIN, "--data", ",".join(map(str, paths)), "--test-data", str(ADULT / "adult-test.csv.gz"),
                "--schema", str(schema), "-s", str(seed), *privacy, "--output", str(folder / "run")]
-    started = time.perf_counter()
+    load, started = round(os.getloadavg()[0], 2), time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     summary = json.loads((folder / "run" / "summary.json").read_text())
-    return {"epsilon": epsilon, "split": how, "nodes": nodes, "seed": seed, "wall_seconds": round(seconds, 1),
+    return {"epsilon": None if math.isinf(epsilon) else epsilon, "split": how, "nodes": nodes, "seed": seed,
+            "wall_seconds": round(seconds, 1), "load_before": load,
             "reported_epsilon": summary.get("epsilon"),
             **{key: summary["evaluation"][key] for key in FIGURES}}
 
@@ -82,7 +85,7 @@ def report() -> str:
     """Mean and spread (standard deviation over seeds) of each figure per configuration."""
     groups: dict[tuple, list[dict]] = {}
     for row in done():
-        groups.setdefault((row["epsilon"], row["split"], row["nodes"]), []).append(row)
+        groups.setdefault((row["epsilon"] or math.inf, row["split"], row["nodes"]), []).append(row)
     keys = ("tstr_auc", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share", "wall_seconds")
     lines = ["| epsilon | split | nodes | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 4)]
     for (epsilon, how, nodes), rows in sorted(groups.items()):
@@ -95,6 +98,44 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def plot() -> Path:
+    """The privacy-utility plot: TSTR AUC and 2-/3-way TVD against epsilon, one line per method (the
+    federated runs by split and node count, the centralized anchors of bench_table_anchors.py), the
+    means over seeds; runs without DP as dotted levels, real data's AUC (TRTR) as a dashed one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench_table_anchors import done as anchors
+
+    lines: dict[str, dict[float, list[dict]]] = {}
+    for row in done():
+        lines.setdefault(f"ppsdg, {row['split']}, {row['nodes']} node(s)", {}).setdefault(
+            row["epsilon"] or math.inf, []).append(row)
+    for row in anchors():
+        lines.setdefault(f"{row['method'].upper()} (centralized)", {}).setdefault(row["epsilon"], []).append(row)
+    keys = (("tstr_auc", "TSTR ROC AUC"), ("tvd_2way", "mean TVD, 2-way"), ("tvd_3way", "mean TVD, 3-way"))
+    figure, axes = plt.subplots(1, len(keys), figsize=(15, 4.5))
+    for (key, title), axis in zip(keys, axes):
+        for number, (label, points) in enumerate(sorted(lines.items())):
+            color = f"C{number}"
+            finite = sorted(e for e in points if math.isfinite(e))
+            axis.plot(finite, [statistics.mean(r[key] for r in points[e]) for e in finite], "o-", color=color,
+                      label=label)
+            if math.inf in points:
+                axis.axhline(statistics.mean(r[key] for r in points[math.inf]), color=color, linestyle=":")
+        if key == "tstr_auc":
+            axis.axhline(statistics.mean(r["trtr_auc"] for r in done()), color="black", linestyle="--",
+                         label="real data (TRTR)")
+        axis.set(xscale="log", xlabel="epsilon (delta 1e-5)", title=title)
+    axes[0].legend(fontsize=7)
+    figure.suptitle("Adult: synthetic tables against the privacy budget (dotted: no DP)")
+    path = runs.RESULTS / "tables_privacy_utility.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--epsilons", default="1,10")
@@ -102,9 +143,13 @@ def main() -> None:
     cli.add_argument("--nodes", default="3")
     cli.add_argument("--seeds", default="1,2,3")
     cli.add_argument("--report", action="store_true")
+    cli.add_argument("--plot", action="store_true")
     options = cli.parse_args()
+    if options.plot:
+        print(plot())
+        return
     if not options.report:
-        seen = {(r["epsilon"], r["split"], r["nodes"], r["seed"]) for r in done()}
+        seen = {(r["epsilon"] or math.inf, r["split"], r["nodes"], r["seed"]) for r in done()}
         for epsilon in map(float, options.epsilons.split(",")):
             for how in options.splits.split(","):
                 for nodes in map(int, options.nodes.split(",")):
