@@ -68,12 +68,18 @@ def round_options(options: argparse.Namespace) -> dict[str, Any]:
     depend on a node's data, so a target epsilon becomes here, once, the noise multiplier every node
     would plan for it: a node runs each round in a fresh container, which would otherwise import the
     accountant and search for that noise again, seconds a round. (DP-SGD's noise follows each node's
-    row count: its target travels as it is; so does a noise below what a task may ask for.)"""
+    row count: its target travels as it is; so does a noise below what a task may ask for, and a
+    target out of the planner's reach, which each node refuses by name in round 1.)"""
     task = parser.task_options(options)
-    if options.local_dp and privacy.planned_target(options) is not None and synthesizers.releases_statistics(options):
+    if not (options.local_dp and privacy.planned_target(options) is not None
+            and synthesizers.releases_statistics(options)):
+        return task
+    try:
         noise = privacy.LocalDP(options).release_noise()
-        if noise >= parser.MIN_NOISE_MULTIPLIER:
-            task.update(noise_multiplier=noise, target_epsilon=None)
+    except OptionsError:
+        return task
+    if noise >= parser.MIN_NOISE_MULTIPLIER:
+        task.update(noise_multiplier=noise, target_epsilon=None)
     return task
 
 
