@@ -1,6 +1,7 @@
-"""The node owner's policy on a real node: the last node is reconfigured with `algorithm_env` (the
-way an owner sets it in the node's configuration file) and restarted; then a task without local DP
-must be refused by that node, and a DP run must stop at its budget where the mock run stops. That
+"""The node owner's policy on a real node, for each job (images, the table): the last node is
+reconfigured with `algorithm_env` (the way an owner sets it in the node's configuration file) and
+restarted with a budget for one of the job's rounds; then the job's task without local DP must be
+refused by that node, and a DP run must stop at its budget where the mock run stops. That
 node does not allow seeded noise, so its DP noise comes from the secure stream, as on a real node by
 default: the budget run's model must differ from the mock's, and its accounting must not.
 """
