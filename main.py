@@ -167,7 +167,7 @@ def run_on_server(options, kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs = {**kwargs, "organizations": organizations, "num_nodes": len(organizations) + 1}
     task = client.task.create(collaboration=options.collaboration, organizations=organizations[:1],
                               name="ppsdg", image=options.image, description="ppsdg federated training",
-                              input_={"method": "central", "kwargs": kwargs}, databases=[{"label": "default"}])
+                              input_={"method": "central", "kwargs": kwargs}, databases=[{"label": options.database}])
     try:
         wait_for_task(client, task["id"], options.task_timeout)
     finally:

@@ -119,14 +119,30 @@ class CentralCommunicator(Communicator):
         return late
 
     def _wait(self, task_id: int, organizations: list[int]) -> dict[int, dict[str, Any]]:
-        """Poll the runs at a short fixed interval until each has finished or the round times out;
-        return them by the organization the server says each belongs to."""
+        """Poll the task's status at a short fixed interval until each run has finished or the round
+        times out; return the runs by the organization the server says each belongs to.
+
+        The runs are listed only once the task has ended (or the round is over): the server lists each
+        run with its input, the whole round's message, so listing them every poll moved megabytes per
+        poll through the server and the node's proxy while the nodes trained on the same cores."""
         deadline = time.monotonic() + self.round_timeout_s
         while True:
-            runs = self._runs(task_id)
-            if all(finished(runs.get(o)) for o in organizations) or time.monotonic() >= deadline:
-                return runs
+            timed_out = time.monotonic() >= deadline
+            if timed_out or self._may_have_ended(task_id):
+                runs = self._runs(task_id)
+                if timed_out or all(finished(runs.get(o)) for o in organizations):
+                    return runs
             time.sleep(self.poll_s)
+
+    def _may_have_ended(self, task_id: int) -> bool:
+        """Whether the server says the task has ended, or cannot say: vantage6's mock does not find the
+        subtasks that its organizations' copies of the client made, which ended as they were made.
+        A real server is asked for the status alone (`task/ID/status`), half the server's work of
+        the whole task."""
+        request = getattr(self.client, "request", None)
+        answer = request(f"task/{task_id}/status") if callable(request) else self.client.task.get(task_id)
+        status = answer.get("status")
+        return status is None or has_task_finished(status)
 
     def _runs(self, task_id: int) -> dict[int, dict[str, Any]]:
         """The task's runs by the organization the server says each belongs to."""

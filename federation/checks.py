@@ -52,5 +52,5 @@ def check_synthetic(real: Run, mock: Run, target_epsilon: float) -> None:
     require(real_summary["epsilon"] == mock_summary["epsilon"] and
             abs(real_summary["epsilon"] - target_epsilon) <= 0.01 * target_epsilon,
             f"epsilon {real_summary['epsilon']} (mock {mock_summary['epsilon']}) is not the target {target_epsilon}")
-    say(f"real synthetic run: TSTR {real_summary['tstr_accuracy']:.3f} at epsilon {real_summary['epsilon']:.2f}, "
+    say(f"{real.name}: TSTR accuracy {real_summary['tstr_accuracy']:.3f} at epsilon {real_summary['epsilon']:.2f}, "
         "synthetic data identical to the mock run's")

@@ -14,6 +14,8 @@ from federation.server import API_PATH, LAUNCHER, Server
 from federation.shell import run, say
 
 PREFIX = "ppsdg-fed"
+IMAGES = "default"  # the label of each node's database of images (main.py's default --database)
+TABLE = "table"  # the label of each node's part of a table (Adult)
 SCOPE = "user"
 # A real node draws DP noise securely unless its owner allows the seed: the harness compares the real
 # federation with the mock run bit for bit, so its owners allow it.
@@ -29,7 +31,7 @@ def container_name(name: str) -> str:
 
 
 class Nodes:
-    """The nodes of one harness run; a node's database is its worker's CSV partition."""
+    """The nodes of one harness run; a node's databases are its worker's CSV partitions, one per job."""
 
     def __init__(self, python: Path, work: Path, server: Server) -> None:
         self.python = python
@@ -37,14 +39,16 @@ class Nodes:
         self.server = server
         self.config_folder = work / ".config" / "vantage6" / "node"
 
-    def configure(self, name: str, api_key: str, database: Path, environment: dict[str, str] | None = None) -> None:
-        """Write the node's configuration; `environment` is the owner's `algorithm_env`, which the
-        node hands to every algorithm container (ppsdg reads its node policy there)."""
+    def configure(self, name: str, api_key: str, databases: dict[str, Path],
+                  environment: dict[str, str] | None = None) -> None:
+        """Write the node's configuration: its CSV databases by label (a task names the one it reads),
+        and `environment`, the owner's `algorithm_env`, which the node hands to every algorithm
+        container (ppsdg reads its node policy there)."""
         self.config_folder.mkdir(parents=True, exist_ok=True)
         config = {
             "api_key": api_key, "server_url": self.server.url, "port": self.server.port, "api_path": API_PATH,
             "task_dir": str(self.work / name / "tasks"),
-            "databases": [{"label": "default", "uri": str(database), "type": "csv"}],
+            "databases": [{"label": label, "uri": str(path), "type": "csv"} for label, path in databases.items()],
             "encryption": {"enabled": False, "private_key": None},
             # The node image is local: the pull fails and the CLI and node fall back to it.
             "images": {"node": NODE},
@@ -67,6 +71,10 @@ class Nodes:
     def stop(self, name: str) -> None:
         say(f"v6 node stop --name {name}")
         self.v6("node", "stop", "--name", name, f"--{SCOPE}")
+
+    def running(self, name: str) -> bool:
+        return bool(run(["docker", "ps", "--quiet", "--filter", f"name=^{container_name(name)}$"],
+                        timeout_s=30).stdout.strip())
 
     def logs(self, name: str, lines: int = 40) -> str:
         result = subprocess.run(["docker", "logs", "--tail", str(lines), container_name(name)],

@@ -1,6 +1,7 @@
-"""The node owner's policy on a real node: the last node is reconfigured with `algorithm_env` (the
-way an owner sets it in the node's configuration file) and restarted; then a task without local DP
-must be refused by that node, and a DP run must stop at its budget where the mock run stops. That
+"""The node owner's policy on a real node, for each job (images, the table): the last node is
+reconfigured with `algorithm_env` (the way an owner sets it in the node's configuration file) and
+restarted with a budget for one of the job's rounds; then the job's task without local DP must be
+refused by that node, and a DP run must stop at its budget where the mock run stops. That
 node does not allow seeded noise, so its DP noise comes from the secure stream, as on a real node by
 default: the budget run's model must differ from the mock's, and its accounting must not.
 """
@@ -18,7 +19,7 @@ from federation.nodes import Nodes
 from federation.runs import Run
 from federation.server import Server
 from federation.shell import say
-from ppsdg import checkpoint, parser, privacy
+from ppsdg import checkpoint, data, parser, privacy, synthesizers
 from ppsdg.policy import MAX_EPSILON, REQUIRE_DP
 
 NOISE_MULTIPLIER = 1.5
@@ -27,11 +28,14 @@ ROUNDS = 3
 
 @dataclass(frozen=True)
 class PolicyRuns:
+    """The policy runs of one job; `databases` are every node's databases by label, by rank (the
+    guarded node is restarted with all of its own)."""
+
     server: Server
     federation: Federation
     nodes: Nodes
-    partitions: list[Path]
-    arguments: list[str]
+    databases: list[dict[str, Path]]
+    job: runs.Job
     timeout_s: float
 
     @property
@@ -42,23 +46,28 @@ class PolicyRuns:
         return ["-ldp", "--noise-multiplier", str(NOISE_MULTIPLIER), "-nr", str(ROUNDS)]
 
     def budget(self) -> float:
-        """Between what one round and two rounds of the guarded node's DP-SGD spend: room for one."""
-        options = parser.parse([*self.arguments, *self.dp_arguments()])
-        entry = privacy.LocalDP(options).planned_entry(len(pd.read_csv(self.partitions[-1])), False)
+        """Between what one round and two rounds of the guarded node's releases spend: room for one."""
+        options = parser.parse([*self.job.arguments, *self.dp_arguments()])
+        data.prepare_table(options)
+        entry = privacy.LocalDP(options).planned_entry(len(pd.read_csv(self.job.partitions[-1])),
+                                                       synthesizers.releases_statistics(options))
         one, two = (privacy.epsilon([entry] * rounds, options.delta, options.accountant) for rounds in (1, 2))
         return (one + two) / 2
 
     def guard(self, environment: dict[str, str]) -> None:
-        """Start the last node, which the fault runs left stopped, with the owner's `algorithm_env`
-        (main.py killed the round it left pending)."""
+        """(Re)start the last node with the owner's `algorithm_env` (the fault runs left it stopped;
+        main.py killed the round they left pending)."""
         name, index = self.federation.node_names[-1], len(self.federation.node_names) - 1
         client = root_client(self.server.url, self.server.port)
-        self.nodes.configure(name, self.federation.api_keys[index], self.partitions[index], environment)
+        if self.nodes.running(name):
+            self.nodes.stop(name)
+        self.nodes.configure(name, self.federation.api_keys[index], self.databases[index], environment)
         self.nodes.start(name)
         watch.wait_online(client, self.federation.collaboration, len(self.federation.organizations))
 
     def real(self, name: str, extra: list[str], folder: Path) -> Run:
-        return runs.main_py(name, [*self.arguments, *runs.server_arguments(self.server, self.federation),
+        return runs.main_py(name, [*self.job.arguments, *runs.server_arguments(self.server, self.federation,
+                                                                               self.job.database),
                                    "--task-timeout", str(self.timeout_s), *extra],
                             folder, self.timeout_s, self.federation.password)
 
@@ -104,11 +113,15 @@ def models_equal(first: Path, second: Path) -> bool:
 
 
 def policy_runs(work: Path, policy: PolicyRuns) -> None:
+    """The job's task without DP refused by name on the guarded node, then a DP run stopped at its budget."""
     budget = policy.budget()
-    say(f"policy runs: {REQUIRE_DP}=1 and {MAX_EPSILON}={budget:.6f} on the last node")
+    job = policy.job.name
+    say(f"{job} policy runs: {REQUIRE_DP}=1 and {MAX_EPSILON}={budget:.6f} on the last node")
     policy.guard({REQUIRE_DP: "1", MAX_EPSILON: f"{budget:.6f}"})
-    policy.check_refused(policy.real("policy, no DP", ["-nr", "1"], work / "policy-no-dp"), REQUIRE_DP)
-    real = policy.real("policy, budget", policy.dp_arguments(), work / "policy-budget")
-    mock = runs.main_py("policy, budget, mock", [*policy.arguments, "--backend", "vantage6", *policy.dp_arguments()],
-                        work / "policy-budget-mock", policy.timeout_s, extra_environment={MAX_EPSILON: f"{budget:.6f}"})
+    policy.check_refused(policy.real(f"{job} policy, no DP", ["-nr", "2"], work / f"{job}-policy-no-dp"), REQUIRE_DP)
+    real = policy.real(f"{job} policy, budget", policy.dp_arguments(), work / f"{job}-policy-budget")
+    mock = runs.main_py(f"{job} policy, budget, mock",
+                        [*policy.job.arguments, "--backend", "vantage6", *policy.dp_arguments()],
+                        work / f"{job}-policy-budget-mock", policy.timeout_s,
+                        extra_environment={MAX_EPSILON: f"{budget:.6f}"})
     policy.check_budget(real, mock)

@@ -12,6 +12,7 @@ import torch
 
 from federation.accounts import Federation
 from federation.images import ALGORITHM
+from federation.nodes import IMAGES
 from federation.server import API_PATH, Server
 from federation.shell import HarnessError, say, stop_process, tail
 
@@ -42,12 +43,25 @@ class Run:
         return sum(r["seconds"] for r in records) / len(records)
 
 
-def server_arguments(server: Server, federation: Federation) -> list[str]:
-    """The researcher's real-server options: the first organization also runs the central function."""
+@dataclass(frozen=True)
+class Job:
+    """A training the harness runs over the real federation and through the mock client: main.py's
+    options, the label of the node database it reads, and each worker's part of its data, by rank."""
+
+    name: str
+    arguments: list[str]
+    database: str
+    partitions: list[Path]
+
+
+def server_arguments(server: Server, federation: Federation, database: str = IMAGES) -> list[str]:
+    """The researcher's real-server options: the first organization also runs the central function,
+    and the task reads the nodes' database labelled `database`."""
     return ["--backend", "vantage6", "--server-url", server.url, "--server-port", str(server.port),
             "--api-path", API_PATH, "--username", federation.username,
             "--collaboration", str(federation.collaboration),
-            "--organizations", ",".join(map(str, federation.organizations)), "--image", ALGORITHM]
+            "--organizations", ",".join(map(str, federation.organizations)), "--image", ALGORITHM,
+            "--database", database]
 
 
 def start(name: str, arguments: list[str], folder: Path, password: str | None = None,

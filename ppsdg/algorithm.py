@@ -1,5 +1,6 @@
 """The vantage6 algorithm: `central` runs the server's rounds, one subtask per round; `partial` runs
 one worker's round on the node's own data. Both are thin: the round itself is coordination's."""
+import argparse
 import os
 from typing import Any
 
@@ -10,7 +11,7 @@ from vantage6.algorithm.tools.util import get_env_var
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, local, parser, runtime
+from ppsdg import checkpoint, coordination, local, parser, privacy, runtime, synthesizers
 from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError, OptionsError, PpsdgError
@@ -48,7 +49,7 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
                            "were given: it must be their number plus one (the server)")
     device = runtime.set_up(options)
     latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
-    comm = CentralCommunicator(client, organizations, parser.task_options(options), options.round_timeout)
+    comm = CentralCommunicator(client, organizations, round_options(options), options.round_timeout)
 
     def keep(record: coordination.RoundRecord, point: Checkpoint) -> None:
         for worker in record["workers"] + record["failed"] + record.get("late", []):
@@ -60,6 +61,26 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     except FederationError as error:
         return central_result(latest[0], options, organizations, comm.attribution, error=str(error))
     return central_result(latest[0], options, organizations, comm.attribution)
+
+
+def round_options(options: argparse.Namespace) -> dict[str, Any]:
+    """The options each round's subtask carries to the nodes. A statistics release's noise does not
+    depend on a node's data, so a target epsilon becomes here, once, the noise multiplier every node
+    would plan for it: a node runs each round in a fresh container, which would otherwise import the
+    accountant and search for that noise again, seconds a round. (DP-SGD's noise follows each node's
+    row count: its target travels as it is; so does a noise below what a task may ask for, and a
+    target out of the planner's reach, which each node refuses by name in round 1.)"""
+    task = parser.task_options(options)
+    if not (options.local_dp and privacy.planned_target(options) is not None
+            and synthesizers.releases_statistics(options)):
+        return task
+    try:
+        noise = privacy.LocalDP(options).release_noise()
+    except OptionsError:
+        return task
+    if noise >= parser.MIN_NOISE_MULTIPLIER:
+        task.update(noise_multiplier=noise, target_epsilon=None)
+    return task
 
 
 def organization_ids(given: Any, client: Any) -> list[int]:

@@ -144,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated organization ids, in worker-rank order; the first one "
                              "also runs the central function (default: all in the collaboration)")
     server.add_argument("--image", help="the ppsdg algorithm image the nodes run")
+    server.add_argument("--database", default="default",
+                        help="the label of the node database the task reads (a node may hold several)")
     server.add_argument("--task-timeout", type=float, default=3600.0, help="seconds to wait for the task")
     return parser
 
 
 CLIENT_ONLY = ("output", "resume", "worker_timeout", "server_url", "server_port", "api_path", "username", "password", "collaboration",
-               "organizations", "image", "task_timeout")
+               "organizations", "image", "database", "task_timeout")
 SECRET = ("password",)
 
 

@@ -149,3 +149,39 @@ def test_a_kill_the_server_refuses_is_a_warning_that_says_what_is_needed(capsys)
     warning = capsys.readouterr().err
     assert "could not kill task 10 of this training (You lack the permission to do that!)" in warning
     assert "event, collaboration scope, send" in warning
+
+
+class ResearcherClient(TaskServer):
+    """vantage6's UserClient as run_on_server uses it, against a server whose central task completed."""
+
+    created: list[dict] = []
+
+    def __init__(self, *address: object, log_level: str) -> None:
+        super().__init__("completed", [])
+        self.result = self
+
+    def authenticate(self, username: str, password: str) -> None:
+        assert (username, password) == ("alice", "secret")
+
+    def setup_encryption(self, key: None) -> None:
+        assert key is None
+
+    def create(self, **task: object) -> dict:
+        ResearcherClient.created.append(task)
+        return {"id": 1}
+
+    def from_task(self, task_id: int) -> dict:
+        return {"data": [{"result": '{"metrics": []}'}]}
+
+
+def test_the_task_reads_the_node_database_that_database_names(monkeypatch):
+    import vantage6.client
+
+    monkeypatch.setattr(vantage6.client, "UserClient", ResearcherClient)
+    server = ["--backend", "vantage6", "--server-url", "http://v6", "--username", "alice", "--password", "secret",
+              "--collaboration", "1", "--organizations", "2,3", "--image", "ppsdg"]
+    for extra, label in (([], "default"), (["--database", "table"], "table")):
+        options = parser.parse([*server, *extra])
+        assert main.run_on_server(options, parser.task_options(options)) == {"metrics": []}
+        assert ResearcherClient.created[-1]["databases"] == [{"label": label}]
+        assert "database" not in ResearcherClient.created[-1]["input_"]["kwargs"]

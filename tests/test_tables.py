@@ -290,3 +290,13 @@ def test_a_checkpoint_of_a_table_run_reads_back_and_a_poisoned_one_is_refused(gl
         point.model = {**state, name: value}
         with pytest.raises(checkpoint.CheckpointError, match="not the sum of the releases"):
             checkpoint.read(checkpoint.encode(point, options), options)
+
+
+def test_a_rounds_subtask_carries_the_planned_release_noise_not_the_target(table_files):
+    options = table_options(table_files, "-nn", "3", "-ldp", "--target-epsilon", "3")
+    carried = algorithm.round_options(options)
+    planned = LocalDP(options).release_noise()
+    assert carried["target_epsilon"] is None and carried["noise_multiplier"] == planned > 1.0
+    assert LocalDP(parser.from_mapping(json.loads(json.dumps(carried)))).release_noise() == planned
+    sgd = parser.parse(["-ldp", "--target-epsilon", "3"])
+    assert algorithm.round_options(sgd)["target_epsilon"] == 3.0

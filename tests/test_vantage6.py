@@ -324,3 +324,34 @@ def test_a_run_that_outlives_its_round_is_collected_when_it_finishes():
     late = comm.late_replies()
     assert list(late) == [2] and torch.equal(late[2][0]["w"], torch.ones(2))
     assert comm.late_replies() == {}
+
+
+class SlowRound(LateRun):
+    """A fake server whose round task stays active for three polls of its status, then completes;
+    it counts how often the runs (each listed with the round's whole message) were listed."""
+
+    def __init__(self, reply: dict) -> None:
+        super().__init__(reply)
+        self.polls = 0
+        self.listings = 0
+
+    def request(self, endpoint: str) -> dict:
+        assert endpoint == "task/1/status"
+        self.polls += 1
+        if self.polls > 3:
+            self.status = "completed"
+        return {"status": self.status if self.polls > 3 else "active"}
+
+    def from_task(self, task_id: int) -> list[dict]:
+        self.listings += 1
+        return super().from_task(task_id)
+
+
+def test_the_central_lists_a_rounds_runs_once_it_has_ended_not_at_every_poll():
+    template = {"w": torch.zeros(2)}
+    client = SlowRound({"rank": 1, "message": codec.encode_text({"w": torch.ones(2)})})
+    client.create = lambda **task: {"id": 1}
+    comm = CentralCommunicator(client, [4, 5], {}, round_timeout_s=60.0, poll_s=0.0)
+    replies = comm.exchange(template, [1, 2], template)
+    assert sorted(replies) == [1, 2] and torch.equal(replies[2]["w"], torch.ones(2))
+    assert client.polls == 4 and client.listings == 1
