@@ -89,7 +89,13 @@ class Pooled:
 
 
 def fit(pooled: Pooled, measurements: list, iters: int, warm=None):
-    return mbi().estimation.MirrorDescent().estimate(pooled.domain, measurements, iters=iters, warm_start=warm)
+    """Mirror descent; JAX's compiled programs are dropped after each fit, since every new set of
+    cliques compiles new ones and AIM's rounds otherwise exhaust the JIT's memory maps."""
+    import jax
+
+    model = mbi().estimation.MirrorDescent().estimate(pooled.domain, measurements, iters=iters, warm_start=warm)
+    jax.clear_caches()
+    return model
 
 
 def mst(pooled: Pooled, rho: float, rng: np.random.Generator):
@@ -145,6 +151,7 @@ def aim(pooled: Pooled, rho: float, rng: np.random.Generator, target: int):
         before = np.asarray(model.project(clique).datavector())
         measurements.append(pooled.measure(clique, sigma, rng))
         model = fit(pooled, measurements, AIM_ITERS, model)
+        print(f"AIM: measured {clique} (sigma {sigma:.1f}), rho used {used / rho:.0%}", file=sys.stderr, flush=True)
         if np.abs(np.asarray(model.project(clique).datavector()) - before).sum() <= \
                 sigma * math.sqrt(2 / math.pi) * answers[clique].size:
             sigma, epsilon = sigma / 2, epsilon * 2

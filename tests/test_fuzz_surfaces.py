@@ -256,7 +256,7 @@ def assert_exactly_the_template(reply: dict[str, torch.Tensor]) -> None:
                for name in TEMPLATE)
 
 
-@settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=10_000, suppress_health_check=[HealthCheck.too_slow])
 @given(rounds())
 def test_fuzzed_results_are_decoded_against_the_template_or_named_as_failures(round_):
     runs, entries = round_
@@ -387,7 +387,7 @@ def restore_permissions(root: Path) -> None:
             os.chmod(Path(folder) / name, stat.S_IRWXU)
 
 
-@settings(max_examples=120, deadline=1000, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=120, deadline=10_000, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(state=directory_states())
 def test_fuzzed_output_directory_is_refused_or_the_run_touches_only_its_own_files(tmp_path_factory, state):
