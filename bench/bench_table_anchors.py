@@ -14,7 +14,9 @@ third on measuring it; AIM measures the 1-way marginals, then each round picks t
 explains worst (exponential mechanism, noise-corrected), measures it, refits, and halves its noise
 when a measurement barely moved the model. Departures, to fit two cores: no domain compression in
 MST; AIM's model capped at 8 MB (the federated synthesizer's cap; AIM's default is 80) and
-AIM_ROUNDS rounds with AIM_ITERS mirror-descent steps each, warm started.
+AIM_ROUNDS rounds with AIM_ITERS mirror-descent steps each, warm started. Even so one AIM round took
+about 5 minutes on the 2 shared cores (mbi infers each of the 211 candidate marginals under the new
+model, and JAX compiles a program for each), so AIM's 26 rounds at epsilon 1 did not fit a session.
 Results: bench/results/table_anchors.jsonl, one line a run.
 """
 import argparse
