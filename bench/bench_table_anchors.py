@@ -14,9 +14,10 @@ third on measuring it; AIM measures the 1-way marginals, then each round picks t
 explains worst (exponential mechanism, noise-corrected), measures it, refits, and halves its noise
 when a measurement barely moved the model. Departures, to fit two cores: no domain compression in
 MST; AIM's model capped at 8 MB (the federated synthesizer's cap; AIM's default is 80) and
-AIM_ROUNDS rounds with AIM_ITERS mirror-descent steps each, warm started. Even so one AIM round took
-about 5 minutes on the 2 shared cores (mbi infers each of the 211 candidate marginals under the new
-model, and JAX compiles a program for each), so AIM's 26 rounds at epsilon 1 did not fit a session.
+AIM_ROUNDS rounds with AIM_ITERS mirror-descent steps each, warm started; and AIM scores the model's
+answers to its 211 candidate marginals on SAMPLE_FACTOR times the data's rows drawn from the model
+(sampling error per cell about sqrt(count / 10), below the measurement noise), since mbi's exact
+inference of each took 0.75-1.4 s here, minutes a round.
 Results: bench/results/table_anchors.jsonl, one line a run.
 """
 import argparse
@@ -46,6 +47,7 @@ DELTA = 1e-5
 MODEL_MB = 8.0
 AIM_ROUNDS = 40
 AIM_ITERS = 300
+SAMPLE_FACTOR = 10
 FINAL_ITERS = 1000
 FIGURES = ("tstr_auc", "tstr_accuracy", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share",
            "closer_to_train_share", "exact_copy_share", "holdout_exact_copy_share")
@@ -147,7 +149,8 @@ def aim(pooled: Pooled, rho: float, rng: np.random.Generator, target: int):
         limit = MODEL_MB * used / rho
         fits = [c for c in candidates if mbi().junction_tree.hypothetical_model_size(
             pooled.domain, list(model.cliques) + [c]) <= limit]
-        scores = np.array([candidates[c] * (np.abs(answers[c] - np.asarray(model.project(c).datavector())).sum()
+        drawn = Pooled(draw(model, SAMPLE_FACTOR * len(pooled.codes), rng), pooled.shape)
+        scores = np.array([candidates[c] * (np.abs(answers[c] - drawn.answer(c) / SAMPLE_FACTOR).sum()
                                             - math.sqrt(2 / math.pi) * sigma * answers[c].size) for c in fits])
         clique = fits[exponential_choice(scores, epsilon, max(candidates[c] for c in fits), rng)]
         before = np.asarray(model.project(clique).datavector())
@@ -160,6 +163,13 @@ def aim(pooled: Pooled, rho: float, rng: np.random.Generator, target: int):
     return fit(pooled, measurements, FINAL_ITERS, model)
 
 
+def draw(model, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Records drawn from the model as codes (mbi draws from numpy's global generator)."""
+    np.random.seed(int(rng.integers(1 << 32)))
+    synthetic = model.synthetic_data(rows=rows)
+    return np.stack([np.asarray(synthetic.data[c]) for c in sorted(synthetic.data)], axis=1).astype(np.int64)
+
+
 def run_one(method: str, epsilon: float, seed: int) -> dict:
     train, test = (tables.read_table(str(ADULT / name)) for name in ("adult-train.csv.gz", "adult-test.csv.gz"))
     schema = tables.draft(train, TARGET)
@@ -169,10 +179,7 @@ def run_one(method: str, epsilon: float, seed: int) -> dict:
     load, started = round(os.getloadavg()[0], 2), time.perf_counter()
     rho = zcdp_rho(epsilon, DELTA)
     model = mst(pooled, rho, rng) if method == "mst" else aim(pooled, rho, rng, schema.names.index(TARGET))
-    np.random.seed(seed)
-    synthetic = model.synthetic_data(rows=len(train))
-    drawn = np.stack([np.asarray(synthetic.data[c]) for c in pooled.columns], axis=1).astype(np.int64)
-    table = tables.decode(drawn, schema, rng)
+    table = tables.decode(draw(model, len(train), rng), schema, rng)
     seconds = time.perf_counter() - started
     figures = table_evaluation.evaluate(table, train, test, schema, TARGET)
     return {"method": method, "epsilon": epsilon, "seed": seed, "wall_seconds": round(seconds, 1),
