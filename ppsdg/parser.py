@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="moments: the L2 norm of an image's coordinates that is scaled to 1 (larger ones "
                           "are clipped to it; default: 8 for DCT; for the digits 14 without DP, 8 for a "
                           "one-release noise multiplier below 1 (epsilon above about 5), else 6)")
+    gan.add_argument("--moments-draw", choices=("refined", "linear"), default="refined",
+                     help="moments: how a Gaussian draw becomes an image: by a network trained on the public "
+                          "digits (sharp single digits; the DCT basis has nothing public to train it on and "
+                          "draws linearly), or by the basis alone (blurred)")
     gan.add_argument("--gan-learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
     gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")
     gan.add_argument("--sample-every", type=int, default=0,
