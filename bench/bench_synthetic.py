@@ -52,10 +52,12 @@ def command(synthesizer: str, source: str, epsilon: float, seed: int, partition:
             str(workers + 1), "--partition", partition, *privacy, "-sm", "--output", str(output)]
 
 
-def measure(synthesizer: str, source: str, epsilon: float, seed: int, partition: str, workers: int) -> dict:
+def measure(synthesizer: str, source: str, epsilon: float, seed: int, partition: str, workers: int,
+            timeout_s: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="ppsdg-bench-") as folder:
         output = Path(folder)
-        result = runs.run(command(synthesizer, source, epsilon, seed, partition, workers, output), output)
+        result = runs.run(command(synthesizer, source, epsilon, seed, partition, workers, output), output,
+                          timeout_s=timeout_s)
         summary = json.loads((output / "summary.json").read_text())
         first = data.load_csv(output / "synthetic.csv").subset(np.arange(GRID_COLUMNS * data.NUM_CLASSES))
         save_tile(first, SAMPLES / f"{synthesizer}-{source}-eps{epsilon:g}-seed{seed}.png")
@@ -163,6 +165,7 @@ def main() -> None:
     cli.add_argument("--seeds", default="1")
     cli.add_argument("--partition", default="iid")
     cli.add_argument("--workers", type=int, default=2)
+    cli.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take (a loaded machine)")
     cli.add_argument("--report", action="store_true", help="only write the table and the plot")
     args = cli.parse_args()
     if args.report:
@@ -177,7 +180,7 @@ def main() -> None:
                            "partition": args.partition, "workers": args.workers}
                     if key(row) in finished:
                         continue
-                    row = measure(synthesizer, source, epsilon, seed, args.partition, args.workers)
+                    row = measure(synthesizer, source, epsilon, seed, args.partition, args.workers, args.timeout)
                     print(json.dumps(row), flush=True)
                     with RESULTS.open("a") as results:
                         results.write(json.dumps(row) + "\n")
