@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -76,11 +77,16 @@ def run(command: list[str], output: Path, proportional: bool = False, timeout_s:
     """
     before = load()
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     watcher = MemoryWatcher(process.pid, proportional)
     watcher.start()
     try:
         _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)  # its workers too: a timed-out run went on training unseen
+        process.wait()
+        raise
     finally:
         watcher.stop()
     wall = time.perf_counter() - started

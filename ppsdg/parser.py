@@ -18,6 +18,8 @@ ACCOUNTANTS = ("prv", "rdp")
 SECURE_NOISE_ENV = "PPSDG_SECURE_NOISE"
 DEFAULT_NODES = 3
 DEFAULT_ROUNDS = 10
+# A WGAN-GP needs thousands of generator steps; 10 rounds of one epoch of 4,000 images give 120.
+WGAN_EPOCHS = 10
 TABLE_ROUNDS = 3
 
 
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("-lr", "--learning-rate", type=float, default=0.05, help="learning rate")
     add("-g", "--gamma", type=float, default=0.9, help="learning-rate decay per round (StepLR)")
     add("-li", "--log-interval", type=int, default=10, help="batches between progress updates")
-    add("-e", "--epochs", type=int, default=1, help="local epochs per round (FedAvg)")
+    add("-e", "--epochs", type=int, default=None,
+        help=f"local epochs per round (FedAvg; default: {WGAN_EPOCHS} for --synthesizer wgan, else 1)")
     add("-nr", "--num-rounds", type=int, default=None,
         help=f"number of training rounds (default: {DEFAULT_ROUNDS} for images, {TABLE_ROUNDS} for a table)")
     add("-s", "--seed", type=int, default=1, help="seed of every random draw")
@@ -97,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="moments: the L2 norm of an image's coordinates that is scaled to 1 (larger ones "
                           "are clipped to it; default: 8 for DCT; for the digits 14 without DP, 8 for a "
                           "one-release noise multiplier below 1 (epsilon above about 5), else 6)")
+    gan.add_argument("--moments-draw", choices=("refined", "linear"), default="refined",
+                     help="moments: how a Gaussian draw becomes an image: by a network trained on the public "
+                          "digits (sharp single digits; the DCT basis has nothing public to train it on and "
+                          "draws linearly), or by the basis alone (blurred)")
     gan.add_argument("--gan-learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
     gan.add_argument("--critic-steps", type=int, default=5, help="critic steps per generator step")
     gan.add_argument("--sample-every", type=int, default=0,
@@ -242,11 +249,14 @@ MIN_NOISE_MULTIPLIER = 0.3
 
 
 def resolve_data_kind(options: argparse.Namespace) -> None:
-    """Fill the defaults that follow from the data: a table implies --gan with the marginals
-    synthesizer and its own number of rounds; one file per worker fixes the number of workers."""
+    """Fill the defaults that follow from the data and the method: a table implies --gan with the
+    marginals synthesizer and its own number of rounds; the WGAN-GP trains more local epochs a round;
+    one file per worker fixes the number of workers."""
     table = options.synthesizer == "marginals" or tables.is_table_path(options.data)
     if options.num_rounds is None:
         options.num_rounds = TABLE_ROUNDS if table else DEFAULT_ROUNDS
+    if options.epochs is None:
+        options.epochs = WGAN_EPOCHS if options.gan and options.synthesizer == "wgan" else 1
     files = len(data_files(options.data))
     if options.num_nodes is None:
         options.num_nodes = files + 1 if files > 1 else DEFAULT_NODES

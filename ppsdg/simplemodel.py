@@ -50,20 +50,25 @@ class Generator(nn.Module):
 
 
 class Critic(nn.Module):
-    """Class-conditional WGAN critic; no batch statistics, so per-sample gradients are well defined."""
+    """Class-conditional WGAN critic with an auxiliary classifier (AC-WGAN-GP, as Gulrajani et al.
+    condition theirs): a score, whose label term is a projection (Miyato and Koyama 2018), and class
+    logits, which teach the generator its labels far sooner than the score alone. No batch statistics,
+    so per-sample gradients are well defined."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.embed = nn.Embedding(NUM_CLASSES, 28 * 28)
-        self.conv1 = nn.Conv2d(2, 32, 4, 2, 1)
+        self.conv1 = nn.Conv2d(1, 32, 4, 2, 1)
         self.conv2 = nn.Conv2d(32, 64, 4, 2, 1)
         self.score = nn.Linear(64 * 7 * 7, 1)
+        self.embed = nn.Embedding(NUM_CLASSES, 64 * 7 * 7)
+        self.classify = nn.Linear(64 * 7 * 7, NUM_CLASSES)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([images, self.embed(labels).view(-1, 1, 28, 28)], dim=1)
-        x = F.leaky_relu(self.conv1(x), 0.2)
-        x = F.leaky_relu(self.conv2(x), 0.2)
-        return self.score(torch.flatten(x, 1)).squeeze(1)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score of each image as one of its label, and its class logits."""
+        x = F.leaky_relu(self.conv1(images), 0.2)
+        features = torch.flatten(F.leaky_relu(self.conv2(x), 0.2), 1)
+        score = self.score(features).squeeze(1) + (self.embed(labels) * features).sum(1)
+        return score, self.classify(features)
 
 
 class GAN(nn.Module):

@@ -41,7 +41,7 @@ HOSTILE = st.recursive(
 
 ORGANIZATION = 7
 KINDS = {"classifier": {}, "dp": {"local_dp": True}, "moments": {"gan": True},
-         "wgan": {"gan": True, "synthesizer": "wgan"}}
+         "wgan": {"gan": True, "synthesizer": "wgan", "epochs": 1}}
 # Whole-number options a hostile task may push to the parser's bound, where training legitimately takes
 # long (10,000 epochs are minutes even on 60 rows): the node owner's PPSDG_MAX_EPOCHS is what refuses them.
 NODE_POLICY = {"PPSDG_MAX_EPOCHS": "2"}

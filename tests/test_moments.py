@@ -14,7 +14,7 @@ from conftest import run_main
 from ppsdg import data, models, output, parser
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
-from ppsdg.synthesizers import moments
+from ppsdg.synthesizers import moments, refiner
 from test_vantage6 import TampersWithOrganization1, central, mock_client, organization_of_run, result_of, worker_frames
 
 
@@ -70,7 +70,7 @@ def analytic_epsilon(mu: float, delta: float) -> float:
 def test_reported_epsilon_equals_the_exact_gaussian_composition(small_csv, tmp_path):
     """Four releases of multiplier 2 are one Gaussian mechanism of multiplier 1 (mu = sqrt(4) / 2)."""
     _, records = run_main(tmp_path, "--data", str(small_csv), "--gan", "-ldp", "--noise-multiplier", "2",
-                          "-nr", "4", "--tstr-epochs", "1")
+                          "-nr", "4", "--tstr-epochs", "1", "--moments-draw", "linear")
     expected = analytic_epsilon(math.sqrt(4) / 2, 1e-5)
     assert records[-1]["epsilon"] == pytest.approx(expected, rel=0.02)
     assert [w["epsilon"] for w in records[0]["workers"]] == [records[0]["epsilon"]] * 2
@@ -87,6 +87,44 @@ def test_samples_are_balanced_reproducible_and_follow_the_class_statistics():
     assert np.array_equal(first.pixels, again.pixels) and np.bincount(first.labels).tolist() == [200] * 10
     real_means = np.stack([train.pixels[train.labels == c].mean(0) for c in range(10)])
     fake_means = np.stack([first.pixels[first.labels == c].mean(0) for c in range(10)])
+    distances = np.abs(fake_means[:, None] - real_means[None]).mean(axis=(2, 3))
+    assert distances.argmin(axis=1).tolist() == list(range(10))
+
+
+
+def test_the_refiner_is_the_same_from_its_seed():
+    public, labels = (torch.from_numpy(part[::80]) for part in moments.public_digits())
+    inked = refiner.render(public)
+    z = moments.encode(inked, moments.basis("digits", 40, 6.0)).float()
+    first, again = (refiner.weights(refiner.fit(z, labels, inked.float())) for _ in range(2))
+    assert first.keys() == again.keys() and all(torch.equal(first[name], again[name]) for name in first)
+
+
+def pixels(images: data.ImageSet) -> torch.Tensor:
+    """Pixels in 0..1."""
+    return torch.from_numpy(images.pixels).double() / 255
+
+
+def grey_share(pixels: torch.Tensor) -> float:
+    """The share of pixels (0..1) that are neither background nor ink: what blur and ghosts add."""
+    return float(((pixels > 0.1) & (pixels < 0.9)).double().mean())
+
+
+def test_refined_samples_are_sharper_than_linear_ones_and_of_their_class():
+    synthesizer = moments.MomentsSynthesizer(options(data="mnist", local_dp=True, noise_multiplier=4.0))
+    train, _ = data.load("embedded")
+    model = models.new_model(options())
+    release, _, _ = worker_release(synthesizer, train)
+    model.load_state_dict({**model.state_dict(), **release})
+    state = synthesizer.generator_state(model)
+    assert any(name.startswith(refiner.PREFIX) for name in state)
+    refined, again = synthesizer.sample(state, 1000, seed=3), synthesizer.sample(state, 1000, seed=3)
+    assert np.array_equal(refined.pixels, again.pixels) and np.bincount(refined.labels).tolist() == [100] * 10
+    linear_state = {name: t for name, t in state.items() if not name.startswith(refiner.PREFIX)}
+    linear = synthesizer.sample(linear_state, 1000, seed=3)
+    assert grey_share(pixels(refined)) < 0.7 * grey_share(pixels(linear))
+    real_means = np.stack([train.pixels[train.labels == c].mean(0) for c in range(10)])
+    fake_means = np.stack([refined.pixels[refined.labels == c].mean(0) for c in range(10)])
     distances = np.abs(fake_means[:, None] - real_means[None]).mean(axis=(2, 3))
     assert distances.argmin(axis=1).tolist() == list(range(10))
 
@@ -111,7 +149,7 @@ def test_the_digits_basis_is_orthonormal_and_the_same_from_its_seed():
     images = torch.from_numpy(data.load_embedded()[0].pixels[:50]).double().div(255).unsqueeze(1)
     first, again = (moments.warp(images, torch.Generator().manual_seed(7)) for _ in range(2))
     assert torch.equal(first, again) and not torch.equal(first, images)
-    assert len(moments.public_digits()) == (moments.PUBLIC_WARPS + 1) * 1797
+    assert len(moments.public_digits()[0]) == (moments.PUBLIC_WARPS + 1) * 1797
 
 
 def test_the_digits_basis_follows_the_planned_noise_unless_given():

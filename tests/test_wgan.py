@@ -15,9 +15,11 @@ def loop_gradients(critic, real, fake, labels, mix, weight):
     for i in range(len(labels)):
         y = labels[i:i + 1]
         mixed = (mix[i] * real[i:i + 1] + (1 - mix[i]) * fake[i:i + 1]).requires_grad_(True)
-        (input_grad,) = torch.autograd.grad(critic(mixed, y).sum(), mixed, create_graph=True)
+        (input_grad,) = torch.autograd.grad(critic(mixed, y)[0].sum(), mixed, create_graph=True)
         penalty = (torch.sqrt((input_grad ** 2).sum() + 1e-12) - 1) ** 2
-        loss = critic(fake[i:i + 1], y).sum() - critic(real[i:i + 1], y).sum() + weight * penalty
+        real_score, real_logits = critic(real[i:i + 1], y)
+        loss = (critic(fake[i:i + 1], y)[0].sum() - real_score.sum() + weight * penalty
+                + torch.nn.functional.cross_entropy(real_logits, y))
         grads.append(dict(zip([n for n, _ in critic.named_parameters()],
                               torch.autograd.grad(loss, list(critic.parameters())))))
     return grads
@@ -37,9 +39,22 @@ def test_vmap_per_sample_gradients_equal_a_per_example_loop():
     assert any(fast[name].abs().sum() > 0 for name in fast)
 
 
+def test_the_batch_loss_without_dp_has_the_mean_per_sample_gradient():
+    torch.manual_seed(1)
+    critic = GAN().critic.double()
+    real, fake = torch.randn(5, 1, 28, 28, dtype=torch.float64), torch.randn(5, 1, 28, 28, dtype=torch.float64)
+    labels, mix = torch.randint(0, 10, (5,)), torch.rand(5, 1, 1, 1, dtype=torch.float64)
+    per_sample, losses = wgan.per_sample_gradients(critic, real, fake, labels, mix, 10.0)
+    batch = wgan.critic_losses(critic, real, fake, labels, mix, 10.0)
+    assert torch.allclose(batch, losses)
+    batch.mean().backward()
+    for name, p in critic.named_parameters():
+        assert torch.allclose(p.grad, per_sample[name].mean(0), atol=1e-10), name
+
 
 def test_gan_run_with_dp_writes_synthetic_data_and_equals_across_backends(small_csv, tmp_path):
-    argv = ["--data", str(small_csv), "--gan", "--synthesizer", "wgan", "-ldp", "-bs", "32", "-nr", "2", "--sample-every", "1",
+    argv = ["--data", str(small_csv), "--gan", "--synthesizer", "wgan", "-ldp", "-bs", "32", "-e", "1", "-nr", "2",
+            "--sample-every", "1",
             "--synthetic-samples", "60", "--tstr-epochs", "1"]
     gloo_state, gloo_records = run_main(tmp_path / "gloo", "--backend", "gloo", *argv)
     mock_state, mock_records = run_main(tmp_path / "mock", "--backend", "vantage6", *argv)

@@ -24,7 +24,7 @@ from backends import Tensors
 from ppsdg import data
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
-from ppsdg.synthesizers import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within
+from ppsdg.synthesizers import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within, refiner
 
 COUNT_WEIGHT, MEAN_WEIGHT, SECOND_WEIGHT = 0.3, 1.0, 1.0
 SENSITIVITY = math.sqrt(COUNT_WEIGHT ** 2 + MEAN_WEIGHT ** 2 + SECOND_WEIGHT ** 2)
@@ -58,7 +58,7 @@ def basis(kind: str, dims: int, scale: float) -> Tensors:
     if kind == "dct":
         return {"center": torch.zeros(data.NUM_PIXELS, dtype=torch.float64), "vectors": dct_vectors(dims),
                 "scale": torch.tensor(scale, dtype=torch.float64)}
-    pixels = public_digits()
+    pixels, _ = public_digits()
     center = pixels.mean(axis=0)
     _, directions = np.linalg.eigh((pixels - center).T @ (pixels - center))
     vectors = directions[:, ::-1][:, :dims]  # eigh ascends; each sign fixed so its largest entry is positive
@@ -68,8 +68,9 @@ def basis(kind: str, dims: int, scale: float) -> Tensors:
 
 
 @functools.lru_cache(maxsize=1)
-def public_digits() -> np.ndarray:
-    """The embedded UCI digits and PUBLIC_WARPS randomly warped copies of each, (N, 784) in 0..1.
+def public_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded UCI digits and PUBLIC_WARPS randomly warped copies of each, (N, 784) in 0..1, and
+    their labels.
 
     The UCI digits are upright 8x8 scans stretched to fill MNIST's 20x20 box, so their principal
     directions miss much of how handwriting varies: slant, width, position, stroke. Warping them
@@ -84,7 +85,8 @@ def public_digits() -> np.ndarray:
     images = images.unsqueeze(1)
     generator = torch.Generator().manual_seed(WARP_SEED)
     copies = [images] + [warp(images, generator) for _ in range(PUBLIC_WARPS)]
-    return torch.cat(copies).reshape(-1, data.NUM_PIXELS).clamp(0.0, 1.0).numpy()
+    labels = np.tile(np.concatenate([train.labels, test.labels]), len(copies))
+    return torch.cat(copies).reshape(-1, data.NUM_PIXELS).clamp(0.0, 1.0).numpy(), labels
 
 
 def warp(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -115,6 +117,16 @@ def stroke(images: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     eroded = -torch.nn.functional.max_pool2d(-images, 3, 1, 1)
     weight = amount.view(-1, 1, 1, 1)
     return torch.where(weight > 0, images + weight * (dilated - images), images - weight * (eroded - images))
+
+
+@functools.lru_cache(maxsize=2)
+def refiner_weights(dims: int, scale: float) -> Tensors:
+    """The refiner of the digits basis of this shape, trained on the inked public digits' coordinates;
+    the same network for every party, once per process (about a minute on one core)."""
+    pixels, labels = public_digits()
+    inked = refiner.render(torch.from_numpy(pixels))
+    z = encode(inked, basis("digits", dims, scale)).float()
+    return refiner.weights(refiner.fit(z, torch.from_numpy(labels), inked.float()))
 
 
 def dct_vectors(dims: int) -> torch.Tensor:
@@ -230,6 +242,7 @@ class MomentsSynthesizer(Synthesizer):
             kind = "dct" if options.data == "embedded" else "digits"
         dims, scale = DCT_SHAPE if kind == "dct" else digits_shape(budget_noise(options))
         self.projection = basis(kind, options.moments_dims or dims, options.moments_scale or scale)
+        self.refined = kind == "digits" and options.moments_draw == "refined"
 
     def new_model(self) -> nn.Module:
         return Moments(self.projection["vectors"].shape[1])
@@ -266,14 +279,22 @@ class MomentsSynthesizer(Synthesizer):
         check_noise_variance(update["noise_variance"], noise_std)
 
     def generator_state(self, model: nn.Module) -> Tensors:
-        return {**{name: t.detach().cpu().clone() for name, t in model.state_dict().items()}, **self.projection}
+        """The summed statistics, the basis and, where the basis is public digits', the refiner."""
+        state = {**{name: t.detach().cpu().clone() for name, t in model.state_dict().items()}, **self.projection}
+        if self.refined:
+            dims, scale = self.projection["vectors"].shape[1], float(self.projection["scale"])
+            state.update(refiner_weights(dims, scale))
+        return state
 
     def sample(self, state: Tensors, count: int, seed: int) -> data.ImageSet:
-        """Balanced labels; coordinates drawn from the class's Gaussian with a seeded generator."""
+        """Balanced labels; coordinates drawn from the class's Gaussian with a seeded generator, drawn as
+        digits by the refiner where the state holds one, else decoded linearly."""
         means, factors = gaussians(state)
         labels = torch.arange(count) % data.NUM_CLASSES
         noise = torch.randn(count, means.shape[1], generator=torch.Generator().manual_seed(seed),
                             dtype=torch.float64)
         z = means[labels] + torch.einsum("nij,nj->ni", factors[labels], noise)
-        pixels = (decode(z, state) * data.MAX_PIXEL).round().to(torch.uint8)
+        refined = any(name.startswith(refiner.PREFIX) for name in state)
+        pixels = refiner.draw(state, z, labels) if refined else decode(z, state)
+        pixels = (pixels * data.MAX_PIXEL).round().to(torch.uint8)
         return data.ImageSet(pixels.reshape(count, data.IMAGE_SIDE, data.IMAGE_SIDE).numpy(), labels.numpy())

@@ -10,6 +10,7 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
@@ -23,15 +24,22 @@ from ppsdg.synthesizers import Batch, Synthesizer, Update
 def critic_sample_loss(critic: nn.Module, params: Mapping[str, torch.Tensor], real: torch.Tensor,
                        fake: torch.Tensor, label: torch.Tensor, mix: torch.Tensor,
                        penalty_weight: float) -> torch.Tensor:
-    """One example's critic loss: D(fake) - D(real) + weight * (|grad_x D(x_mix)| - 1)^2."""
+    """One example's critic loss: D(fake) - D(real) + weight * (|grad_x D(x_mix)| - 1)^2, plus the
+    auxiliary classifier's cross-entropy on the real example (AC-WGAN-GP)."""
+
+    def outputs(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score, logits = functional_call(critic, params, (image.unsqueeze(0), label.unsqueeze(0)))
+        return score.squeeze(0), logits
 
     def score(image: torch.Tensor) -> torch.Tensor:
-        return functional_call(critic, params, (image.unsqueeze(0), label.unsqueeze(0))).squeeze(0)
+        return outputs(image)[0]
 
     mixed = mix * real + (1 - mix) * fake
     input_gradient, _ = grad_and_value(score)(mixed)
     norm = torch.sqrt((input_gradient ** 2).sum() + 1e-12)
-    return score(fake) - score(real) + penalty_weight * (norm - 1) ** 2
+    real_score, real_logits = outputs(real)
+    classification = F.cross_entropy(real_logits, label.unsqueeze(0))
+    return score(fake) - real_score + penalty_weight * (norm - 1) ** 2 + classification
 
 
 def per_sample_gradients(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
@@ -47,33 +55,50 @@ def per_sample_gradients(critic: nn.Module, real: torch.Tensor, fake: torch.Tens
     return vmap(grad_and_value(loss), in_dims=(None, 0, 0, 0, 0))(params, real, fake, labels, mix)
 
 
+def critic_losses(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
+                  mix: torch.Tensor, penalty_weight: float) -> torch.Tensor:
+    """Each example's critic loss in one vectorized pass, differentiable in the critic's parameters:
+    without DP their mean is the batch loss (the same function as the per-sample gradients', and as fast
+    as the plain double backward)."""
+    params = dict(critic.named_parameters())
+
+    def loss(r: torch.Tensor, f: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return critic_sample_loss(critic, params, r, f, y, m, penalty_weight)
+
+    return vmap(loss)(real, fake, labels, mix)
+
+
 def critic_step(gan: GAN, optimizer: torch.optim.Optimizer, real: torch.Tensor, labels: torch.Tensor,
                 penalty_weight: float, private: bool) -> float:
-    """One critic update on a batch of real examples; a private optimizer clips and noises."""
+    """One critic update on a batch of real examples; a private optimizer clips and noises each
+    example's gradient, which only then needs computing apart."""
     with torch.no_grad():
         fake = gan.generator(torch.randn(len(labels), gan.generator.latent_dim, device=labels.device), labels)
     mix = torch.rand(len(labels), 1, 1, 1, device=labels.device)
-    if len(labels):
-        grads, losses = per_sample_gradients(gan.critic, real, fake, labels, mix, penalty_weight)
-    else:
-        grads = {name: p.new_zeros((0, *p.shape)) for name, p in gan.critic.named_parameters()}
-        losses = torch.zeros(1)
     optimizer.zero_grad(set_to_none=True)
-    for name, p in gan.critic.named_parameters():
-        if private:
+    if not private:
+        losses = critic_losses(gan.critic, real, fake, labels, mix, penalty_weight)
+        losses.mean().backward()
+    elif len(labels):
+        grads, losses = per_sample_gradients(gan.critic, real, fake, labels, mix, penalty_weight)
+        for name, p in gan.critic.named_parameters():
             p.grad_sample = grads[name]
-        else:
-            p.grad = grads[name].mean(dim=0)
+    else:
+        losses = torch.zeros(1)
+        for p in gan.critic.parameters():
+            p.grad_sample = p.new_zeros((0, *p.shape))
     optimizer.step()
     return losses.mean().item()
 
 
 def generator_step(gan: GAN, optimizer: torch.optim.Optimizer, batch_size: int) -> float:
-    """One generator update against the critic, on labels drawn uniformly: no real data involved."""
+    """One generator update against the critic, on labels drawn uniformly: no real data involved. Its
+    loss adds the auxiliary classifier's cross-entropy: fakes should be classified as their label."""
     device = next(gan.generator.parameters()).device
     labels = torch.randint(0, 10, (batch_size,), device=device)
     fake = gan.generator(torch.randn(batch_size, gan.generator.latent_dim, device=device), labels)
-    loss = -gan.critic(fake, labels).mean()
+    score, logits = gan.critic(fake, labels)
+    loss = -score.mean() + F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
