@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -176,7 +175,7 @@ def run_one(method: str, epsilon: float, seed: int) -> dict:
     codes, _ = tables.encode(train, schema)
     pooled = Pooled(codes, schema.shape)
     rng = np.random.default_rng(seed)
-    load, started = round(os.getloadavg()[0], 2), time.perf_counter()
+    load, started = round(runs.load(), 2), time.perf_counter()
     rho = zcdp_rho(epsilon, DELTA)
     model = mst(pooled, rho, rng) if method == "mst" else aim(pooled, rho, rng, schema.names.index(TARGET))
     table = tables.decode(draw(model, len(train), rng), schema, rng)
@@ -186,12 +185,8 @@ def run_one(method: str, epsilon: float, seed: int) -> dict:
             "load_before": load, **{key: figures[key] for key in FIGURES}}
 
 
-def done() -> list[dict]:
-    return [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
-
-
 def report() -> None:
-    rows = done()
+    rows = runs.read_rows(RESULTS)
     print("| method | epsilon | seeds | TSTR AUC | TVD 2-way | TVD 3-way | wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for method, epsilon in sorted({(r["method"], r["epsilon"]) for r in rows}):
@@ -216,7 +211,7 @@ def main() -> None:
     if args.report:
         report()
         return
-    have = {(r["method"], r["epsilon"], r["seed"]) for r in done()}
+    have = {(r["method"], r["epsilon"], r["seed"]) for r in runs.read_rows(RESULTS)}
     for method in args.methods.split(","):
         for epsilon in map(float, args.epsilons.split(",")):
             for seed in map(int, args.seeds.split(",")):

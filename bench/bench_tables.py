@@ -15,7 +15,6 @@ the others together, then cut in equal parts), `dirichlet` (Dirichlet 0.5 on inc
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import tempfile
@@ -67,7 +66,7 @@ def run_one(epsilon: float, how: str, nodes: int, seed: int, folder: Path) -> di
     privacy = [] if math.isinf(epsilon) else ["-ldp", "--target-epsilon", f"{epsilon:g}"]
     command = [*runs.MAIN, "--data", ",".join(map(str, paths)), "--test-data", str(ADULT / "adult-test.csv.gz"),
                "--schema", str(schema), "-s", str(seed), *privacy, "--output", str(folder / "run")]
-    load, started = round(os.getloadavg()[0], 2), time.perf_counter()
+    load, started = round(runs.load(), 2), time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     summary = json.loads((folder / "run" / "summary.json").read_text())
@@ -78,7 +77,7 @@ def run_one(epsilon: float, how: str, nodes: int, seed: int, folder: Path) -> di
 
 
 def done() -> list[dict]:
-    return [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
+    return runs.read_rows(RESULTS)
 
 
 def report() -> str:
@@ -107,13 +106,13 @@ def plot() -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench_table_anchors import done as anchors
+    from bench_table_anchors import RESULTS as ANCHORS
 
     lines: dict[str, dict[float, list[dict]]] = {}
     for row in done():
         lines.setdefault(f"ppsdg, {row['split']}, {row['nodes']} node(s)", {}).setdefault(
             row["epsilon"] or math.inf, []).append(row)
-    for row in anchors():
+    for row in runs.read_rows(ANCHORS):
         lines.setdefault(f"{row['method'].upper()} (centralized)", {}).setdefault(row["epsilon"], []).append(row)
     keys = (("tstr_auc", "TSTR ROC AUC"), ("tvd_2way", "mean TVD, 2-way"), ("tvd_3way", "mean TVD, 3-way"))
     figure, axes = plt.subplots(1, len(keys), figsize=(15, 4.5))

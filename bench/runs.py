@@ -230,6 +230,11 @@ def process_name(pid: int) -> str:
         return ""
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The runs recorded in a results file, one JSON object a line."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def write_json(name: str, payload: object) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / name
