@@ -25,11 +25,16 @@ def loop_gradients(critic, real, fake, labels, mix, weight):
     return grads
 
 
-def test_vmap_per_sample_gradients_equal_a_per_example_loop():
-    torch.manual_seed(0)
+def critic_and_batch(seed: int, size: int):
+    """A float64 critic and a seeded batch of real and fake images, labels and penalty mixes."""
+    torch.manual_seed(seed)
     critic = GAN().critic.double()
-    real, fake = torch.randn(6, 1, 28, 28, dtype=torch.float64), torch.randn(6, 1, 28, 28, dtype=torch.float64)
-    labels, mix = torch.randint(0, 10, (6,)), torch.rand(6, 1, 1, 1, dtype=torch.float64)
+    real, fake = (torch.randn(size, 1, 28, 28, dtype=torch.float64) for _ in range(2))
+    return critic, real, fake, torch.randint(0, 10, (size,)), torch.rand(size, 1, 1, 1, dtype=torch.float64)
+
+
+def test_vmap_per_sample_gradients_equal_a_per_example_loop():
+    critic, real, fake, labels, mix = critic_and_batch(0, 6)
     fast, losses = wgan.per_sample_gradients(critic, real, fake, labels, mix, 10.0)
     slow = loop_gradients(critic, real, fake, labels, mix, 10.0)
     for i, expected in enumerate(slow):
@@ -40,10 +45,7 @@ def test_vmap_per_sample_gradients_equal_a_per_example_loop():
 
 
 def test_the_batch_loss_without_dp_has_the_mean_per_sample_gradient():
-    torch.manual_seed(1)
-    critic = GAN().critic.double()
-    real, fake = torch.randn(5, 1, 28, 28, dtype=torch.float64), torch.randn(5, 1, 28, 28, dtype=torch.float64)
-    labels, mix = torch.randint(0, 10, (5,)), torch.rand(5, 1, 1, 1, dtype=torch.float64)
+    critic, real, fake, labels, mix = critic_and_batch(1, 5)
     per_sample, losses = wgan.per_sample_gradients(critic, real, fake, labels, mix, 10.0)
     batch = wgan.critic_losses(critic, real, fake, labels, mix, 10.0)
     assert torch.allclose(batch, losses)
