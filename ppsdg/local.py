@@ -20,6 +20,7 @@ from backends import Tensors
 from ppsdg import data, synthesizers, tables
 from ppsdg.privacy import LocalDP
 from ppsdg.runtime import derive_seed
+from ppsdg.sgd import LocalSGD, Optimizer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,10 +85,11 @@ def round_lr(options: argparse.Namespace, round_: int) -> float:
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The server's FedSGD optimizer: long-lived, checkpointed with its state_dict."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
 
 
-def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+def train_batch(model: nn.Module, optimizer: Optimizer, images: torch.Tensor,
                 labels: torch.Tensor, criterion: Criterion = F.nll_loss) -> float:
     """One SGD step; returns the batch's mean loss."""
     optimizer.zero_grad(set_to_none=True)
@@ -105,7 +107,7 @@ def shuffled_batches(examples: Examples, batch_size: int, generator: torch.Gener
         yield examples.images[batch], examples.labels[batch]
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
+def train_epoch(model: nn.Module, optimizer: Optimizer, batches: Iterable[Batch],
                 progress: tqdm | None = None, log_interval: int = 10, criterion: Criterion = F.nll_loss) -> float:
     """One pass over `batches`; returns the mean loss per sample.
 
@@ -183,12 +185,12 @@ def classifier_update(model: nn.Module, examples: Examples, options: argparse.Na
                       lr: float, generator: torch.Generator, progress: tqdm) -> Update:
     """FedAvg's local epochs, as DP-SGD on a private copy of the model under local DP."""
     if dp is None:
-        optimizer = make_optimizer(model, lr, options.momentum)
+        optimizer = LocalSGD(model, lr, options.momentum)
         losses = [train_epoch(model, optimizer, shuffled_batches(examples, options.batch_size, generator),
                               progress, options.log_interval) for _ in range(options.epochs)]
         return dict(model.state_dict()), len(examples), sum(losses) / len(losses), {}
     plain = copy.deepcopy(model)
-    private = dp.wrap(plain, make_optimizer(plain, lr, options.momentum), examples.images, examples.labels)
+    private = dp.wrap(plain, LocalSGD(plain, lr, options.momentum), examples.images, examples.labels)
     losses = [train_epoch(private.model, private.optimizer, private.loader, progress, options.log_interval,
                           private.criterion) for _ in range(options.epochs)]
     return dict(plain.state_dict()), len(examples), sum(losses) / len(losses), dp.spent(private)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ppsdg.errors import FederationError, OptionsError
 from ppsdg.secure_random import SecurePoissonSampler, SecureRandom
+from ppsdg.sgd import Optimizer
 
 HistoryEntry = tuple[float, float, int]
 ENTRY_KEYS = ("dp_noise_multiplier", "dp_sample_rate", "dp_steps")
@@ -138,7 +139,7 @@ class LocalDP:
         batches = batches_per_epoch(num_samples, self.batch_size)
         return self.noise_multiplier(num_samples), sample_rate(num_samples, self.batch_size), self.epochs * batches
 
-    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+    def wrap(self, model: nn.Module, optimizer: Optimizer, images: torch.Tensor,
              labels: torch.Tensor, per_sample_gradients: bool = True) -> PrivateTraining:
         """Wrap a worker's model, optimizer and data for DP-SGD with Poisson sampling.
 
