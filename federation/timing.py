@@ -18,10 +18,8 @@ from federation.shell import run, say
 MANY = 1000
 PARTS = ("pick-up", "container start", "container run", "node report", "central")
 CONTAINER_EVENTS = ("create", "start", "die")
-# What a container imports before its round: the algorithm, then torch._dynamo, which torch.optim
-# imports at the first optimizer (a round's SGD) and which no container has imported yet.
-IMPORT_PROBE = ("import time; started = time.perf_counter(); import ppsdg.algorithm; algorithm = time.perf_counter(); "
-                "import torch._dynamo; print(algorithm - started, time.perf_counter() - algorithm)")
+# What a container imports before its round: the algorithm (torch, vantage6's tools, ppsdg).
+IMPORT_PROBE = "import time; started = time.perf_counter(); import ppsdg.algorithm; print(time.perf_counter() - started)"
 
 
 @dataclass(frozen=True)
@@ -78,15 +76,14 @@ def latest_central_task(client: UserClient, collaboration: int) -> int:
     return max(task["id"] for task in tasks)
 
 
-def import_seconds(image: str) -> tuple[float, float]:
-    """How long a fresh container of the image takes to import ppsdg.algorithm, then torch._dynamo
-    (what every container pays in its round), measured apart, in a container of its own."""
+def import_seconds(image: str) -> float:
+    """How long a fresh container of the image takes to import ppsdg.algorithm (what every container
+    pays before its round), measured apart, in a container of its own."""
     printed = run(["docker", "run", "--rm", "--entrypoint", "python", image, "-c", IMPORT_PROBE], timeout_s=120)
-    algorithm, dynamo = printed.stdout.strip().splitlines()[-1].split()
-    return float(algorithm), float(dynamo)
+    return float(printed.stdout.strip().splitlines()[-1])
 
 
-def report(parts: list[dict[str, float]], imports_s: tuple[float, float]) -> None:
+def report(parts: list[dict[str, float]], imports_s: float) -> None:
     """Say each round's parts and their mean."""
     for index, seconds in enumerate(parts, start=1):
         say(f"real round {index}: {sum(seconds.values()):.2f} s = " + ", ".join(
@@ -94,7 +91,7 @@ def report(parts: list[dict[str, float]], imports_s: tuple[float, float]) -> Non
     means = {part: mean(seconds[part] for seconds in parts) for part in PARTS}
     say(f"real round, mean of {len(parts)}: {sum(means.values()):.2f} s = " + ", ".join(
         f"{part} {value:.2f}" for part, value in means.items()) + f"; the container run includes imports, "
-        f"measured apart: ppsdg.algorithm {imports_s[0]:.2f} s, then torch._dynamo {imports_s[1]:.2f} s")
+        f"measured apart: ppsdg.algorithm {imports_s:.2f} s")
 
 
 def measure(client: UserClient, collaboration: int, window: Window, image: str) -> None:
