@@ -9,11 +9,12 @@ def start_rank_server() -> None:
     """Start the forkserver that launch_gloo forks the ranks from, if it is not running yet.
 
     It imports this module once for all ranks, so a launch pays one import (torch, vantage6,
-    pandas: about 2 s) instead of one per rank; and torch._dynamo, which every worker's first
-    optimizer would import by itself (1 s of CPU each: round 1 of 8 workers on 2 cores took 6.6 s
-    instead of 1.5 s). Neither import touches CUDA, so the forked ranks may still use it.
+    pandas: about 2 s) instead of one per rank. The import touches no CUDA, so the forked ranks may
+    still use it. torch._dynamo, which torch.optim imports at an optimizer's first use, is left to
+    the ranks that use one (the WGAN's Adam, FedSGD's server): a worker's classifier trains with
+    ppsdg.sgd.LocalSGD, which needs none, and preloading it cost every launch 2 s of CPU.
     """
-    multiprocessing.set_forkserver_preload(["__main__", "main", "torch._dynamo"])
+    multiprocessing.set_forkserver_preload(["__main__", "main"])
     multiprocessing.forkserver.ensure_running()
 
 
