@@ -3,7 +3,7 @@
 Docker engine, images (the algorithm from the project's Dockerfile), server, two nodes holding the
 workers' CSV partitions (images, and a part of Adult), accounts; then a researcher's training through
 `main.py --server-url ...`, checked against the mock client's run of the same options, with where its
-rounds' seconds went; synthetic images and a synthetic table, each checked against the mock's; two
+rounds' seconds went and what a round of an algorithm that does nothing takes (federation/floor.py); synthetic images and a synthetic table, each checked against the mock's; two
 fault runs with a node stopped, and that node restarted with a node owner's policy (no training
 without DP, a privacy budget), for the image job and for the table job.
 Everything it starts is removed again, also when a step fails. Run it as root (apt-get, dockerd).
@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import main
-from federation import accounts, checks, images, nodes, runs, table_job, timing, toolenv, watch
+from federation import accounts, checks, floor, images, nodes, runs, table_job, timing, toolenv, watch
 from federation.engine import DockerEngine, bridge_gateway
 from federation.faults import FaultRun
 from federation.nodes import Nodes
@@ -71,6 +71,7 @@ def compare_transports(work: Path, server: Server, federation: accounts.Federati
     checks.check_training(real, mock, gloo)
     say("seconds per round (mean of metrics.jsonl): " + ", ".join(
         f"{run.name} {run.seconds_per_round():.2f}" for run in (real, mock, gloo)))
+    floor.measure(server, federation, common, rounds)
     return real.seconds_per_round()
 
 

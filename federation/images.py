@@ -20,6 +20,7 @@ DEBIAN = "local/debian:bookworm"
 PYTHON = "local/python:3.11"
 NODE = "local/v6-node:4.15.2"
 ALGORITHM = "local/ppsdg:federation"
+ECHO = "local/ppsdg-echo:federation"
 DOCKERFILES = Path(__file__).parent / "docker"
 CA_FOLDER = Path("/usr/local/share/ca-certificates")
 MIRROR = "http://deb.debian.org/debian"
@@ -81,6 +82,7 @@ def build_algorithm(repo: Path, wheels: Path) -> None:
     """The project's own Dockerfile, with torch from the local CPU wheel over a loopback server."""
     with wheel_server(wheels) as url:
         build(ALGORITHM, repo / "Dockerfile", repo, {"BASE": PYTHON, "TORCH_INDEX": url})
+    build(ECHO, DOCKERFILES / "echo.Dockerfile", DOCKERFILES / "echo", {"ALGORITHM": ALGORITHM})
 
 
 @contextmanager
