@@ -6,7 +6,9 @@ runs it (`main.py --gan [-ldp --target-epsilon E] --data ...`), with the figures
 
 Results go to bench/results/synthetic.jsonl, one line a run; a run already there is not run again.
 Each run's first 100 synthetic images (10 a class) go to bench/results/samples/, for the side-by-side
-grid. `moments-linear` is the moments synthesizer drawing its Gaussians without the refiner.
+grid. `moments-linear` is the moments synthesizer drawing its Gaussians without the refiner;
+`moments-refiner1` rows are the first refiner's runs (15 epochs, its drawings not inked, the draws not
+widened), kept to compare with, and no longer a configuration that runs.
 The MNIST data are the real test set in ../shared/data/mnist, split by the loader (8,000 training,
 2,000 held out); nothing is chosen on the held-out part. Public data: the embedded digits (UCI),
 for the `digits` basis only; on the embedded digits themselves nothing is public.
@@ -30,8 +32,9 @@ GRID_COLUMNS = 10
 # Configurations that are a synthesizer with other options than its defaults.
 VARIANTS = {"moments-linear": ["--synthesizer", "moments", "--moments-draw", "linear"]}
 # The side-by-side grid: (title, synthesizer, target epsilon) at seed 1, then the real images.
-GRID = (("Gaussian (moments-linear), eps 10", "moments-linear", 10.0), ("refined moments (default), eps 10", "moments", 10.0),
-        ("WGAN-GP, no DP", "wgan", math.inf))
+GRID = (("Gaussian (moments-linear), eps 10", "moments-linear", 10.0),
+        ("first refiner, eps 10", "moments-refiner1", 10.0),
+        ("refined moments (default), eps 10", "moments", 10.0), ("WGAN-GP, no DP", "wgan", math.inf))
 FIGURES = ("tstr_accuracy", "frechet_distance", "memorized_share", "precision", "recall", "coverage")
 # Published TSTR on MNIST (centralized, 60,000 images, delta 1e-5), as (epsilon, accuracy) marks.
 REFERENCES = {
