@@ -3,9 +3,10 @@
 Docker engine, images (the algorithm from the project's Dockerfile), server, two nodes holding the
 workers' CSV partitions (images, and a part of Adult), accounts; then a researcher's training through
 `main.py --server-url ...`, checked against the mock client's run of the same options, with where its
-rounds' seconds went and what a round of an algorithm that does nothing takes (federation/floor.py); synthetic images and a synthetic table, each checked against the mock's; two
-fault runs with a node stopped, and that node restarted with a node owner's policy (no training
-without DP, a privacy budget), for the image job and for the table job.
+rounds' seconds went and what a round of an algorithm that does nothing takes (federation/floor.py);
+synthetic images and a synthetic table, each checked against the mock's; two fault runs with a node
+stopped, and that node restarted with a node owner's policy (no training without DP, a privacy
+budget), for the image job and for the table job.
 Everything it starts is removed again, also when a step fails. Run it as root (apt-get, dockerd).
 """
 import argparse
