@@ -104,11 +104,6 @@ def test_under_torchrun_only_the_server_says_where_the_results_are(tmp_path, sma
     assert ["results in" in out for out, _ in outputs] == [True, False, False]
 
 
-ROUNDS_LEFT_TO_STOP_IN = 12
-"""Enough rounds that the worker is stopped mid-run even when a loaded machine lets the server finish
-several of them before the test sees round 1's checkpoint."""
-
-
 def after_first_round(tmp_path: Path, processes: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + 120
     while not (tmp_path / checkpoint.FILE).exists():
@@ -118,8 +113,9 @@ def after_first_round(tmp_path: Path, processes: list[subprocess.Popen]) -> None
 
 
 def test_gloo_worker_that_hangs_stops_the_server_naming_worker_and_round(tmp_path, small_csv):
-    processes = start_ranks(tmp_path, "--data", str(small_csv), "-nr", str(ROUNDS_LEFT_TO_STOP_IN),
-                            "--worker-timeout", "8")
+    # 12 rounds: the worker is stopped mid-run even where a loaded machine lets the server finish
+    # several before the test sees round 1's checkpoint.
+    processes = start_ranks(tmp_path, "--data", str(small_csv), "-nr", "12", "--worker-timeout", "8")
     try:
         after_first_round(tmp_path, processes)
         processes[2].send_signal(signal.SIGSTOP)
