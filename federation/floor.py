@@ -47,8 +47,8 @@ def echo_round(client: UserClient, federation: Federation, message: str) -> floa
     return time.monotonic() - started
 
 
-def measure(server: Server, federation: Federation, argv: list[str], rounds: int) -> float:
-    """Say the seconds of `rounds` echo rounds carrying the message of `argv`'s model; return their mean."""
+def measure(server: Server, federation: Federation, argv: list[str], rounds: int) -> None:
+    """Say the seconds of `rounds` echo rounds carrying the message of `argv`'s model."""
     client = UserClient(server.url, server.port, API_PATH, log_level="warn")
     client.authenticate(federation.username, federation.password)
     client.setup_encryption(None)
@@ -56,4 +56,3 @@ def measure(server: Server, federation: Federation, argv: list[str], rounds: int
     seconds = [echo_round(client, federation, message) for _ in range(rounds)]
     say(f"vantage6 alone (the echo image, a {len(message) / 1e6:.1f} MB message to {len(federation.organizations)} "
         f"nodes and back): " + ", ".join(f"{s:.2f}" for s in seconds) + f" s a round, mean {mean(seconds):.2f} s")
-    return mean(seconds)
