@@ -251,3 +251,21 @@ def test_a_poisoned_release_is_left_out_charged_and_recorded():
     tensors, meta = codec.decode_text(result["checkpoint"])
     assert float(tensors["model.count"].sum()) == pytest.approx(worker["num_samples"], abs=60)
     assert meta["histories"]["1"] == meta["histories"]["2"]
+
+
+def test_a_noisy_class_covariance_is_shrunk_toward_the_pool_as_far_as_the_cap_and_an_exact_one_not_at_all():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(2000) % data.NUM_CLASSES
+    z = 0.05 * torch.randn(2000, 4, generator=generator, dtype=torch.float64)
+    z[labels == 3] *= 4
+    exact = moments.statistics(z, labels)
+    own = torch.cov(z[labels == 3].T, correction=0)
+    rows = (labels[:, None] == torch.arange(data.NUM_CLASSES)).double()
+    means = exact["sum"] / exact["count"][:, None]
+    pooled = (z - rows @ means).T @ (z - rows @ means) / len(z)
+    floor = moments.EIGEN_FLOOR * torch.eye(4, dtype=torch.float64)
+    for noise_variance, cap in ((0.0, 0.5), (1e6, 0.0), (1e6, 0.1), (1e6, 0.5)):
+        state = {**exact, "noise_variance": torch.tensor(noise_variance, dtype=torch.float64)}
+        shrink = cap if noise_variance else 0.0
+        _, factors = moments.gaussians(state, cap)
+        assert torch.allclose(factors[3] @ factors[3].T, (1 - shrink) * own + shrink * pooled + floor, atol=1e-12)
