@@ -1,4 +1,5 @@
-"""End to end over torch.distributed: the real launcher, a server and two worker processes."""
+"""End to end over torch.distributed: the real launcher, a server and two worker processes; and the
+transport alone, with a worker that dies in the middle of a transfer."""
 import json
 import multiprocessing
 import os
@@ -44,7 +45,6 @@ def test_subgroups_average_only_the_drawn_workers(tmp_path):
         assert len(record["group"]) == 1
         assert [w["rank"] for w in record["workers"]] == [1, 2]
         assert [w["averaged"] for w in record["workers"]] == [r in record["group"] for r in (1, 2)]
-
 
 
 def serve_to_a_stopped_peer(port: int, go, sending, result) -> None:
