@@ -8,7 +8,8 @@ Results go to bench/results/synthetic.jsonl, one line a run; a run already there
 Each run's first 100 synthetic images (10 a class) go to bench/results/samples/, for the side-by-side
 grid. `moments-linear` is the moments synthesizer drawing its Gaussians without the refiner;
 `moments-refiner1` rows are the first refiner's runs (15 epochs, its drawings not inked, the draws not
-widened), kept to compare with, and no longer a configuration that runs.
+widened) and `moments-refiner2` rows the second's (noisy class covariances shrunk halfway toward the
+pool, not a tenth), kept to compare with, and no longer configurations that run.
 The MNIST data are the real test set in ../shared/data/mnist, split by the loader (8,000 training,
 2,000 held out); nothing is chosen on the held-out part. Public data: the embedded digits (UCI),
 for the `digits` basis only; on the embedded digits themselves nothing is public.
