@@ -132,9 +132,9 @@ def answered_or_named(kwargs: dict[str, Any]) -> None:
 
 
 # A round on 60 rows takes 0.1-0.3 s, but a DP task whose target the fuzzer changed plans its noise
-# anew: --target-epsilon 0.25 at sample rate 0.5 took the accountant search 14-18 s here (7 PRV
-# evaluations of about 2 s, each computing Opacus's safe domain twice), beyond the hostile suite's
-# 10 s. The deadline is the bound that still tells a hang from that search.
+# anew: --target-epsilon 0.25 at sample rate 0.5 takes the accountant search 2.7 s on a quiet machine
+# (as long as Opacus's own search; 6.9 s while each evaluation computed the safe domain twice) and
+# three times that under load, near the hostile suite's 10 s. The deadline still tells a hang from it.
 @settings(max_examples=120, deadline=30_000, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(task_inputs())

@@ -80,6 +80,17 @@ def test_an_entry_out_of_the_accountants_reach_is_charged_infinity_at_once(entry
     assert privacy.epsilon([entry], 1e-5, "rdp") > 1e5 if entry[0] >= privacy.NOISE_FLOOR else math.inf
 
 
+def test_the_prv_accountant_refuses_a_grid_out_of_reach_where_opacus_computes_its_domain():
+    """The bound hooks a private method of Opacus's: were it renamed, epsilon would allocate the grid."""
+    accountant = privacy.bounded_prv()()
+    accountant.history = [(1.0, 1.0, 10_000_000)]
+    with pytest.raises(privacy.OutOfReach):
+        accountant.get_epsilon(delta=1e-5)
+    accountant.history = [(1.0, 1.0, 10)]
+    assert accountant.get_epsilon(delta=1e-5) == privacy.epsilon([(1.0, 1.0, 10)], 1e-5, "prv") < math.inf
+    assert 0 < privacy.prv_points(accountant.history, 1e-5) <= privacy.MAX_PRV_POINTS
+
+
 @pytest.mark.parametrize("target, steps, accountant", [(0.01, 10, "rdp"), (10.0, 1_000_000, "prv")])
 def test_a_target_out_of_the_planners_reach_is_refused_by_name(target, steps, accountant):
     with pytest.raises(OptionsError, match=f"out of the {accountant} accountant's reach"):
