@@ -133,8 +133,9 @@ def answered_or_named(kwargs: dict[str, Any]) -> None:
 
 # A round on 60 rows takes 0.1-0.3 s, but a DP task whose target the fuzzer changed plans its noise
 # anew: --target-epsilon 0.25 at sample rate 0.5 takes the accountant search 2.7 s on a quiet machine
-# (as long as Opacus's own search; 6.9 s while each evaluation computed the safe domain twice) and
-# three times that under load, near the hostile suite's 10 s. The deadline still tells a hang from it.
+# (as long as Opacus's own search; 6.9 s when an RDP search came first and each evaluation computed
+# the safe domain twice) and three times that under load, near the hostile suite's 10 s. The deadline
+# still tells a hang from it.
 @settings(max_examples=120, deadline=30_000, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(task_inputs())
