@@ -327,11 +327,11 @@ def epsilon(history: Sequence[HistoryEntry], delta: float, accountant: str) -> f
 
     composed = bounded_prv()() if accountant == "prv" else RDPAccountant()
     composed.history = [tuple(entry) for entry in history]
+    precision = {"eps_error": PRV_EPS_ERROR} if accountant == "prv" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            value = float(composed.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR) if accountant == "prv"
-                          else composed.get_epsilon(delta=delta))
+            value = float(composed.get_epsilon(delta=delta, **precision))
         except OutOfReach:
             return math.inf
     return value if math.isfinite(value) else math.inf
