@@ -24,7 +24,8 @@ def options(**overrides):
 
 def worker_release(synthesizer, images: data.ImageSet, dp=None):
     inputs, labels = data.to_tensors(images)
-    update, count, _, figures = synthesizer.local_update(None, inputs, labels, options(), dp, None, 0.0, None)
+    model = synthesizer.new_model()
+    update, count, _, figures = synthesizer.local_update(model, inputs, labels, options(), dp, None, 0.0, None)
     return update, count, figures
 
 
@@ -47,14 +48,16 @@ def test_one_example_moves_the_weighted_release_by_at_most_the_sensitivity():
     z = moments.encode(pixels, projection)
     labels = torch.from_numpy(train.labels)
     assert float(z.norm(dim=1).max()) <= 1 + 1e-12
-    full = moments.statistics(z, labels)
-    for index in (0, 7, int(z.norm(dim=1).argmax())):
-        keep = torch.arange(len(z)) != index
-        fewer = moments.statistics(z[keep], labels[keep])
-        change = math.sqrt(sum(float(((full[name] - fewer[name]) * weight).square().sum()) for name, weight in
-                               (("count", moments.COUNT_WEIGHT), ("sum", moments.MEAN_WEIGHT),
-                                ("second", moments.SECOND_WEIGHT))))
-        assert change <= moments.SENSITIVITY + 1e-9
+    center, directions = moments.split_of(moments.statistics(z, labels), 2)
+    for rows, num_rows in ((labels, data.NUM_CLASSES), (moments.cells(z, labels, center, directions), 40)):
+        full = moments.statistics(z, rows, num_rows)
+        for index in (0, 7, int(z.norm(dim=1).argmax())):
+            keep = torch.arange(len(z)) != index
+            fewer = moments.statistics(z[keep], rows[keep], num_rows)
+            change = math.sqrt(sum(float(((full[name] - fewer[name]) * weight).square().sum()) for name, weight in
+                                   (("count", moments.COUNT_WEIGHT), ("sum", moments.MEAN_WEIGHT),
+                                    ("second", moments.SECOND_WEIGHT))))
+            assert change <= moments.SENSITIVITY + 1e-9
 
 
 def analytic_epsilon(mu: float, delta: float) -> float:
@@ -90,6 +93,73 @@ def test_samples_are_balanced_reproducible_and_follow_the_class_statistics():
     distances = np.abs(fake_means[:, None] - real_means[None]).mean(axis=(2, 3))
     assert distances.argmin(axis=1).tolist() == list(range(10))
 
+
+
+def embedded_rounds(synthesizer, rounds: int):
+    """The global model after `rounds` rounds of two workers (the embedded digits, split in two) without
+    DP, as the server folds them in, and each round's releases."""
+    train, _ = data.load("embedded")
+    model, releases = synthesizer.new_model(), []
+    for round_ in range(1, rounds + 1):
+        replies = [synthesizer.local_update(model, *data.to_tensors(train.subset(part)), options(), None, None, 0.0,
+                                            None)[0] for part in np.array_split(np.arange(len(train)), 2)]
+        model.load_state_dict({name: t + sum(r[name] for r in replies) for name, t in model.state_dict().items()})
+        synthesizer.after_round(model, round_)
+        releases.append(replies)
+    return model, releases
+
+
+def test_without_noise_round_1_splits_each_class_in_four_cells_that_the_later_rounds_release():
+    synthesizer = moments.MomentsSynthesizer(options())
+    assert synthesizer.split == 2
+    assert moments.MomentsSynthesizer(options(local_dp=True, noise_multiplier=1.0)).split == 0
+    model, releases = embedded_rounds(synthesizer, 3)
+    state = {name: t.clone() for name, t in model.state_dict().items()}
+    center, directions = moments.split_of(state, 2)
+    assert torch.equal(state["split_center"], center) and torch.equal(state["split_directions"], directions)
+    assert torch.allclose(directions.transpose(1, 2) @ directions, torch.eye(2, dtype=torch.float64).expand(10, 2, 2))
+    for round_, replies in enumerate(releases, start=1):
+        for reply in replies:
+            synthesizer.check_release(reply, int(reply["count" if round_ == 1 else "cell_count"].sum()), 0.0)
+            assert bool(reply["cell_count"].any()) == (round_ > 1) and bool(reply["count"].any()) == (round_ == 1)
+    cells = {name: state["cell_" + name].unflatten(0, (10, 4)) for name in ("count", "sum", "second")}
+    for name in ("count", "sum", "second"):  # rounds 2 and 3 release each class once each, cut in four
+        assert torch.allclose(cells[name].sum(1), 2 * state[name], atol=1e-9), name
+    assert bool((cells["count"] > 0).all())
+    rows = [[int(reply["count"].sum()) for reply in releases[0]]] * 3
+    synthesizer.check_sum(state, rows, 0.0)
+    state["split_directions"][3] = -state["split_directions"][3]
+    with pytest.raises(FederationError, match="the split is not the one that round 1's statistics give"):
+        synthesizer.check_sum(state, rows, 0.0)
+
+
+def test_a_release_with_a_split_or_both_parts_is_rejected_by_name():
+    synthesizer = moments.MomentsSynthesizer(options())
+    model, ((first, _), (later, _)) = embedded_rounds(synthesizer, 2)
+    rows = int(first["count"].sum())
+    with pytest.raises(FederationError, match="carries a split, which only the server makes"):
+        synthesizer.check_release({**first, "split_center": model.split_center}, rows, 0.0)
+    with pytest.raises(FederationError, match="per class or per cell, not both"):
+        synthesizer.check_release({**later, "count": first["count"]}, rows, 0.0)
+    with pytest.raises(FederationError, match="total count"):
+        synthesizer.check_release(later, rows + 1, 0.0)
+
+
+def test_draws_take_cells_by_their_counts_and_a_cell_of_few_examples_its_class():
+    synthesizer = moments.MomentsSynthesizer(options(moments_dims=4))
+    model, _ = embedded_rounds(synthesizer, 2)
+    state = synthesizer.generator_state(model)
+    labels = torch.arange(40_000) % data.NUM_CLASSES
+    means, _, rows = moments.mixture(state, labels, moments.MAX_SHRINK, torch.Generator().manual_seed(0))
+    assert torch.equal(rows // 4, labels)
+    shares = torch.bincount(rows, minlength=40).double().view(10, 4) / 4000
+    counts = state["cell_count"].view(10, 4)
+    assert torch.allclose(shares, counts / counts.sum(1, keepdim=True), atol=0.03)
+    assert torch.allclose(means[13], state["cell_sum"][13] / state["cell_count"][13])
+    state["cell_count"][13] = 2 * counts[3].sum() / state["count"][3]  # about 3 examples in 4 dimensions
+    few_means, _, _ = moments.mixture(state, labels, moments.MAX_SHRINK, torch.Generator().manual_seed(0))
+    class_means, _ = moments.gaussians(moments.class_totals(state), moments.MAX_SHRINK)
+    assert torch.equal(few_means[13], class_means[3]) and torch.equal(few_means[12], means[12])
 
 
 def test_the_refiner_is_the_same_from_its_seed():
@@ -148,6 +218,16 @@ def test_moments_run_gives_the_same_synthetic_data_on_both_backends(small_csv, t
     assert all(w["train_loss"] is None for r in gloo_records for w in r["workers"])
 
 
+def test_without_dp_both_backends_split_the_classes_alike_and_check_the_split(small_csv, tmp_path):
+    argv = ["--data", str(small_csv), "--gan", "-nr", "3", "--tstr-epochs", "1", "--moments-draw", "linear"]
+    gloo_state, _ = run_main(tmp_path / "gloo", "--backend", "gloo", *argv)
+    mock_state, _ = run_main(tmp_path / "mock", "--backend", "vantage6", *argv)
+    assert all(torch.equal(gloo_state[name], mock_state[name]) for name in gloo_state)
+    assert (tmp_path / "gloo" / output.SYNTHETIC).read_bytes() == (tmp_path / "mock" / output.SYNTHETIC).read_bytes()
+    assert bool(gloo_state["split_directions"].any())
+    assert torch.equal(gloo_state["cell_count"].view(10, 4).sum(1), 2 * gloo_state["count"])
+
+
 def test_the_digits_basis_is_orthonormal_and_the_same_from_its_seed():
     projection = moments.basis("digits", 60, 14.0)
     vectors = projection["vectors"]
@@ -200,7 +280,7 @@ def dp_release(rows: int = 100, seed: int = 0):
     train, _ = data.load("embedded")
     inputs, labels = data.to_tensors(train.subset(np.arange(seed, seed + rows)))
     torch.manual_seed(seed)
-    update, count, _, _ = synthesizer.local_update(None, inputs, labels, chosen, dp, None, 0.0, None)
+    update, count, _, _ = synthesizer.local_update(synthesizer.new_model(), inputs, labels, chosen, dp, None, 0.0, None)
     return synthesizer, update, count, synthesizer.release_std(dp)
 
 

@@ -75,8 +75,8 @@ def test_the_moments_release_is_noised_from_the_secure_stream(secure):
 
     def released() -> torch.Tensor:
         torch.manual_seed(5)
-        update, _, _, _ = synthesizer.local_update(None, inputs, labels, chosen, privacy.LocalDP(chosen), None, 0.0,
-                                                   None)
+        update, _, _, _ = synthesizer.local_update(synthesizer.new_model(), inputs, labels, chosen,
+                                                   privacy.LocalDP(chosen), None, 0.0, None)
         return update["second"]
 
     first, second = released(), released()
