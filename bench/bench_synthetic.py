@@ -9,7 +9,8 @@ Each run's first 100 synthetic images (10 a class) go to bench/results/samples/,
 grid. `moments-linear` is the moments synthesizer drawing its Gaussians without the refiner;
 `moments-refiner1` rows are the first refiner's runs (15 epochs, its drawings not inked, the draws not
 widened) and `moments-refiner2` rows the second's (noisy class covariances shrunk halfway toward the
-pool, not a tenth), kept to compare with, and no longer configurations that run.
+pool, not a tenth); `moments-unsplit` and `moments-linear-unsplit` rows are runs without DP before
+each class was split in four there; all kept to compare with, and no longer configurations that run.
 The MNIST data are the real test set in ../shared/data/mnist, split by the loader (8,000 training,
 2,000 held out); nothing is chosen on the held-out part. Public data: the embedded digits (UCI),
 for the `digits` basis only; on the embedded digits themselves nothing is public.

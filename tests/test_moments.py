@@ -156,7 +156,7 @@ def test_draws_take_cells_by_their_counts_and_a_cell_of_few_examples_its_class()
     counts = state["cell_count"].view(10, 4)
     assert torch.allclose(shares, counts / counts.sum(1, keepdim=True), atol=0.03)
     assert torch.allclose(means[13], state["cell_sum"][13] / state["cell_count"][13])
-    state["cell_count"][13] = 2 * counts[3].sum() / state["count"][3]  # about 3 examples in 4 dimensions
+    state["cell_count"][13] = 4 * counts[3].sum() / state["count"][3]  # about 5 images in 4 dimensions
     few_means, _, _ = moments.mixture(state, labels, moments.MAX_SHRINK, torch.Generator().manual_seed(0))
     class_means, _ = moments.gaussians(moments.class_totals(state), moments.MAX_SHRINK)
     assert torch.equal(few_means[13], class_means[3]) and torch.equal(few_means[12], means[12])

@@ -60,6 +60,11 @@ ROUNDING_TOLERANCE = 1e-9
 # (0.937, 0.931, 0.940) whole, 0.953 (0.959, 0.951, 0.950) in 4 cells, 0.949 in 8; the same 4 cells
 # with the run's noise at epsilon 10: 0.916 against 0.922 whole (seeds 1-2).
 SPLIT_DIRECTIONS = 2
+# A cell's covariance from n images in d dimensions has its smallest eigenvalues shrunk by about
+# (1 - sqrt(d / n))^2 (Marchenko and Pastur): a cell of fewer than 2 d images is drawn from its
+# class's Gaussian. The MNIST split's cells hold 2.1-3.3 d images (60 dimensions); the embedded
+# digits' 0.5-1.5 d (40): drawing the few above d from their own took TSTR from 0.880 to 0.852.
+CELL_IMAGES_PER_DIMENSION = 2
 
 
 class Moments(nn.Module):
@@ -296,9 +301,10 @@ def class_totals(state: Tensors) -> Tensors:
 def mixture(state: Tensors, labels: torch.Tensor, max_shrink: float,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The Gaussians (means, Cholesky factors) and each draw's row of them: its class's, or where the
-    state holds cells, a cell of its class drawn by the cells' released counts. A cell with no more
-    examples than dimensions (round 1's class count times the cell's share) is drawn from its class's
-    Gaussian: its own covariance would be flat, its draws near copies of its few images."""
+    state holds cells, a cell of its class drawn by the cells' released counts. A cell of too few
+    images for its dimensions (CELL_IMAGES_PER_DIMENSION; round 1's class count times the cell's
+    share) is drawn from its class's Gaussian: its own covariance would be flat, its draws near
+    copies of its few images."""
     classes = class_totals(state)
     class_means, class_factors = gaussians(classes, max_shrink)
     if not bool(state.get(CELL_PREFIX + "count", torch.zeros(1)).any()):
@@ -309,7 +315,7 @@ def mixture(state: Tensors, labels: torch.Tensor, max_shrink: float,
     class_of = torch.arange(len(means)) // per_class
     counts = cell_state["count"].clamp(min=0.0).view(data.NUM_CLASSES, per_class)
     shares = (counts / counts.sum(1, keepdim=True).clamp(min=MIN_COUNT)).flatten()
-    few = state["count"].clamp(min=0.0)[class_of] * shares <= means.shape[1]
+    few = state["count"].clamp(min=0.0)[class_of] * shares < CELL_IMAGES_PER_DIMENSION * means.shape[1]
     means[few], factors[few] = class_means[class_of[few]], class_factors[class_of[few]]
     weights = counts + (counts.sum(1, keepdim=True) == 0).double()
     return means, factors, labels * per_class + torch.multinomial(weights[labels], 1, generator=generator).squeeze(1)
