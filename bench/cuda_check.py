@@ -1,6 +1,6 @@
 """Every kind of run on CUDA, checked against the same run on the CPU and on the other backend.
 
-    python bench/cuda_check.py [--modes fedavg,fedsgd,dp,gan,gan-dp] [--rounds 3]
+    python bench/cuda_check.py [--modes fedavg,fedsgd,dp,gan,gan-dp,wgan] [--rounds 3]
 
 For each mode: gloo on CUDA twice (is a rerun the same model?), the vantage6 mock on CUDA (do the
 backends agree?), and gloo on the CPU (how far is the CUDA model from the CPU's?). Without a GPU,
@@ -20,6 +20,7 @@ MODES = {
     "dp": ["-ldp"],
     "gan": ["-gan", "-e", "1"],
     "gan-dp": ["-gan", "-ldp", "-e", "1"],
+    "wgan": ["-gan", "--synthesizer", "wgan", "-e", "1"],
 }
 SIDES = {"gloo CUDA": ("gloo", True), "gloo CUDA, rerun": ("gloo", True), "mock CUDA": ("vantage6", True),
          "gloo CPU": ("gloo", False)}

@@ -14,6 +14,6 @@ step() {
 }
 step $PYTHON bench/bench_throughput.py --batch-sizes 10,64,512 --seconds 3
 step $PYTHON bench/bench_overhead.py --use-cuda --cores 2 --repeats 2 --name overhead-cuda
-step $PYTHON bench/cuda_check.py --modes fedavg,fedsgd,dp,gan-dp --rounds 2
+step $PYTHON bench/cuda_check.py --modes fedavg,fedsgd,dp,gan-dp,wgan --rounds 2
 uptime
 exit $status

@@ -356,11 +356,10 @@ class MomentsSynthesizer(Synthesizer):
         kind = options.moments_basis
         if kind == "auto":
             kind = "dct" if options.data == "embedded" else "digits"
-        noise = budget_noise(options)
-        dims, scale = DCT_SHAPE if kind == "dct" else digits_shape(noise)
+        dims, scale = DCT_SHAPE if kind == "dct" else digits_shape(budget_noise(options))
         self.projection = basis(kind, options.moments_dims or dims, options.moments_scale or scale)
         self.refined = kind == "digits" and options.moments_draw == "refined"
-        self.split = SPLIT_DIRECTIONS if noise == 0 else 0
+        self.split = 0 if options.local_dp else SPLIT_DIRECTIONS
 
     def new_model(self) -> nn.Module:
         return Moments(self.projection["vectors"].shape[1], self.split)
