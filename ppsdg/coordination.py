@@ -218,7 +218,8 @@ def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, 
             if dp is not None:
                 checked_entry(dp, replies[rank].figures)
             if synthesizer is not None:
-                synthesizer.check_release(replies[rank].update, replies[rank].num_samples, synthesizer.release_std(dp))
+                synthesizer.check_release(replies[rank].update, replies[rank].num_samples, synthesizer.release_std(dp),
+                                          model.state_dict())
         except FederationError as error:
             replies.pop(rank, None)
             failures[rank] = str(error)

@@ -97,15 +97,16 @@ def test_samples_are_balanced_reproducible_and_follow_the_class_statistics():
 
 def embedded_rounds(synthesizer, rounds: int):
     """The global model after `rounds` rounds of two workers (the embedded digits, split in two) without
-    DP, as the server folds them in, and each round's releases."""
+    DP, as the server folds them in, and each round's state sent and releases."""
     train, _ = data.load("embedded")
     model, releases = synthesizer.new_model(), []
     for round_ in range(1, rounds + 1):
+        sent = {name: t.clone() for name, t in model.state_dict().items()}
         replies = [synthesizer.local_update(model, *data.to_tensors(train.subset(part)), options(), None, None, 0.0,
                                             None)[0] for part in np.array_split(np.arange(len(train)), 2)]
         model.load_state_dict({name: t + sum(r[name] for r in replies) for name, t in model.state_dict().items()})
         synthesizer.after_round(model, round_)
-        releases.append(replies)
+        releases.append((sent, replies))
     return model, releases
 
 
@@ -118,31 +119,33 @@ def test_without_noise_round_1_splits_each_class_in_four_cells_that_the_later_ro
     center, directions = moments.split_of(state, 2)
     assert torch.equal(state["split_center"], center) and torch.equal(state["split_directions"], directions)
     assert torch.allclose(directions.transpose(1, 2) @ directions, torch.eye(2, dtype=torch.float64).expand(10, 2, 2))
-    for round_, replies in enumerate(releases, start=1):
+    for round_, (sent, replies) in enumerate(releases, start=1):
         for reply in replies:
-            synthesizer.check_release(reply, int(reply["count" if round_ == 1 else "cell_count"].sum()), 0.0)
+            synthesizer.check_release(reply, int(reply["count" if round_ == 1 else "cell_count"].sum()), 0.0, sent)
             assert bool(reply["cell_count"].any()) == (round_ > 1) and bool(reply["count"].any()) == (round_ == 1)
     cells = {name: state["cell_" + name].unflatten(0, (10, 4)) for name in ("count", "sum", "second")}
     for name in ("count", "sum", "second"):  # rounds 2 and 3 release each class once each, cut in four
         assert torch.allclose(cells[name].sum(1), 2 * state[name], atol=1e-9), name
     assert bool((cells["count"] > 0).all())
-    rows = [[int(reply["count"].sum()) for reply in releases[0]]] * 3
+    rows = [[int(reply["count"].sum()) for reply in releases[0][1]]] * 3
     synthesizer.check_sum(state, rows, 0.0)
     state["split_directions"][3] = -state["split_directions"][3]
     with pytest.raises(FederationError, match="the split is not the one that round 1's statistics give"):
         synthesizer.check_sum(state, rows, 0.0)
 
 
-def test_a_release_with_a_split_or_both_parts_is_rejected_by_name():
+def test_a_release_with_a_split_or_of_the_kind_the_round_did_not_ask_for_is_rejected_by_name():
     synthesizer = moments.MomentsSynthesizer(options())
-    model, ((first, _), (later, _)) = embedded_rounds(synthesizer, 2)
+    model, ((before, (first, _)), (after, (later, _))) = embedded_rounds(synthesizer, 2)
     rows = int(first["count"].sum())
     with pytest.raises(FederationError, match="carries a split, which only the server makes"):
-        synthesizer.check_release({**first, "split_center": model.split_center}, rows, 0.0)
-    with pytest.raises(FederationError, match="per class or per cell, not both"):
-        synthesizer.check_release({**later, "count": first["count"]}, rows, 0.0)
+        synthesizer.check_release({**first, "split_center": model.split_center}, rows, 0.0, before)
+    with pytest.raises(FederationError, match="asked for statistics per cell and the release holds class statistics"):
+        synthesizer.check_release(first, rows, 0.0, after)
+    with pytest.raises(FederationError, match="asked for statistics per class and the release holds cell statistics"):
+        synthesizer.check_release(later, rows, 0.0, before)
     with pytest.raises(FederationError, match="total count"):
-        synthesizer.check_release(later, rows + 1, 0.0)
+        synthesizer.check_release(later, rows + 1, 0.0, after)
 
 
 def test_draws_take_cells_by_their_counts_and_a_cell_of_few_examples_its_class():
@@ -288,12 +291,13 @@ def test_honest_releases_pass_the_bounds():
     for seed in range(5):
         synthesizer, update, count, noise_std = dp_release(seed=seed)
         assert noise_std ** 2 == pytest.approx(2.09)
-        synthesizer.check_release(update, count, noise_std)
+        synthesizer.check_release(update, count, noise_std, synthesizer.new_model().state_dict())
     synthesizer = moments.MomentsSynthesizer(options())
     update, count, _ = worker_release(synthesizer, data.load("embedded")[0])
-    synthesizer.check_release(update, count, 0.0)
+    sent = synthesizer.new_model().state_dict()
+    synthesizer.check_release(update, count, 0.0, sent)
     with pytest.raises(FederationError, match="total count 1438 .* outside \\[1437, 1437\\]"):
-        synthesizer.check_release(update, count - 1, 0.0)
+        synthesizer.check_release(update, count - 1, 0.0, sent)
 
 
 @pytest.mark.parametrize("case", POISON)
@@ -301,7 +305,7 @@ def test_a_poisoned_release_is_rejected_by_name(case):
     synthesizer, update, count, noise_std = dp_release()
     POISON[case](update)
     with pytest.raises(FederationError, match="update rejected: "):
-        synthesizer.check_release(update, count, noise_std)
+        synthesizer.check_release(update, count, noise_std, synthesizer.new_model().state_dict())
 
 
 class PoisonsOrganization1(TampersWithOrganization1):
@@ -331,6 +335,26 @@ def test_a_poisoned_release_is_left_out_charged_and_recorded():
     tensors, meta = codec.decode_text(result["checkpoint"])
     assert float(tensors["model.count"].sum()) == pytest.approx(worker["num_samples"], abs=60)
     assert meta["histories"]["1"] == meta["histories"]["2"]
+
+
+class IgnoresTheSplit(PoisonsOrganization1):
+    """Organization 1 answers the rounds after the split with its class statistics: its cells summed back."""
+
+    def poison(self, tensors: dict) -> None:
+        if bool(tensors["cell_count"].any()):
+            for name in ("count", "sum", "second"):
+                tensors[name] = tensors["cell_" + name].unflatten(0, (data.NUM_CLASSES, 4)).sum(1)
+                tensors["cell_" + name] = torch.zeros_like(tensors["cell_" + name])
+
+
+def test_class_statistics_after_the_split_are_left_out_and_named():
+    result = central(mock_client(worker_frames(count=2), IgnoresTheSplit), min_workers=1, gan=True,
+                     synthesizer="moments", moments_draw="linear", num_rounds=2)
+    first, second = result["metrics"]
+    assert first["failed"] == [] and len(second["workers"]) == 1
+    (failed,) = second["failed"]
+    assert failed["organization"] == 1
+    assert "the round asked for statistics per cell and the release holds class statistics" in failed["reason"]
 
 
 def test_a_noisy_class_covariance_is_shrunk_toward_the_pool_as_far_as_the_cap_and_an_exact_one_not_at_all():

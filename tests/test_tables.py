@@ -268,14 +268,18 @@ def test_a_release_no_honest_node_could_send_is_rejected(table_files):
     torch.manual_seed(0)
     honest = synthesizer.local_update(new_model(options), codes, codes[:, -1], options, LocalDP.from_options(options),
                                       None, 0.0, None)[0]
-    synthesizer.check_release(honest, ROWS, 2.0)
+    surveying = new_model(options).state_dict()
+    synthesizer.check_release(honest, ROWS, 2.0, surveying)
     poisoned = [{**honest, "survey": honest["survey"] * 1000}, {**honest, "survey": -honest["survey"]},
                 {**honest, "survey_noise": torch.tensor(0.0, dtype=torch.float64)},
                 {**honest, "plan": torch.ones_like(honest["plan"])},
                 {**honest, "measured": honest["survey"]}]
     for update in poisoned:
         with pytest.raises(FederationError, match="update rejected"):
-            synthesizer.check_release(update, ROWS, 2.0)
+            synthesizer.check_release(update, ROWS, 2.0, surveying)
+    measuring = {**surveying, "plan": torch.ones_like(surveying["plan"])}
+    with pytest.raises(FederationError, match="the round asked for the measurement and the release holds survey cells"):
+        synthesizer.check_release(honest, ROWS, 2.0, measuring)
 
 
 def test_a_checkpoint_of_a_table_run_reads_back_and_a_poisoned_one_is_refused(gloo_table):

@@ -50,9 +50,11 @@ class Synthesizer(ABC):
         """The server's post-processing of the global state once a round is folded in (a plan for the
         next rounds, say): it sees only what the nodes released, so it costs no privacy."""
 
-    def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
+    def check_release(self, update: Tensors, num_samples: int, noise_std: float, sent: Tensors) -> None:
         """Refuse a released update that no honest node of `num_samples` rows could have sent under noise
-        of standard deviation `noise_std` (`release_std`): FederationError("update rejected: ...").
+        of standard deviation `noise_std` (`release_std`) in reply to the global state `sent` (which says
+        what the round asks for: a survey or a measurement, class or cell statistics):
+        FederationError("update rejected: ...").
         The server calls it on every reply of a synthesizer whose aggregation is "sum", whose replies it
         adds to the model as they are; a bound cannot catch a lie within it (README, *Dishonest nodes*)."""
         raise NotImplementedError(f"{self.name} sums its releases but does not bound them")
@@ -62,7 +64,8 @@ class Synthesizer(ABC):
         with noise `noise_std`, could not have summed to. A sum of releases is one release of their rows
         with their summed variance, so by default the same bounds as `check_release`."""
         rows = [count for counts in rows_by_round for count in counts]
-        self.check_release(state, sum(rows), noise_std * math.sqrt(len(rows)))
+        # A synthesizer whose rounds ask for different kinds of release checks its sum itself.
+        self.check_release(state, sum(rows), noise_std * math.sqrt(len(rows)), state)
 
     def release_std(self, dp: LocalDP | None) -> float:
         """The standard deviation of the Gaussian noise on one release's vector of full sensitivity: the

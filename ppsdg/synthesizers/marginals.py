@@ -286,15 +286,17 @@ class MarginalsSynthesizer(Synthesizer):
         figures = dp.release_spent(noise_multiplier) if dp is not None else {}
         return update, len(codes), 0.0, figures
 
-    def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
-        """A release is a survey (survey cells, its noise variance) or a measurement (measured cells,
-        its noise variance), never both, and never a plan: the plan is the server's."""
+    def check_release(self, update: Tensors, num_samples: int, noise_std: float, sent: Tensors) -> None:
+        """A release is the survey (survey cells, its noise variance) while the plan `sent` is empty, a
+        measurement (measured cells, its noise variance) once it is not, and never a plan: the plan is
+        the server's."""
         if bool(update["plan"].any()):
             raise FederationError("update rejected: a node's release carries a plan, which only the server makes")
-        surveying = bool(update["survey"].any()) or float(update["survey_noise"]) != 0
+        surveying = not bool(sent["plan"].any())
         part, other = ("survey", "measured") if surveying else ("measured", "survey")
         if bool(update[other].any()) or float(update[NOISE_OF[other]]) != 0:
-            raise FederationError("update rejected: a release is either the survey or a measurement, not both")
+            raise FederationError(f"update rejected: the round asked for the {'survey' if surveying else 'measurement'}"
+                                  f" and the release holds {'measured' if surveying else 'survey'} cells")
         share = 1.0 if surveying else 1.0 / (self.rounds - 1)
         self._check_part(update, part, num_samples * share, noise_std * share)
 

@@ -383,9 +383,9 @@ class MomentsSynthesizer(Synthesizer):
         update = {name: released.get(name, zero).to(images.device) for name, zero in template.items()}
         return update, len(labels), 0.0, figures
 
-    def check_release(self, update: Tensors, num_samples: int, noise_std: float) -> None:
-        """A release holds one round's statistics per class or, once the server has split the classes,
-        per cell, never both, and never a split: the split is the server's. Each image adds 1 to one
+    def check_release(self, update: Tensors, num_samples: int, noise_std: float, sent: Tensors) -> None:
+        """A release holds one round's statistics per class or, once the split `sent` is set, per cell,
+        never the other kind, and never a split: the split is the server's. Each image adds 1 to one
         row's count, a vector of norm <= 1 to its sum and z z^T (entries in [-1, 1], diagonal in [0, 1],
         positive semi-definite) to its second moment; the noise of each part is noise_std over its
         weight, the second moment's symmetric with extreme eigenvalues about sqrt(2 * dims) of its
@@ -395,10 +395,12 @@ class MomentsSynthesizer(Synthesizer):
             return
         if any(bool(update[name].any()) for name in SPLIT):
             raise FederationError("update rejected: a node's release carries a split, which only the server makes")
-        in_cells = bool(update[CELL_PREFIX + "count"].any()) or float(update[CELL_PREFIX + "noise_variance"]) != 0
+        in_cells = bool(sent["split_directions"].any())
         prefix, other = (CELL_PREFIX, "") if in_cells else ("", CELL_PREFIX)
         if any(bool(update[other + name].any()) for name in STATISTICS):
-            raise FederationError("update rejected: a release holds statistics per class or per cell, not both")
+            asked, held = ("cell", "class") if in_cells else ("class", "cell")
+            raise FederationError(f"update rejected: the round asked for statistics per {asked} and the release "
+                                  f"holds {held} statistics")
         check_part(part(update, prefix), float(num_samples), noise_std, "cell" if in_cells else "class")
 
     def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float) -> None:
