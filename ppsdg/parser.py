@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default=None,
                      help="the synthesis method: for images 'moments' (the default: class-conditional "
                           "Gaussians in a public subspace, four a class without DP, each worker's noisy "
-                          "statistics released once a round) or 'wgan' (a federated WGAN-GP); for a table 'marginals' (its only one: "
-                          "noisy contingency tables fitted with a graphical model)")
+                          "statistics released once a round) or 'wgan' (a federated WGAN-GP); for a table "
+                          "'marginals' (its only one: noisy contingency tables fitted with a graphical model)")
     gan.add_argument("--moments-basis", choices=("auto", "digits", "dct"), default="auto",
                      help="moments: the public subspace: the principal directions of the embedded "
                           "digits, or low-frequency DCT images; auto: DCT when --data is the embedded "
