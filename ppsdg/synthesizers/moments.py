@@ -192,12 +192,17 @@ def statistics(z: torch.Tensor, rows: torch.Tensor, num_rows: int = data.NUM_CLA
     return {"count": onehot.sum(0), "sum": onehot.T @ z, "second": torch.einsum("nc,ni,nj->cij", onehot, z, z)}
 
 
+def row_moments(state: Tensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's (class or cell) count floored at MIN_COUNT, mean and covariance, from summed statistics."""
+    count = state["count"].clamp(min=MIN_COUNT)
+    means = state["sum"] / count[:, None]
+    return count, means, state["second"] / count[:, None, None] - torch.einsum("ci,cj->cij", means, means)
+
+
 def split_of(state: Tensors, directions: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per class, the released mean and the `directions` main axes of the released covariance (each
     sign fixed so that its largest entry is positive): where the server splits the class."""
-    count = state["count"].clamp(min=MIN_COUNT)
-    means = state["sum"] / count[:, None]
-    covariances = state["second"] / count[:, None, None] - torch.einsum("ci,cj->cij", means, means)
+    _, means, covariances = row_moments(state)
     _, vectors = torch.linalg.eigh((covariances + covariances.transpose(1, 2)) / 2)
     axes = vectors.flip(2)[:, :, :directions]
     largest = axes.abs().argmax(dim=1, keepdim=True)
@@ -247,15 +252,14 @@ def gaussians(state: Tensors, max_shrink: float) -> tuple[torch.Tensor, torch.Te
     of the MNIST training images at epsilon 1, decoded linearly, pooling completely gave TSTR 0.74,
     half 0.86; drawn by the refiner, a cap of a tenth beat half at every seed (REFINED_MAX_SHRINK).
     """
-    count = state["count"].clamp(min=MIN_COUNT)
-    means = state["sum"] / count[:, None]
+    count, means, raw_covariances = row_moments(state)
     between = torch.einsum("c,ci,cj->ij", count, means, means)
     pooled = psd((state["second"].sum(0) - between) / count.sum())
     dims = means.shape[1]
     noise_energy = float(state["noise_variance"]) * dims * (dims + 1) / 2 / SECOND_WEIGHT ** 2
     covariances = []
     for label in range(len(count)):
-        raw = psd(state["second"][label] / count[label] - torch.outer(means[label], means[label]))
+        raw = psd(raw_covariances[label])
         distance = float((raw - pooled).square().sum())
         shrink = min(max_shrink, noise_energy / float(count[label]) ** 2 / distance) if distance > 0 else max_shrink
         covariances.append((1 - shrink) * raw + shrink * pooled)
