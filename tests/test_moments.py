@@ -11,7 +11,7 @@ from vantage6.common import bytes_to_base64s
 
 from backends import codec
 from conftest import run_main
-from ppsdg import data, models, output, parser
+from ppsdg import coordination, data, models, output, parser
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
 from ppsdg.synthesizers import moments, refiner
@@ -102,11 +102,12 @@ def embedded_rounds(synthesizer, rounds: int):
     model, releases = synthesizer.new_model(), []
     for round_ in range(1, rounds + 1):
         sent = {name: t.clone() for name, t in model.state_dict().items()}
-        replies = [synthesizer.local_update(model, *data.to_tensors(train.subset(part)), options(), None, None, 0.0,
-                                            None)[0] for part in np.array_split(np.arange(len(train)), 2)]
-        model.load_state_dict({name: t + sum(r[name] for r in replies) for name, t in model.state_dict().items()})
+        replies = [coordination.Reply(*synthesizer.local_update(model, *data.to_tensors(train.subset(part)), options(),
+                                                                None, None, 0.0, None))
+                   for part in np.array_split(np.arange(len(train)), 2)]
+        coordination.aggregate(model, None, replies, 0.0, summed=True)
         synthesizer.after_round(model, round_)
-        releases.append((sent, replies))
+        releases.append((sent, [reply.update for reply in replies]))
     return model, releases
 
 
