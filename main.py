@@ -135,15 +135,23 @@ def write_partitions(options, folder: Path) -> list[Path]:
     return paths
 
 
+def mock_databases(options, folder: Path) -> list[list[dict[str, Any]]]:
+    """The mock client's organizations, one per worker, each holding its partition as the CSV database
+    a node holds; a table's read as text, as a node reads it (`algorithm.read_database`), where the
+    mock would guess its columns' types."""
+    table = options.synthesizer == "marginals"
+    return [[{"database": tables.read_table(path) if table else str(path), "db_type": "csv"}]
+            for path in write_partitions(options, folder)]
+
+
 def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One mock organization per worker, each holding its partition as a CSV database and a temporary
-    folder for the job (a node's privacy ledger lives there), as a node would."""
+    """One mock organization per worker (`mock_databases`) with a temporary folder for the job (a
+    node's privacy ledger lives there), as a node would."""
     from backends.mock import ForgetfulMockClient
 
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
-        databases = [[{"database": str(path), "db_type": "csv"}]
-                     for path in write_partitions(options, Path(folder))]
-        client = ForgetfulMockClient(datasets=databases, module="ppsdg", job_root=Path(folder))
+        client = ForgetfulMockClient(datasets=mock_databases(options, Path(folder)), module="ppsdg",
+                                     job_root=Path(folder))
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
             task = client.task.create(input_={"method": "central", "kwargs": kwargs},

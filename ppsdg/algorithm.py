@@ -1,20 +1,27 @@
 """The vantage6 algorithm: `central` runs the server's rounds, one subtask per round; `partial` runs
 one worker's round on the node's own data. Both are thin: the round itself is coordination's."""
 import argparse
+import contextlib
+import functools
 import os
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pandas as pd
 
 from vantage6.algorithm.tools import decorators
 from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.algorithm.tools.util import get_env_var
+from vantage6.algorithm.tools.wrappers import load_data
 
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, local, parser, privacy, runtime, synthesizers
+from ppsdg import checkpoint, coordination, data, local, parser, privacy, runtime, synthesizers, tables
 from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
-from ppsdg.errors import FederationError, OptionsError, PpsdgError
+from ppsdg.errors import DataError, FederationError, OptionsError, PpsdgError
 from ppsdg.models import new_model
 
 
@@ -24,10 +31,22 @@ def central(client: Any, **kwargs: Any) -> dict[str, Any]:
     return run_central(client, kwargs)
 
 
-@decorators.data(1)
+def node_database(function: Callable[..., Any]) -> Callable[..., Any]:
+    """vantage6's `@data(1)`, except that the function reads the node's database itself, once it knows
+    the job (`read_database`), and is handed None; the mock client's frame (`mock_data`) is handed as
+    vantage6's own decorator would hand it."""
+    @functools.wraps(function)
+    def with_database(*args: Any, mock_data: list[pd.DataFrame] | None = None, **kwargs: Any) -> Any:
+        return function(mock_data[0] if mock_data else None, *args, **kwargs)
+
+    with_database.wrapped_in_data_decorator = True
+    return with_database
+
+
+@node_database
 @decorators.algorithm_client
-def partial(client: Any, frame: Any, **kwargs: Any) -> dict[str, Any]:
-    """One worker round on this node's data (label + 784 pixel columns); returns the update only."""
+def partial(client: Any, frame: pd.DataFrame | None, **kwargs: Any) -> dict[str, Any]:
+    """One worker round on this node's data (a table, or label + 784 pixel columns); returns the update only."""
     folder = client.temporary_folder() if isinstance(client, ForgetfulMockClient) else None
     return run_partial(client.organization_id, frame, kwargs, on_node=not isinstance(client, MockAlgorithmClient),
                        temporary_folder=folder)
@@ -105,13 +124,14 @@ def central_result(point: Checkpoint | None, options: Any, organizations: list[i
     return result
 
 
-def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: bool = False,
+def run_partial(organization: int, frame: pd.DataFrame | None, kwargs: dict[str, Any], on_node: bool = False,
                 temporary_folder: str | None = None) -> dict[str, Any]:
-    """A worker's round on the node's own data, if the node's policy (ppsdg/policy.py, read from the
-    node's algorithm environment) admits it; its errors name the organization and its rank. On a
-    real node (`on_node`, not the mock client) DP noise is secure unless the owner allows the seed.
-    `temporary_folder`: the job's folder the mock gives this node, where a real node sets it in the
-    environment."""
+    """A worker's round on the node's own data (`frame`, or None: its database, `read_database`), if
+    the node's policy (ppsdg/policy.py, read from the node's algorithm environment) admits it; its
+    errors name the organization and its rank. On a real node (`on_node`, not the mock client) DP
+    noise is secure unless the owner allows the seed, and what its data do not fit stays on the node
+    (`owner_only`). `temporary_folder`: the job's folder the mock gives this node, where a real node
+    sets it in the environment."""
     comm = node_communicator(organization, kwargs)
     try:
         options = parser.from_mapping(kwargs.get("options") or {})
@@ -119,10 +139,16 @@ def run_partial(organization: int, frame: Any, kwargs: dict[str, Any], on_node: 
         if temporary_folder is not None:
             environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
+        table = options.synthesizer == "marginals"
+        if table:
+            check_table_task(options)
+        with owner_only(on_node, table):
+            frame = read_database(table) if frame is None else frame
         policy.admit(options, len(frame), environment, organization)
         options.secure_noise = policy.secure(options, on_node)
         device = runtime.set_up(options)
-        examples = local.Examples.from_frame(frame, options, device)
+        with owner_only(on_node, table):
+            examples = local.Examples.from_frame(frame, options, device, quiet=on_node)
         coordination.worker_round(comm, new_model(options, device), examples, options)
     except PpsdgError as error:
         kind = PolicyError if isinstance(error, PolicyError) else FederationError
@@ -145,3 +171,65 @@ def node_environment() -> dict[str, str]:
                                   "UTF-8 text") from None
     return environment
 
+
+
+def check_table_task(options: argparse.Namespace) -> None:
+    """A table task carries its schema and target: the node maps its rows with them, and never drafts
+    a schema of its own, which would read the domain off its private rows."""
+    if options.schema is None or options.target is None:
+        missing = " and ".join(name for name in ("schema", "target") if getattr(options, name) is None)
+        raise OptionsError(f"a table task needs its {missing} (the task's options 'schema' and 'target'): a node "
+                           "never drafts a schema from its own rows")
+    schema = tables.Schema.from_text(options.schema)
+    if options.target not in schema.names:
+        raise OptionsError(f"the task's target {options.target!r} is not a column of its schema")
+
+
+class DataRefusal(FederationError):
+    """A node's data that do not fit the task, said without a word about the data."""
+
+
+@contextlib.contextmanager
+def owner_only(on_node: bool, table: bool) -> Iterator[None]:
+    """Read or encode the node's data; if they do not fit (a DataError, or any error of the reading
+    itself), refuse with one sentence that is the same whatever the data hold. The detail of such an
+    error names rows, counts of rows or values: an exact, uncharged answer to a question the task's
+    author chose (which rows fall outside a schema that lists one category?). A real node's log goes
+    to the server with the run, so there the detail is dropped, and its owner finds it with the
+    command the refusal names, on the same file; elsewhere (the mock client, in the process of the
+    person who holds every part) it is said on stderr. A refusal tells the server one bit."""
+    try:
+        yield
+    except DataError as error:
+        refuse(error, on_node, table)
+    except PpsdgError:
+        raise
+    except (OSError, ValueError, LookupError) as error:
+        refuse(error, on_node, table)
+
+
+def refuse(error: Exception, on_node: bool, table: bool) -> None:
+    """Raise the refusal, which says nothing of `error`; say `error` only where the process is the owner's."""
+    if not on_node:
+        print(f"ppsdg: the node's data do not fit the task: {error}", file=sys.stderr)
+    fits, finder = (("its schema", "`ppsdg schema DATA --check SCHEMA`") if table else
+                    (f"images: a label and {data.NUM_PIXELS} pixels a row", "`ppsdg --data DATA`, which reads the "
+                     "file as the node does"))
+    raise DataRefusal(f"this node's data do not fit the task ({fits}); what does not fit stays on the node: its "
+                      f"owner finds it with {finder}") from None
+
+
+def read_database(table: bool) -> pd.DataFrame:
+    """The node's first requested database, as the node's configuration names it. A table (CSV or
+    Parquet; Excel) is read as text, so that codes, flags and leading zeros reach the schema as
+    written; images, and any other database type, through vantage6's own loader."""
+    label = os.environ.get("USER_REQUESTED_DATABASE_LABELS", "").split(",")[0].upper()
+    uri = os.environ.get(f"{label}_DATABASE_URI")
+    if not label or uri is None:
+        raise FederationError("the node hands this task no database (USER_REQUESTED_DATABASE_LABELS and "
+                              "<LABEL>_DATABASE_URI): create the task with one of the node's database labels")
+    kind = os.environ.get(f"{label}_DATABASE_TYPE", "csv").lower()
+    sheet = os.environ.get(f"{label}_SHEET_NAME")
+    if table and kind in tables.TABLE_FORMATS:
+        return tables.read_table(uri, kind, sheet)
+    return load_data(uri, kind, query=os.environ.get(f"{label}_QUERY"), sheet_name=sheet)

@@ -42,23 +42,27 @@ class Examples:
         return cls(inputs.to(device), labels.to(device))
 
     @classmethod
-    def from_set(cls, dataset: data.Dataset, options: argparse.Namespace, device: torch.device) -> "Examples":
+    def from_set(cls, dataset: data.Dataset, options: argparse.Namespace, device: torch.device,
+                 quiet: bool = False) -> "Examples":
         """Images as they are; a table encoded with the run's schema. How many cells the schema mapped
-        (to its other or missing bucket, or into its bounds) is said on this process's stderr."""
+        (to its other or missing bucket, or into its bounds) is said on this process's stderr, its
+        owner's screen, unless `quiet` (a real vantage6 node, whose log goes to the server): counts of
+        the owner's records are not the researcher's to read."""
         if isinstance(dataset, data.ImageSet):
             return cls.from_images(dataset, device)
         schema = tables.Schema.from_text(options.schema)
         codes, mapped = tables.encode(dataset, schema)
-        if mapped:
+        if mapped and not quiet:
             print(f"ppsdg: note: cells the schema mapped: {mapped}", file=sys.stderr)
         codes_tensor = torch.from_numpy(codes).to(device)
         return cls(codes_tensor, codes_tensor[:, schema.names.index(options.target)])
 
     @classmethod
-    def from_frame(cls, frame: Any, options: argparse.Namespace, device: torch.device) -> "Examples":
+    def from_frame(cls, frame: Any, options: argparse.Namespace, device: torch.device,
+                   quiet: bool = False) -> "Examples":
         """A node's database: a table under the task's schema, or images in the node layout."""
         if options.synthesizer == "marginals":
-            return cls.from_set(frame, options, device)
+            return cls.from_set(frame, options, device, quiet)
         return cls.from_images(data.from_frame(frame), device)
 
     def __len__(self) -> int:
@@ -162,6 +166,9 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
     (seed, round, rank); with --secure-noise, the DP mechanism's own (noise, Poisson sampling) come
     from a cryptographically secure stream instead (ppsdg/secure_random.py): what hides the data.
     """
+    synthesizer = synthesizers.for_options(options) if options.gan else None
+    if synthesizer is not None:
+        synthesizer.check_instructions(model)
     seed = derive_seed(options.seed, round_, rank)
     generator = torch.Generator().manual_seed(seed)
     device = examples.labels.device
@@ -172,8 +179,8 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
         batches_per_epoch = -(-len(examples) // options.batch_size)
         with tqdm(total=options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
                   position=rank, leave=False, disable=None) as progress:
-            if options.gan:
-                return synthesizers.for_options(options).local_update(
+            if synthesizer is not None:
+                return synthesizer.local_update(
                     model, examples.images, examples.labels, options, dp,
                     lambda: shuffled_batches(examples, options.batch_size, generator), round_lr(options, round_),
                     progress)

@@ -32,6 +32,7 @@ MAX_CATEGORIES = 1000
 MAX_TABLE_BYTES = 2 << 30
 IMAGE_COLUMNS = 785
 IMAGE_HEADER_CHARS = 1 << 16
+TABLE_FORMATS = ("csv", "parquet", "excel")
 
 
 class SchemaError(DataError):
@@ -191,16 +192,21 @@ def is_table_path(source: str) -> bool:
     return header.count(",") != IMAGE_COLUMNS - 1
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A table file as text cells (CSV, gzipped CSV) or typed columns (Parquet); empty cells are missing."""
+def read_table(path: str | Path, kind: str | None = None, sheet: str | None = None) -> pd.DataFrame:
+    """A table file as text cells (CSV, gzipped CSV, an Excel `sheet`: never pandas' guess of a type,
+    which turns '007' into 7 and 'true' into True) or typed columns (Parquet); empty cells are missing.
+    `kind` (one of TABLE_FORMATS) is the file's format where its name does not say it (a node's database)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise DataError(f"{path}: larger than {MAX_TABLE_BYTES >> 30} GiB")
+    kind = kind or ("parquet" if path.name.lower().endswith(".parquet") else "csv")
     try:
-        if path.name.lower().endswith(".parquet"):
+        if kind == "parquet":
             return pd.read_parquet(path)
+        if kind == "excel":
+            return pd.read_excel(path, sheet_name=sheet or 0, dtype=str, keep_default_na=False, na_values=[""])
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
                            compression="infer", encoding="utf-8")
     except (OSError, ValueError, UnicodeDecodeError, ImportError) as error:
@@ -352,8 +358,18 @@ def marginal(codes: np.ndarray, shape: Sequence[int], columns: Sequence[int]) ->
     return np.bincount(flat, minlength=int(np.prod(sizes))).astype(np.float64)
 
 
+def check(frame: pd.DataFrame, schema: Schema) -> str:
+    """What a node's refusal leaves out, for its owner: whether the table fits the schema, and how many
+    cells the schema maps (DataError where a cell does not fit, naming its row and column)."""
+    _, mapped = encode(frame, schema)
+    counts = ", ".join(f"{name}: {count}" for name, count in mapped.items())
+    return f"the table fits the schema ({len(frame)} rows); cells it maps to 'other', missing or its bounds: " \
+           f"{counts or 'none'}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`ppsdg schema DATA [--target COLUMN] [--bins N]`: print a draft schema of a table as JSON."""
+    """`ppsdg schema DATA [--target COLUMN] [--bins N]`: print a draft schema of a table as JSON;
+    `ppsdg schema DATA --check SCHEMA`: say whether the table fits a schema, and where it does not."""
     import argparse
     import sys
 
@@ -365,11 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", help="the table (CSV, gzipped CSV or Parquet)")
     parser.add_argument("--target", help="the column TSTR predicts, written into the schema")
     parser.add_argument("--bins", type=int, default=DRAFT_BINS, help="equal-width bins of a numeric column")
+    parser.add_argument("--check", metavar="SCHEMA", help="instead of drafting, check the table against this "
+                        "schema: what a node that refuses a task keeps to itself (the rows that do not fit)")
     try:
         options = parser.parse_args(argv)
         if not 2 <= options.bins <= MAX_CATEGORIES:
             raise DataError(f"--bins must be in 2..{MAX_CATEGORIES}")
-        schema = draft(read_table(options.data), options.target, options.bins)
+        frame = read_table(options.data)
+        if options.check is not None:
+            print(check(frame, Schema.read(options.check)))
+            return 0
+        schema = draft(frame, options.target, options.bins)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2

@@ -55,10 +55,13 @@ def test_a_target_the_planner_cannot_reach_is_refused_by_name(values, reach):
     ("label", 7319, "label at row 5, column 'label' is out of range: labels must be integers 0..9"),
     ("pixel3", "patient-7319", "value at row 5, column 'pixel3' is not a number"),
     ("pixel3", 7319.5, "pixel at row 5, column 'pixel3' is out of range: pixels must be integers 0..255")])
-def test_a_nodes_data_error_names_the_row_and_column_never_the_value(column, value, message):
-    """The error travels in the run's log to the server and the researcher: the cell's value stays on the node."""
+def test_a_nodes_data_error_reaches_the_researcher_without_row_column_or_value(column, value, message, capsys):
+    """The error travels in the run's log to the server and the researcher: where and what the cell is
+    stays with the node's owner (here, the mock's process: its stderr)."""
     frames = worker_frames(count=2, rows=ROWS)
     frames[1] = frames[1].astype(object) if isinstance(value, str) else frames[1].astype(float)
     frames[1].loc[5, column] = value
     result = central(mock_client(frames), batch_size=32)
-    assert "organization 1 (worker rank 2): " + message in result["error"] and "7319" not in result["error"]
+    assert "organization 1 (worker rank 2): this node's data do not fit the task" in result["error"]
+    assert "7319" not in result["error"] and "row 5" not in result["error"] and f"'{column}'" not in result["error"]
+    assert message in capsys.readouterr().err

@@ -193,11 +193,17 @@ def test_a_crashed_runs_reason_comes_from_its_log():
     assert no_result(None) == "no result (no run)"
 
 
-def test_failing_organization_is_named():
+def test_failing_organization_is_named_and_the_detail_stays_with_its_owner(capsys):
     frames = worker_frames(count=2)
     frames[1].iloc[5, 0] = 11
     result = central(mock_client(frames))
-    assert re.search(r"organization 1 \(worker rank 2\).*label at row 5, column 'label' is out of range", result["error"])
+    assert re.search(r"organization 1 \(worker rank 2\): this node's data do not fit the task", result["error"])
+    assert "label at row 5, column 'label' is out of range" in capsys.readouterr().err
+    frames = worker_frames(count=2)
+    frames[1]["pixel2"] = frames[1]["pixel2"].astype(object)
+    frames[1].loc[9:40, "pixel2"] = "x"
+    assert central(mock_client(frames))["error"] == result["error"]
+    assert "row 9, column 'pixel2' is not a number" in capsys.readouterr().err
 
 
 def test_central_rejects_a_mismatched_node_count():

@@ -46,6 +46,13 @@ class Synthesizer(ABC):
                      lr: float, progress: tqdm | None) -> Update:
         """A worker's part of a round: its update, sample count, loss and named figures."""
 
+    def check_instructions(self, sent: nn.Module) -> None:
+        """On the node, before its data are touched: refuse (FederationError) a global state whose
+        server-chosen parts would shape a release beyond what the node's ledger charges. The node
+        trusts nothing the server sends: a plan or split is checked here, everything else that
+        shapes a release (noise, rounds, epochs, batch size) the node derives from the task's options,
+        which its policy checks and its ledger charges. By default a synthesizer takes no such part."""
+
     def after_round(self, model: nn.Module, round_: int) -> None:
         """The server's post-processing of the global state once a round is folded in (a plan for the
         next rounds, say): it sees only what the nodes released, so it costs no privacy."""

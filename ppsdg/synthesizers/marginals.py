@@ -42,6 +42,10 @@ ONE_WAY_SHARE = 0.5
 MAX_MODEL_MB = 8.0
 ESTIMATION_ITERS = 1000
 EXACT_STDDEV = 1.0
+# How far above 1 a plan's squared weights may sum by rounding alone: `select` weights n cliques
+# 1/sqrt(n) each, whose squares sum to 1 within a few ulps. A sum of 1 + 1e-9 is an L2 sensitivity of
+# 1 + 5e-10, far inside the accountant's own precision (an epsilon within 0.01).
+PLAN_ROUNDING = 1e-9
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class Layout:
         whose order for text follows the process's hash seed, and then two processes (a gloo rank and
         a vantage6 container) would draw different records from the same model."""
         return mbi().Domain(tuple(range(len(self.schema.columns))), self.schema.shape)
+
+    def plannable(self) -> np.ndarray:
+        """Whether a measuring round's plan may weight each clique: a pair or triple holding the target
+        (`select` plans nothing else); the 1-way marginals are the survey's."""
+        return np.array([len(clique) > 1 and self.target in clique for clique in self.found])
 
     def survey_weights(self) -> np.ndarray:
         """Round 1's weights: ONE_WAY_SHARE of the squared weight over the 1-way marginals, the rest
@@ -285,6 +294,26 @@ class MarginalsSynthesizer(Synthesizer):
                   "measure_noise": torch.zeros_like(variance) if surveying else variance}
         figures = dp.release_spent(noise_multiplier) if dp is not None else {}
         return update, len(codes), 0.0, figures
+
+    def check_instructions(self, sent: nn.Module) -> None:
+        """The plan is the server's one instruction: the node follows it only if it is one that `select`
+        could have made, weights that are finite, non-negative, on cliques the layout lets a plan weight,
+        and whose squares sum to at most 1. Each record changes one cell of each weighted clique by one,
+        so the release's L2 sensitivity is the root of that sum: above 1, the node would release more
+        than its ledger charges (one Gaussian release of sensitivity 1). An empty plan asks for the
+        survey, whose weights the node computes itself."""
+        plan = sent.plan.detach().cpu().numpy()
+        if not np.isfinite(plan).all() or (plan < 0).any():
+            raise FederationError("the server's plan is refused: its weights must be finite and not negative")
+        stray = np.flatnonzero((plan > 0) & ~self.layout.plannable())
+        if stray.size:
+            raise FederationError(f"the server's plan is refused: it weights {len(stray)} clique(s) that a plan "
+                                  f"may not, such as {self.layout.found[stray[0]]} (a plan weights pairs and "
+                                  "triples that hold the target)")
+        squares = float(np.square(plan).sum())
+        if squares > 1 + PLAN_ROUNDING:
+            raise FederationError(f"the server's plan is refused: its squared weights sum to {squares:.6g}, above "
+                                  "1, the sensitivity this node's ledger charges a release")
 
     def check_release(self, update: Tensors, num_samples: int, noise_std: float, sent: Tensors) -> None:
         """A release is the survey (survey cells, its noise variance) while the plan `sent` is empty, a

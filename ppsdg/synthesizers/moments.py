@@ -387,6 +387,15 @@ class MomentsSynthesizer(Synthesizer):
         update = {name: released.get(name, zero).to(images.device) for name, zero in template.items()}
         return update, len(labels), 0.0, figures
 
+    def check_instructions(self, sent: nn.Module) -> None:
+        """The split is the server's one instruction (without DP only). Whatever its center and
+        directions, `cells` puts each image in exactly one cell, so a release's sensitivity stays the
+        class statistics' own: the node checks only that the split is made of numbers. The basis, its
+        dimensions and scale the node computes itself from the task's options, and `encode` clips every
+        image's coordinates to norm 1 whatever they are."""
+        if self.split and not all(bool(torch.isfinite(sent.get_buffer(name)).all()) for name in SPLIT):
+            raise FederationError("the server's split is refused: its center and directions must be finite")
+
     def check_release(self, update: Tensors, num_samples: int, noise_std: float, sent: Tensors) -> None:
         """A release holds one round's statistics per class or, once the split `sent` is set, per cell,
         never the other kind, and never a split: the split is the server's. Each image adds 1 to one
