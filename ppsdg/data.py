@@ -507,7 +507,10 @@ def prepare_table(options: argparse.Namespace) -> None:
         print("ppsdg: warning: no --schema: the domain (categories, numeric bounds) is read off the training "
               "data itself, which the DP guarantee does not cover. Draft one with `ppsdg schema DATA`, review "
               "it and pass it with --schema.", file=sys.stderr)
-        options.schema = tables.draft(train_set, options.target).text()
+        schema = tables.draft(train_set, options.target)
+        for note in tables.notes(train_set, schema):
+            print(f"ppsdg: note: {note}", file=sys.stderr)
+        options.schema = schema.text()
     schema = tables.Schema.from_text(options.schema)
     target = options.target or schema.target or schema.names[-1]
     if target not in schema.names:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,24 @@ import pandas as pd
 
 from ppsdg.errors import DataError
 
-CATEGORICAL, NUMERIC = "categorical", "numeric"
+CATEGORICAL, NUMERIC, ID, IGNORE = "categorical", "numeric", "id", "ignore"
+KINDS = (CATEGORICAL, NUMERIC, ID, IGNORE)
+LINEAR, LOG = "linear", "log"
 MISSING_LABEL = "missing"
 DRAFT_BINS = 20
 DRAFT_MAX_CATEGORIES = 100
 INTEGER_VALUES = 32
 POINT_MASS = 0.3
+# A drafted numeric column gets log-spaced bins when equal widths would put more than this share of
+# its rows in the first bin (amounts, counts, durations: a long right tail).
+HEAVY_TAIL = 0.5
+# An identifier: a column named like one (id, patient_id, key, rownames), or whole numbers whose
+# rows come in runs of equal, ascending values (a sorted export's person number), or words without a
+# space unique to each row (text with spaces is free text); with at least this share of distinct
+# values among its rows.
+ID_NAME = re.compile(r"(^|[^a-z0-9])(id|ids|key|uuid|rownames?)$|^(id|key)([^a-z0-9]|$)", re.IGNORECASE)
+ID_DISTINCT = 0.1
+MIN_ID_ROWS = 20
 MAX_COLUMNS = 100
 MAX_CATEGORIES = 1000
 MAX_TABLE_BYTES = 2 << 30
@@ -41,10 +54,14 @@ class SchemaError(DataError):
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the public domain. A categorical column's codes are its categories in order,
-    then `other` (a value the schema does not list, if the schema maps such values there), then
-    missing (if allowed). A numeric column's codes are its bins (`edges`, the last bin closed),
-    then missing; `clip` maps a value outside the bounds to the nearest bin instead of refusing it."""
+    """One column of the table. A categorical column's codes are its categories in order, then
+    `other` (a value the schema does not list, if the schema maps such values there), then missing
+    (if allowed). A numeric column's codes are its bins (`edges`, the last bin closed), then missing;
+    `clip` maps a value outside the bounds to the nearest bin instead of refusing it, and `scale`
+    "log" draws a decoded value log-uniformly inside a bin above 0 (a long tail's bins are wide).
+    An `id` column and an `ignore` column are not modelled: an id is written afresh in the synthetic
+    table (1, 2, ...), and with `unit` each node keeps one row per id, so that DP protects a person
+    of several rows, not a row; an ignored column (free text, say) is left out."""
 
     name: str
     kind: str
@@ -54,6 +71,12 @@ class Column:
     missing: bool = True
     other: bool = False
     clip: bool = True
+    scale: str = LINEAR
+    unit: bool = False
+
+    @property
+    def modelled(self) -> bool:
+        return self.kind in (CATEGORICAL, NUMERIC)
 
     @property
     def size(self) -> int:
@@ -69,21 +92,29 @@ class Column:
         return len(self.categories)
 
     def to_json(self) -> dict[str, Any]:
+        if self.kind == ID:
+            return {"name": self.name, "type": ID, "unit": self.unit}
+        if self.kind == IGNORE:
+            return {"name": self.name, "type": IGNORE}
         common = {"name": self.name, "type": self.kind, "missing": self.missing}
         if self.kind == CATEGORICAL:
             return {**common, "categories": list(self.categories), "other": self.other}
-        return {**common, "edges": list(self.edges), "integer": self.integer, "clip": self.clip}
+        scale = {"scale": LOG} if self.scale == LOG else {}
+        return {**common, "edges": list(self.edges), "integer": self.integer, "clip": self.clip, **scale}
 
 
 @dataclass(frozen=True)
 class Schema:
-    """The public domain of a table: its columns in order, and the column TSTR predicts."""
+    """The public domain of a table: every column of its file in order (`fields`), the columns the
+    synthesizer models among them (`columns`, `names`), and the column TSTR predicts."""
 
-    columns: tuple[Column, ...]
+    fields: tuple[Column, ...]
     target: str | None = None
+    columns: tuple[Column, ...] = field(init=False)
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(column for column in self.fields if column.modelled))
         object.__setattr__(self, "names", tuple(column.name for column in self.columns))
 
     @property
@@ -94,7 +125,7 @@ class Schema:
         return self.columns[self.names.index(name)]
 
     def to_json(self) -> dict[str, Any]:
-        return {"columns": [column.to_json() for column in self.columns],
+        return {"columns": [column.to_json() for column in self.fields],
                 **({"target": self.target} if self.target else {})}
 
     def text(self) -> str:
@@ -117,10 +148,15 @@ class Schema:
         doubled = sorted({name for name in names if names.count(name) > 1})
         if doubled:
             raise SchemaError(f"column(s) named twice: {', '.join(doubled)}")
-        target = value.get("target")
-        if target is not None and target not in names:
-            raise SchemaError(f"target {target!r} is not a column of the schema")
-        return cls(columns, target)
+        schema = cls(columns, value.get("target"))
+        if not schema.columns:
+            raise SchemaError(f"no column to model: every column is '{ID}' or '{IGNORE}'")
+        units = [column.name for column in columns if column.unit]
+        if len(units) > 1:
+            raise SchemaError(f"more than one 'unit' id column ({', '.join(units)}): one person, one id")
+        if schema.target is not None and schema.target not in schema.names:
+            raise SchemaError(f"target {schema.target!r} is not a modelled column of the schema")
+        return schema
 
     @classmethod
     def from_text(cls, text: str) -> "Schema":
@@ -147,17 +183,20 @@ def _column(entry: Any, index: int) -> Column:
         raise SchemaError(f"column {index}: needs a non-empty text 'name'")
     name = entry["name"]
     kind = entry.get("type")
-    allowed = {"name", "type", "missing"} | ({"categories", "other"} if kind == CATEGORICAL
-                                             else {"edges", "integer", "clip"})
+    allowed = {"name", "type"} | {CATEGORICAL: {"missing", "categories", "other"},
+                                  NUMERIC: {"missing", "edges", "integer", "clip", "scale"},
+                                  ID: {"unit"}}.get(kind, set())
     unknown = sorted(set(entry) - allowed)
-    if kind not in (CATEGORICAL, NUMERIC) or unknown:
-        problem = f"unknown key(s) {', '.join(unknown)}" if kind in (CATEGORICAL, NUMERIC) else \
-            f"'type' must be {CATEGORICAL!r} or {NUMERIC!r}"
+    if kind not in KINDS or unknown:
+        problem = f"unknown key(s) {', '.join(unknown)}" if kind in KINDS else \
+            f"'type' must be one of {', '.join(map(repr, KINDS))}"
         raise SchemaError(f"column {name!r}: {problem}")
     flags = {key: entry.get(key, default) for key, default in
-             (("missing", True), ("other", False), ("integer", False), ("clip", True))}
+             (("missing", True), ("other", False), ("integer", False), ("clip", True), ("unit", False))}
     if not all(isinstance(flag, bool) for flag in flags.values()):
-        raise SchemaError(f"column {name!r}: 'missing', 'other', 'integer' and 'clip' are true or false")
+        raise SchemaError(f"column {name!r}: 'missing', 'other', 'integer', 'clip' and 'unit' are true or false")
+    if kind in (ID, IGNORE):
+        return Column(name, kind, unit=flags["unit"])
     if kind == CATEGORICAL:
         categories = entry.get("categories")
         if (not isinstance(categories, list) or not 1 <= len(categories) <= MAX_CATEGORIES
@@ -169,8 +208,11 @@ def _column(entry: Any, index: int) -> Column:
             or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in edges)
             or any(b <= a for a, b in zip(edges, edges[1:]))):
         raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} finite, increasing numbers")
+    scale = entry.get("scale", LINEAR)
+    if scale not in (LINEAR, LOG):
+        raise SchemaError(f"column {name!r}: 'scale' must be {LINEAR!r} or {LOG!r}")
     return Column(name, kind, edges=tuple(float(e) for e in edges), integer=flags["integer"],
-                  missing=flags["missing"], clip=flags["clip"])
+                  missing=flags["missing"], clip=flags["clip"], scale=scale)
 
 
 def is_table_path(source: str) -> bool:
@@ -214,20 +256,29 @@ def read_table(path: str | Path, kind: str | None = None, sheet: str | None = No
 
 
 def encode(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, dict[str, int]]:
-    """A table's rows as integer codes (rows x columns) under the schema, and how many cells of each
-    column were mapped (to the `other` or missing bucket, or clipped into the bounds).
+    """A table's modelled columns as integer codes (rows x columns) under the schema, and how many
+    cells of each column were mapped (to the `other` or missing bucket, or clipped into the bounds)
+    or, for a `unit` id, how many rows were left out (each id after its first row).
 
-    Nothing is dropped: a cell the schema can neither hold nor map is a DataError that names its
-    row (0-based, header excluded) and column, never the value, which may be private.
+    Nothing else is dropped: a cell the schema can neither hold nor map is a DataError that names
+    its row (0-based, header excluded) and column, never the value, which may be private.
     """
-    missing = [name for name in schema.names if name not in frame.columns]
-    extra = [str(name) for name in frame.columns if name not in schema.names]
+    expected = [column.name for column in schema.fields]
+    missing = [name for name in expected if name not in frame.columns]
+    extra = [str(name) for name in frame.columns if name not in expected]
     if missing or extra:
         parts = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
                 ([f"column(s) not in the schema: {', '.join(extra)}"] if extra else [])
         raise DataError(f"the table does not fit the schema: {'; '.join(parts)}")
-    codes = np.empty((len(frame), len(schema.columns)), dtype=np.int64)
     mapped = {}
+    for unit in (column for column in schema.fields if column.unit):
+        ids = frame[unit.name]
+        if ids.isna().any():
+            raise _cell_error(unit, ids.isna().to_numpy(), "an id (a person's rows are told apart by it)")
+        repeated = ids.duplicated().to_numpy()
+        mapped[unit.name] = int(repeated.sum())
+        frame = frame[~repeated]
+    codes = np.empty((len(frame), len(schema.columns)), dtype=np.int64)
     for index, column in enumerate(schema.columns):
         codes[:, index], mapped[column.name] = _encode_column(frame[column.name], column)
     return codes, {name: count for name, count in mapped.items() if count}
@@ -272,10 +323,16 @@ def _cell_error(column: Column, bad: np.ndarray, expected: str) -> DataError:
 
 def decode(codes: np.ndarray, schema: Schema, rng: np.random.Generator) -> pd.DataFrame:
     """Codes back to the table's columns: a category as its text (`other` as 'other'), a numeric bin
-    as a value drawn uniformly inside it (whole numbers for integer columns), missing as empty."""
+    as a value drawn inside it (`_numeric_values`), missing as empty, an id as a fresh number per
+    record (1, 2, ...); an ignored column is left out."""
     columns = {}
-    for index, column in enumerate(schema.columns):
-        code = codes[:, index]
+    modelled = {column.name: index for index, column in enumerate(schema.columns)}
+    for column in schema.fields:
+        if column.kind == ID:
+            columns[column.name] = pd.Series(np.arange(1, len(codes) + 1))
+        if column.name not in modelled:
+            continue
+        code = codes[:, modelled[column.name]]
         missing = code == column.missing_code if column.missing else np.zeros(len(code), dtype=bool)
         if column.kind == CATEGORICAL:
             labels = np.array(list(column.categories) + ["other"] * column.other + [""] * column.missing, dtype=object)
@@ -291,59 +348,123 @@ def decode(codes: np.ndarray, schema: Schema, rng: np.random.Generator) -> pd.Da
 
 
 def _numeric_values(bins: np.ndarray, column: Column, rng: np.random.Generator) -> np.ndarray:
+    """A value inside each bin: uniform, or for `scale` "log" log-uniform where the bin lies above 0;
+    whole numbers of the bin for an integer column (the last bin closed: its top edge included)."""
     edges = np.asarray(column.edges)
     low, high = edges[bins], edges[bins + 1]
-    if not column.integer:
-        return low + (high - low) * rng.random(len(bins))
-    last = bins == len(edges) - 2
-    first = np.ceil(low)
-    stop = np.where(last, np.floor(high) + 1, np.ceil(high))
-    return np.floor(first + (np.maximum(stop, first + 1) - first) * rng.random(len(bins)))
+    if column.integer:
+        last = bins == len(edges) - 2
+        low, high = np.ceil(low), np.where(last, np.floor(high) + 1, np.ceil(high))
+        high = np.maximum(high, low + 1)
+    share = rng.random(len(bins))
+    if column.scale == LOG:
+        logged = low > 0
+        spread = np.log(np.where(logged, high, 2.0) / np.where(logged, low, 1.0))
+        share = np.where(logged, np.expm1(share * spread) / np.expm1(spread), share)
+    values = low + (high - low) * share
+    return np.minimum(np.floor(values), high - 1) if column.integer else values
 
 
-def draft(frame: pd.DataFrame, target: str | None = None, bins: int = DRAFT_BINS) -> Schema:
-    """A first schema read off a data owner's own table, for the owner to review before publishing.
+def draft(frame: pd.DataFrame, target: str | None = None, bins: int = DRAFT_BINS,
+          keep: Sequence[str] = ()) -> Schema:
+    """A first schema read off a data owner's own table, for the owner to review before publishing
+    (`notes` says what to look at).
 
-    A column is numeric when every present cell is a number and it has more than INTEGER_VALUES
-    distinct values, or it is whole numbers (then each value gets its own bin up to INTEGER_VALUES of
-    them); otherwise categorical, with its categories sorted. Numeric bins are `bins` equal widths
-    between the minimum and the maximum, and a value holding more than POINT_MASS of the rows (0 in a
-    column of gains) gets a bin of its own, so that decoded records keep it exactly.
+    - An identifier (`is_identifier`) is an `id`; a column without a value, or of text with more than
+      DRAFT_MAX_CATEGORIES distinct values (free text, names), is ignored, unless named in `keep`:
+      then its DRAFT_MAX_CATEGORIES most common values are its categories, the rest `other`.
+    - Numbers with at most INTEGER_VALUES distinct values (0/1 flags, codes, a constant, 36 or 60
+      months) are categories, written as in the file and ordered by value: a synthetic flag stays 0/1.
+    - Other numbers are numeric: `bins` equal widths between the minimum and the maximum, or
+      log-spaced ones where equal widths would put more than HEAVY_TAIL of the rows in the first bin;
+      a value holding more than POINT_MASS of the rows (0 in a column of gains) gets a bin of its own.
+    - Everything else is categorical, its categories sorted.
     """
     if target is not None and target not in frame.columns:
         raise DataError(f"--target {target!r} is not a column of the table")
-    columns = [_draft_column(str(name), frame[name], bins) for name in frame.columns]
+    unknown = [name for name in keep if name not in frame.columns]
+    if unknown:
+        raise DataError(f"--keep: {', '.join(unknown)} not a column of the table")
+    columns = [_draft_column(str(name), frame[name], bins, name in keep) for name in frame.columns]
     return Schema(tuple(columns), target)
 
 
-def _draft_column(name: str, values: pd.Series, bins: int) -> Column:
+def notes(frame: pd.DataFrame, schema: Schema) -> list[str]:
+    """What the owner should know of a draft before publishing it: the columns left out, and the ids
+    whose persons have several rows (DP then protects a row, unless the id is the unit)."""
+    said = []
+    for column in schema.fields:
+        if column.kind == IGNORE:
+            said.append(f"column {column.name!r} is left out (free text, or no value): name it with --keep to "
+                        "model its most common values")
+        elif column.kind == ID:
+            ids = frame[column.name].dropna()
+            repeated = len(ids) - ids.nunique()
+            unit = ("each node keeps one row per id ('unit': true), so DP protects a person" if column.unit else
+                    "DP protects a row, not a person: set 'unit': true to keep one row per id")
+            said.append(f"column {column.name!r} is an identifier, written afresh in the synthetic table" +
+                        (f"; {repeated} of its {len(ids)} rows repeat an id: {unit}" if repeated else ""))
+    return said
+
+
+def is_identifier(name: str, present: pd.Series, numbers: pd.Series) -> bool:
+    """A column that names records rather than describes them (ID_NAME, ID_DISTINCT)."""
+    distinct = present.nunique()
+    if len(present) < MIN_ID_ROWS or distinct < ID_DISTINCT * len(present):
+        return False
+    if ID_NAME.search(name):
+        return True
+    if numbers.isna().any():
+        return distinct == len(present) and not present.astype(str).str.contains(r"\s").any()
+    values = numbers.to_numpy(dtype=np.float64)
+    whole = bool((values == np.round(values)).all())
+    runs = 1 + int((values[1:] != values[:-1]).sum())
+    return whole and distinct > INTEGER_VALUES and runs == distinct and bool((np.diff(values) >= 0).all())
+
+
+def _draft_column(name: str, values: pd.Series, bins: int, keep: bool) -> Column:
     present = values.dropna()
+    present = present.astype(str).str.strip() if present.dtype == object or pd.api.types.is_string_dtype(present) \
+        else present
     numbers = pd.to_numeric(present, errors="coerce")
     missing = bool(values.isna().any())
-    distinct = present.astype(str).str.strip().unique()
-    if len(present) and not numbers.isna().any():
+    distinct = present.astype(str).unique()
+    if not len(present):
+        return Column(name, IGNORE)
+    if is_identifier(name, present, numbers):
+        return Column(name, ID)
+    if not numbers.isna().any():
+        if len(distinct) <= INTEGER_VALUES:
+            order = sorted(distinct, key=lambda value: (float(value), value))
+            return Column(name, CATEGORICAL, categories=tuple(order), missing=missing)
         whole = bool((numbers == numbers.round()).all())
-        if whole and len(distinct) <= INTEGER_VALUES and numbers.max() - numbers.min() < INTEGER_VALUES:
-            low, high = int(numbers.min()), int(numbers.max())
-            return Column(name, NUMERIC, edges=tuple(float(v) for v in range(low, high + 2)), integer=True,
-                          missing=missing)
-        if len(distinct) > INTEGER_VALUES:
-            return Column(name, NUMERIC, edges=_draft_edges(numbers.to_numpy(dtype=np.float64), bins, whole),
-                          integer=whole, missing=missing)
+        edges, scale = _draft_edges(numbers.to_numpy(dtype=np.float64), bins, whole)
+        return Column(name, NUMERIC, edges=edges, integer=whole, missing=missing, scale=scale)
     if len(distinct) > DRAFT_MAX_CATEGORIES:
-        raise DataError(f"column {name!r} has {len(distinct)} distinct values and is not numeric: too many "
-                        "categories for a public domain; group them or drop the column")
+        if not keep:
+            return Column(name, IGNORE)
+        common = present.astype(str).value_counts().index[:DRAFT_MAX_CATEGORIES]
+        return Column(name, CATEGORICAL, categories=tuple(sorted(common)), missing=missing, other=True)
     return Column(name, CATEGORICAL, categories=tuple(sorted(distinct)), missing=missing)
 
 
-def _draft_edges(numbers: np.ndarray, bins: int, whole: bool) -> tuple[float, ...]:
+def _draft_edges(numbers: np.ndarray, bins: int, whole: bool) -> tuple[tuple[float, ...], str]:
+    """Bin edges and their scale: equal widths, or log-spaced above the smallest positive value for a
+    long right tail; each point mass (POINT_MASS) in a bin of its own."""
     low, high = float(numbers.min()), float(numbers.max())
-    edges = set(np.linspace(low, high, bins + 1).round() if whole else np.linspace(low, high, bins + 1))
+    equal = np.linspace(low, high, bins + 1)
+    positive = numbers[numbers > 0]
+    heavy = low >= 0 and len(positive) and np.mean(numbers < equal[1]) > HEAVY_TAIL
+    scale = LOG if heavy else LINEAR
+    if heavy:
+        start = max(float(positive.min()), 1.0) if whole else float(positive.min())
+        equal = np.concatenate([[low], np.geomspace(start, high, bins)]) if start > low else np.geomspace(start, high, bins + 1)
+    edges = set(equal.round() if whole else equal)
     values, counts = np.unique(numbers, return_counts=True)
     width = 1.0 if whole else (high - low) / bins / 100
     for value in values[counts > POINT_MASS * len(numbers)]:
         edges = {e for e in edges if not value < e < value + width} | {float(value), float(value) + width}
-    return tuple(sorted(float(e) for e in edges if e < high) + [high])
+    return tuple(sorted(float(e) for e in edges if e < high) + [high]), scale
 
 
 def codes_frame(codes: np.ndarray, schema: Schema) -> pd.DataFrame:
@@ -381,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", help="the table (CSV, gzipped CSV or Parquet)")
     parser.add_argument("--target", help="the column TSTR predicts, written into the schema")
     parser.add_argument("--bins", type=int, default=DRAFT_BINS, help="equal-width bins of a numeric column")
+    parser.add_argument("--keep", default="", metavar="COLUMN[,COLUMN]", help="text columns of too many "
+                        f"values to list (free text) to keep as their {DRAFT_MAX_CATEGORIES} most common values "
+                        "and 'other', instead of leaving them out")
     parser.add_argument("--check", metavar="SCHEMA", help="instead of drafting, check the table against this "
                         "schema: what a node that refuses a task keeps to itself (the rows that do not fit)")
     try:
@@ -391,9 +515,12 @@ def main(argv: list[str] | None = None) -> int:
         if options.check is not None:
             print(check(frame, Schema.read(options.check)))
             return 0
-        schema = draft(frame, options.target, options.bins)
+        keep = [name.strip() for name in options.keep.split(",") if name.strip()]
+        schema = draft(frame, options.target, options.bins, keep)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2
+    for note in notes(frame, schema):
+        print(f"ppsdg: note: {note}", file=sys.stderr)
     print(json.dumps(schema.to_json(), indent=1))
     return 0

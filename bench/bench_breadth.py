@@ -1,0 +1,184 @@
+"""Synthetic tables on the breadth set: the eight real tables of ../shared/data/tables and UCI Adult,
+each split by its natural site column over 3 nodes, run as a user runs them (`ppsdg schema` on the
+training part, the draft taken as reviewed, then `main.py --data node1,node2,node3 --test-data TEST
+--schema S -ldp --target-epsilon E`), beside the floors on the same split: independent columns (each
+column drawn from its own training marginal, no DP) and TRTR.
+
+    python bench/bench_breadth.py --epsilons 3                       # the test parts
+    python bench/bench_breadth.py --epsilons 3 --validation          # defaults are chosen here
+    python bench/bench_breadth.py --report
+
+The test part is a seeded 20% of each table, stratified by its target: a method or default is never
+chosen on it. `--validation` holds out 20% of the training part instead and scores on that: the
+split on which defaults are chosen. Results: bench/results/breadth.jsonl, one line a run; a run
+already there is not run again.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import runs
+
+RESULTS = runs.RESULTS / "breadth.jsonl"
+SHARED = runs.ROOT.parent / "shared" / "data"
+NODES, HOLDOUT, SPLIT_SEED = 3, 0.2, 7
+FIGURES = ("tstr_auc", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    path: Path
+    target: str
+    site: str
+
+
+TABLES = [Table("adult", SHARED / "adult" / "adult-train.csv.gz", "income", "race"),
+          *(Table(name, SHARED / "tables" / file, target, site) for name, file, target, site in [
+              ("loans", "openintro-loans-full-schema.csv.gz", "grade", "issue_month"),
+              ("nmes", "AER-NMES1988.csv.gz", "health", "region"),
+              ("doctor", "Ecdat-DoctorContacts.csv.gz", "physlim", "health"),
+              ("randhie", "sampleSelection-RandHIE.csv.gz", "binexp", "site"),
+              ("colon", "survival-colon.csv.gz", "status", "rx"),
+              ("pbc", "survival-pbc.csv.gz", "status", "trt"),
+              ("credit", "modeldata-credit-data.csv.gz", "Status", "Home"),
+              ("nhis", "stevedata-mm-nhis.csv.gz", "hi", "nwhite")])]
+
+
+def read(table: Table) -> pd.DataFrame:
+    return pd.read_csv(table.path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def held_out(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded HOLDOUT share of the rows of each target value, and the rest."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    test = np.zeros(len(frame), dtype=bool)
+    for _, rows in frame.groupby(frame[target].fillna(""), sort=True).indices.items():
+        test[rng.permutation(rows)[:int(round(HOLDOUT * len(rows)))]] = True
+    return frame[~test], frame[test]
+
+
+def sites(frame: pd.DataFrame, site: str) -> list[pd.DataFrame]:
+    """NODES parts by the site column: its groups (missing a group of its own), largest first, each to
+    the part with the fewest rows; with fewer groups than nodes, the largest part is halved."""
+    groups = sorted(frame.groupby(frame[site].fillna("(missing)"), sort=True).indices.values(), key=len, reverse=True)
+    parts: list[list[np.ndarray]] = [[] for _ in range(min(NODES, len(groups)))]
+    for rows in groups:
+        min(parts, key=lambda part: sum(map(len, part))).append(rows)
+    indices = [np.sort(np.concatenate(part)) for part in parts]
+    while len(indices) < NODES:
+        largest = indices.pop(int(np.argmax([len(rows) for rows in indices])))
+        indices += [largest[: len(largest) // 2], largest[len(largest) // 2:]]
+    return [frame.iloc[rows] for rows in indices]
+
+
+def independent(train: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """The floor: each column drawn on its own from the training part (shuffling each column)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({name: train[name].to_numpy()[rng.integers(0, len(train), rows)] for name in train.columns})
+
+
+def evaluate(synthetic: Path, train: Path, test: Path, schema: Path, target: str) -> dict:
+    done = subprocess.run([*runs.MAIN, "evaluate", str(synthetic), "--data", str(train), "--test-data", str(test),
+                           "--schema", str(schema), "--target", target], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def run_one(table: Table, epsilon: float, seed: int, validation: bool, folder: Path) -> dict:
+    train, test = held_out(read(table), table.target)
+    if validation:
+        train, test = held_out(train, table.target)
+    paths = {"train": folder / "train.csv", "test": folder / "test.csv", "schema": folder / "schema.json",
+             "independent": folder / "independent.csv"}
+    train.to_csv(paths["train"], index=False)
+    test.to_csv(paths["test"], index=False)
+    nodes = []
+    for index, part in enumerate(sites(train, table.site)):
+        nodes.append(folder / f"node{index + 1}.csv")
+        part.to_csv(nodes[-1], index=False)
+    paths["schema"].write_text(subprocess.run([*runs.MAIN, "schema", str(paths["train"]), "--target", table.target],
+                                              check=True, capture_output=True, text=True).stdout)
+    command = [*runs.MAIN, "--data", ",".join(map(str, nodes)), "--test-data", str(paths["test"]), "--schema",
+               str(paths["schema"]), "-s", str(seed), "-ldp", "--target-epsilon", f"{epsilon:g}", "--output",
+               str(folder / "run")]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    row = {"table": table.name, "epsilon": epsilon, "seed": seed, "validation": validation, "rows": len(train),
+           "columns": len(train.columns), "node_rows": [sum(1 for _ in open(node)) - 1 for node in nodes],
+           "wall_seconds": round(seconds, 1)}
+    if done.returncode != 0:
+        return {**row, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    summary = json.loads((folder / "run" / "summary.json").read_text())
+    independent(train, len(train), seed).to_csv(paths["independent"], index=False)
+    floor = evaluate(paths["independent"], paths["train"], paths["test"], paths["schema"], table.target)
+    return {**row, "reported_epsilon": summary.get("epsilon"),
+            **{key: summary["evaluation"].get(key) for key in FIGURES},
+            **{f"independent_{key}": floor.get(key) for key in ("tstr_auc", "tvd_2way", "tvd_3way")}}
+
+
+def done() -> list[dict]:
+    return runs.read_rows(RESULTS) if RESULTS.exists() else []
+
+
+def report() -> str:
+    """One line per table and epsilon (mean over seeds): the synthetic table against the floors."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in done():
+        groups.setdefault((row["validation"], row["table"], row["epsilon"]), []).append(row)
+    keys = ("tstr_auc", "trtr_auc", "independent_tstr_auc", "tvd_2way", "independent_tvd_2way", "tvd_3way",
+            "memorized_share", "wall_seconds")
+    lines = ["| split | table | rows x cols | epsilon | seeds | " + " | ".join(keys) + " | 2-way / independent |",
+             "|" + "---|" * (len(keys) + 6)]
+    for (validation, name, epsilon), rows in sorted(groups.items()):
+        good = [row for row in rows if "error" not in row]
+        if not good:
+            lines.append(f"| {'validation' if validation else 'test'} | {name} | | {epsilon:g} | {len(rows)} | "
+                         f"error: {rows[-1]['error']} |")
+            continue
+
+        def mean(key: str) -> float | None:
+            values = [row[key] for row in good if row.get(key) is not None]
+            return statistics.mean(values) if values else None
+
+        cells = [f"{mean(key):.4g}" if mean(key) is not None else "-" for key in keys]
+        ratio = mean("tvd_2way") / mean("independent_tvd_2way")
+        lines.append(f"| {'validation' if validation else 'test'} | {name} | {good[0]['rows']} x {good[0]['columns']} "
+                     f"| {epsilon:g} | {len(good)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--tables", default=",".join(table.name for table in TABLES))
+    cli.add_argument("--epsilons", default="3")
+    cli.add_argument("--seeds", default="1")
+    cli.add_argument("--validation", action="store_true")
+    cli.add_argument("--report", action="store_true")
+    options = cli.parse_args()
+    if not options.report:
+        seen = {(r["table"], r["epsilon"], r["seed"], r["validation"]) for r in done()}
+        chosen = [table for table in TABLES if table.name in options.tables.split(",")]
+        for table in chosen:
+            for epsilon in map(float, options.epsilons.split(",")):
+                for seed in map(int, options.seeds.split(",")):
+                    if (table.name, epsilon, seed, options.validation) in seen:
+                        continue
+                    with tempfile.TemporaryDirectory() as folder:
+                        row = run_one(table, epsilon, seed, options.validation, Path(folder))
+                    with RESULTS.open("a") as results:
+                        results.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The columns of a data owner's export: flags and codes, identifiers, free text, empty columns, long
+tails, drafted into a schema and back to synthetic values that the column can take."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import main
+from ppsdg import tables
+from ppsdg.errors import DataError
+
+ROWS = 400
+
+
+def export(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
+    """A registry's export as text, as `read_table` gives it: a sorted person number with two rows a
+    person, a 0/1 flag, a constant, a two-valued term, a long-tailed amount, free text, an empty column."""
+    rng = np.random.default_rng(seed)
+    amount = np.round(np.exp(rng.normal(8, 1.5, rows)))
+    amount[rng.random(rows) < 0.4] = 0
+    return pd.DataFrame({
+        "person": np.repeat(np.arange(1001, 1001 + rows // 2), 2).astype(str),
+        "flag": rng.choice(["0", "1"], rows), "study": "1", "term": rng.choice(["36", "60"], rows),
+        "amount": amount.astype(int).astype(str),
+        "note": [f"free text {i} {rng.integers(10 ** 6)}" for i in range(rows)],
+        "empty": pd.Series([None] * rows, dtype=object),
+        "outcome": rng.choice(["ill", "well"], rows)}).astype({"empty": object})
+
+
+def kinds(schema: tables.Schema) -> dict[str, str]:
+    return {column.name: column.kind + ("/log" if column.scale == tables.LOG else "") for column in schema.fields}
+
+
+def test_the_draft_gives_each_column_of_an_export_a_type_of_its_own():
+    schema = tables.draft(export(), "outcome")
+    assert kinds(schema) == {"person": "id", "flag": "categorical", "study": "categorical", "term": "categorical",
+                             "amount": "numeric/log", "note": "ignore", "empty": "ignore", "outcome": "categorical"}
+    assert schema.column("flag").categories == ("0", "1") and schema.column("study").categories == ("1",)
+    assert schema.names == ("flag", "study", "term", "amount", "outcome")
+    assert tables.Schema.from_text(schema.text()) == schema
+
+
+def test_numbers_of_a_few_values_are_ordered_by_value_not_as_text():
+    frame = pd.DataFrame({"grade": ["10", "2", "1", "10", "2"] * 10})
+    assert tables.draft(frame).column("grade").categories == ("1", "2", "10")
+
+
+@pytest.mark.parametrize("name, values, expected", [
+    ("patient_id", [str(i % 30) for i in range(60)], "id"),
+    ("ID", [str(i) for i in range(60)], "id"),
+    ("code", [f"K{i:04d}" for i in range(60)], "id"),
+    ("zper", [str(i) for i in np.repeat(np.arange(100, 140), 2)], "id"),
+    ("rownumber", [str(i) for i in range(60)], "id"),
+    ("paid", [str(i) for i in np.random.default_rng(1).permutation(60)], "numeric"),
+    ("zper", [str(i) for i in np.tile(np.arange(100, 140), 2)], "numeric")])
+def test_an_identifier_is_found_by_its_name_its_uniqueness_or_its_sorted_runs(name, values, expected):
+    frame = pd.DataFrame({name: values, "y": ["a", "b"] * (len(values) // 2)})
+    assert tables.draft(frame).fields[0].kind == expected
+
+
+def test_the_owner_keeps_the_common_values_of_free_text_when_asked():
+    frame = export()
+    frame["job"] = [f"job {i % 150}" for i in range(ROWS)]
+    schema = tables.draft(frame, "outcome", keep=["job"])
+    assert schema.column("job").other and len(schema.column("job").categories) == tables.DRAFT_MAX_CATEGORIES
+    with pytest.raises(DataError, match="--keep: nothing not a column"):
+        tables.draft(frame, keep=["nothing"])
+
+
+def test_the_draft_notes_what_it_left_out_and_whom_dp_protects():
+    said = tables.notes(export(), tables.draft(export()))
+    assert any("'note' is left out" in note for note in said)
+    assert any("'person' is an identifier" in note and "200 of its 400 rows repeat an id" in note
+               and "DP protects a row, not a person" in note for note in said)
+
+
+def test_ppsdg_schema_prints_the_notes_and_a_schema_that_reads_back(tmp_path, capsys):
+    export().to_csv(tmp_path / "export.csv", index=False)
+    assert main.main(["schema", str(tmp_path / "export.csv"), "--target", "outcome"]) == 0
+    out, err = capsys.readouterr()
+    assert tables.Schema.from_json(json.loads(out)) == tables.draft(tables.read_table(tmp_path / "export.csv"), "outcome")
+    assert "ppsdg: note: column 'note' is left out" in err
+
+
+def test_a_unit_id_keeps_one_row_a_person_and_ids_and_ignored_columns_are_not_modelled():
+    frame = export()
+    schema = json.loads(tables.draft(frame, "outcome").text())
+    schema["columns"][0]["unit"] = True
+    schema = tables.Schema.from_json(schema)
+    codes, mapped = tables.encode(frame, schema)
+    assert codes.shape == (ROWS // 2, 5) and mapped["person"] == ROWS // 2
+    decoded = tables.decode(codes, schema, np.random.default_rng(0))
+    assert list(decoded.columns) == ["person", "flag", "study", "term", "amount", "outcome"]
+    assert decoded["person"].tolist() == list(range(1, ROWS // 2 + 1))
+    assert set(decoded["flag"]) <= {"0", "1"} and set(decoded["study"]) == {"1"} and set(decoded["term"]) <= {"36", "60"}
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"columns": [{"name": "a", "type": "id"}]}, "no column to model"),
+    ({"columns": [{"name": "a", "type": "id", "unit": True}, {"name": "b", "type": "id", "unit": True},
+                  {"name": "c", "type": "categorical", "categories": ["x"]}]}, "more than one 'unit'"),
+    ({"columns": [{"name": "a", "type": "ignore", "missing": True}]}, "unknown key"),
+    ({"columns": [{"name": "a", "type": "numeric", "edges": [0, 1], "scale": "cube"}]}, "'scale' must be"),
+    ({"columns": [{"name": "a", "type": "id"}, {"name": "b", "type": "categorical", "categories": ["x"]}],
+      "target": "a"}, "not a modelled column")])
+def test_a_schema_of_the_new_types_that_cannot_be_used_is_refused_by_name(schema, message):
+    with pytest.raises(tables.SchemaError, match=message):
+        tables.Schema.from_json(schema)
+
+
+def test_a_unit_id_without_a_value_is_refused_by_name():
+    schema = tables.Schema.from_json({"columns": [{"name": "id", "type": "id", "unit": True},
+                                                  {"name": "x", "type": "categorical", "categories": ["a"]}]})
+    with pytest.raises(DataError, match="row 1, column 'id': expected an id"):
+        tables.encode(pd.DataFrame({"id": ["1", None], "x": ["a", "a"]}), schema)
+
+
+@st.composite
+def numeric_columns(draw) -> tables.Column:
+    edges = sorted(set(draw(st.lists(st.integers(0, 10 ** 6), min_size=2, max_size=12))))
+    if len(edges) < 2:
+        edges = [edges[0], edges[0] + 1]
+    return tables.Column("x", tables.NUMERIC, edges=tuple(float(e) for e in edges), integer=draw(st.booleans()),
+                         missing=False, scale=draw(st.sampled_from([tables.LINEAR, tables.LOG])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(numeric_columns(), st.integers(0, 2 ** 32 - 1))
+def test_a_decoded_number_lies_in_its_bin_and_is_whole_where_the_column_is(column, seed):
+    """No synthetic value outside what the column can take: inside its bin (the last one closed), so
+    within the schema's bounds, and whole for an integer column."""
+    rng = np.random.default_rng(seed)
+    bins = rng.integers(0, len(column.edges) - 1, 500)
+    values = tables.decode(bins[:, None], tables.Schema((column,)), rng)["x"].to_numpy(dtype=np.float64)
+    edges = np.asarray(column.edges)
+    low, high = edges[bins], edges[bins + 1]
+    inside = (values >= np.ceil(low) if column.integer else values >= low) & (values <= high)
+    last = bins == len(edges) - 2
+    assert (inside & ((values < high) | last | (column.integer & (np.ceil(low) >= high)))).all()
+    if column.integer:
+        assert (values == np.round(values)).all()
+
+
+def test_a_long_tail_decodes_near_its_real_median():
+    """Log-spaced bins, decoded log-uniformly: the median of the synthetic amounts lies within a factor
+    of two of the real one, where equal widths drawn uniformly put it near a bin's middle."""
+    frame = export(4000)
+    schema = tables.draft(frame, "outcome")
+    codes, _ = tables.encode(frame, schema)
+    decoded = tables.decode(codes, schema, np.random.default_rng(0))
+    real = pd.to_numeric(frame["amount"])
+    positive = decoded["amount"][decoded["amount"] > 0].astype(float)
+    assert 0.5 < positive.median() / real[real > 0].median() < 2
+    assert decoded["amount"].max() <= real.max() and (decoded["amount"] == 0).mean() == pytest.approx((real == 0).mean())
