@@ -46,6 +46,7 @@ MAX_TABLE_BYTES = 2 << 30
 IMAGE_COLUMNS = 785
 IMAGE_HEADER_CHARS = 1 << 16
 TABLE_FORMATS = ("csv", "parquet", "excel")
+SDV_VERSION, SDV_NUMERICAL = "SINGLE_TABLE_V1", "numerical"
 
 
 class SchemaError(DataError):
@@ -132,9 +133,44 @@ class Schema:
         """The canonical JSON text: what travels in a task's options and what every party hashes alike."""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
+    def to_sdv(self) -> dict[str, Any]:
+        """SDV's single-table metadata of the synthetic table (SDV's `sdmetrics` and SDGym read it), with
+        the public domain as `range_values` and `range_min` / `range_max`; ignored columns are not in it."""
+        columns: dict[str, dict[str, Any]] = {}
+        for column in self.fields:
+            if column.kind == ID:
+                columns[column.name] = {"sdtype": ID}
+            elif column.kind == CATEGORICAL:
+                columns[column.name] = {"sdtype": CATEGORICAL, "range_values": [*column.categories, *["other"] * column.other]}
+            elif column.kind == NUMERIC:
+                columns[column.name] = {"sdtype": SDV_NUMERICAL, "computer_representation": "Int64" if column.integer
+                                        else "Float", "range_min": column.edges[0], "range_max": column.edges[-1]}
+        keys = [column.name for column in self.fields if column.kind == ID and not column.unit]
+        return {"METADATA_SPEC_VERSION": SDV_VERSION, "columns": columns, **({"primary_key": keys[0]} if keys else {})}
+
+    @classmethod
+    def from_sdv(cls, value: Mapping[str, Any], target: str | None = None) -> "Schema":
+        """SDV's single-table metadata (or a multi-table one of one table) as a schema. DP needs the domain
+        public, so each column states it: `range_values` for a categorical, ordinal or boolean column (a
+        boolean's default: False, True), `range_min` and `range_max` for a numerical one, cut in DRAFT_BINS
+        equal widths (whole numbers where `computer_representation` is an integer type); `id` columns are
+        ids. A datetime column is refused by name: dates are not yet a type of ppsdg's."""
+        if "tables" in value:
+            found = value["tables"]
+            if not isinstance(found, Mapping) or len(found) != 1:
+                raise SchemaError("SDV metadata of several tables: ppsdg synthesizes one table at a time")
+            value = next(iter(found.values()))
+        if not isinstance(value, Mapping) or not isinstance(value.get("columns"), Mapping):
+            raise SchemaError("SDV metadata has a mapping 'columns' of each column's name to its sdtype")
+        return cls.from_json({"columns": [_sdv_column(str(name), meta) for name, meta in value["columns"].items()],
+                              **({"target": target} if target else {})})
+
     @classmethod
     def from_json(cls, value: Any) -> "Schema":
-        """A schema from its JSON object, checked whole: every problem names its column."""
+        """A schema from its JSON object, checked whole: every problem names its column. SDV's metadata
+        (its 'columns' a mapping) is read as such (`from_sdv`)."""
+        if isinstance(value, Mapping) and (isinstance(value.get("columns"), Mapping) or "tables" in value):
+            return cls.from_sdv(value)
         if not isinstance(value, Mapping) or not isinstance(value.get("columns"), list):
             raise SchemaError("a schema is a JSON object with a list 'columns'")
         unknown = sorted(set(value) - {"columns", "target"})
@@ -175,6 +211,34 @@ class Schema:
             return cls.from_text(text)
         except SchemaError as error:
             raise SchemaError(f"schema {path}: {error}") from error
+
+
+def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
+    """One column of SDV's metadata as a ppsdg schema entry (checked by `_column` after)."""
+    sdtype = meta.get("sdtype") if isinstance(meta, Mapping) else None
+    if sdtype == ID:
+        return {"name": name, "type": ID}
+    if sdtype in (CATEGORICAL, "ordinal", "boolean"):
+        values = meta.get("range_values", ["False", "True"] if sdtype == "boolean" else None)
+        if not isinstance(values, list):
+            raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_values' (ppsdg's domain)")
+        texts = [str(v) for v in values if v != "other"]
+        return {"name": name, "type": CATEGORICAL, "categories": texts, "other": "other" in values}
+    if sdtype == SDV_NUMERICAL:
+        low, high = meta.get("range_min"), meta.get("range_max")
+        if not all(isinstance(bound, (int, float)) and not isinstance(bound, bool) for bound in (low, high)) \
+                or not low < high:
+            raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_min' < 'range_max' "
+                              "(ppsdg's domain)")
+        integer = str(meta.get("computer_representation", "Float")).lower().startswith(("int", "uint"))
+        edges = np.linspace(low, high, DRAFT_BINS + 1)
+        edges = sorted(set(edges.round())) if integer else list(edges)
+        return {"name": name, "type": NUMERIC, "edges": [float(e) for e in edges], "integer": integer}
+    if sdtype == "datetime":
+        raise SchemaError(f"column {name!r}: datetime is not yet a ppsdg type: give it as numbers (a year, days "
+                          "since a date) or as categories")
+    raise SchemaError(f"column {name!r}: SDV sdtype {sdtype!r} is not one ppsdg reads (id, categorical, ordinal, "
+                      "boolean, numerical)")
 
 
 def _column(entry: Any, index: int) -> Column:

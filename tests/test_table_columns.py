@@ -155,3 +155,33 @@ def test_a_long_tail_decodes_near_its_real_median():
     positive = decoded["amount"][decoded["amount"] > 0].astype(float)
     assert 0.5 < positive.median() / real[real > 0].median() < 2
     assert decoded["amount"].max() <= real.max() and (decoded["amount"] == 0).mean() == pytest.approx((real == 0).mean())
+
+
+def test_sdv_metadata_is_a_schema_and_a_schema_is_sdv_metadata():
+    """SDV's single-table metadata (`sdmetrics`, SDGym) read as a schema, with the domain it states as
+    public: categories as written, numeric bounds cut in equal widths, ids; and written back alike."""
+    metadata = {"METADATA_SPEC_VERSION": "SINGLE_TABLE_V1", "primary_key": "person", "columns": {
+        "person": {"sdtype": "id"}, "flag": {"sdtype": "boolean", "range_values": ["0", "1"]},
+        "grade": {"sdtype": "ordinal", "range_values": ["low", "high", "other"]},
+        "amount": {"sdtype": "numerical", "computer_representation": "Int64", "range_min": 0, "range_max": 100},
+        "score": {"sdtype": "numerical", "computer_representation": "Float", "range_min": -1.5, "range_max": 1.5}}}
+    schema = tables.Schema.from_json(metadata)
+    assert kinds(schema) == {"person": "id", "flag": "categorical", "grade": "categorical", "amount": "numeric",
+                             "score": "numeric"}
+    assert schema.column("grade").categories == ("low", "high") and schema.column("grade").other
+    assert schema.column("amount").integer and schema.column("amount").edges == tuple(float(e) for e in range(0, 101, 5))
+    assert len(schema.column("score").edges) == tables.DRAFT_BINS + 1 and not schema.column("score").integer
+    again = schema.to_sdv()
+    assert again["primary_key"] == "person" and again["columns"]["grade"]["range_values"] == ["low", "high", "other"]
+    assert tables.Schema.from_json(again) == schema
+    assert tables.Schema.from_json({"tables": {"loans": metadata}}) == schema
+
+
+@pytest.mark.parametrize("column, message", [
+    ({"sdtype": "categorical"}, "needs its public 'range_values'"),
+    ({"sdtype": "numerical", "range_min": 3}, "needs its public 'range_min' < 'range_max'"),
+    ({"sdtype": "datetime", "datetime_format": "%Y-%m-%d"}, "datetime is not yet a ppsdg type"),
+    ({"sdtype": "email"}, "SDV sdtype 'email' is not one ppsdg reads")])
+def test_sdv_metadata_without_a_public_domain_is_refused_by_name(column, message):
+    with pytest.raises(tables.SchemaError, match=f"column 'x': .*{message}"):
+        tables.Schema.from_json({"columns": {"x": column, "y": {"sdtype": "categorical", "range_values": ["a"]}}})
