@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ import pandas as pd
 
 from ppsdg.errors import DataError
 
-CATEGORICAL, NUMERIC, ID, IGNORE = "categorical", "numeric", "id", "ignore"
-KINDS = (CATEGORICAL, NUMERIC, ID, IGNORE)
+CATEGORICAL, NUMERIC, DATE, ID, IGNORE = "categorical", "numeric", "date", "id", "ignore"
+KINDS = (CATEGORICAL, NUMERIC, DATE, ID, IGNORE)
 LINEAR, LOG = "linear", "log"
 MISSING_LABEL = "missing"
 DRAFT_BINS = 20
@@ -46,7 +46,14 @@ MAX_TABLE_BYTES = 2 << 30
 IMAGE_COLUMNS = 785
 IMAGE_HEADER_CHARS = 1 << 16
 TABLE_FORMATS = ("csv", "parquet", "excel")
-SDV_VERSION, SDV_NUMERICAL = "SINGLE_TABLE_V1", "numerical"
+SDV_VERSION, SDV_NUMERICAL, SDV_DATETIME = "SINGLE_TABLE_V1", "numerical", "datetime"
+DAY, MONTH, YEAR = "day", "month", "year"
+# The date formats a draft tries, each with the granularity its fields give (a datetime's time of
+# day is dropped: a date's domain is days at the finest).
+DATE_FORMATS = {"%Y-%m-%d": DAY, "%Y-%m-%d %H:%M:%S": DAY, "%Y-%m-%dT%H:%M:%S": DAY, "%d/%m/%Y": DAY,
+                "%m/%d/%Y": DAY, "%d.%m.%Y": DAY, "%Y/%m/%d": DAY, "%Y%m%d": DAY, "%Y-%m": MONTH, "%b-%Y": MONTH,
+                "%b %Y": MONTH, "%m/%Y": MONTH}
+EPOCH = pd.Timestamp("1970-01-01")
 
 
 class SchemaError(DataError):
@@ -60,7 +67,8 @@ class Column:
     (if allowed). A numeric column's codes are its bins (`edges`, the last bin closed), then missing;
     `clip` maps a value outside the bounds to the nearest bin instead of refusing it, and `scale`
     "log" draws a decoded value log-uniformly inside a bin above 0 (a long tail's bins are wide).
-    An `id` column and an `ignore` column are not modelled: an id is written afresh in the synthetic
+    A date column is a numeric one of whole periods (days, months or years since 1970) written in its
+    `date_format`. An `id` column and an `ignore` column are not modelled: an id is written afresh in the synthetic
     table (1, 2, ...), and with `unit` each node keeps one row per id, so that DP protects a person
     of several rows, not a row; an ignored column (free text, say) is left out."""
 
@@ -74,10 +82,12 @@ class Column:
     clip: bool = True
     scale: str = LINEAR
     unit: bool = False
+    date_format: str = ""
+    granularity: str = DAY
 
     @property
     def modelled(self) -> bool:
-        return self.kind in (CATEGORICAL, NUMERIC)
+        return self.kind in (CATEGORICAL, NUMERIC, DATE)
 
     @property
     def size(self) -> int:
@@ -100,6 +110,9 @@ class Column:
         common = {"name": self.name, "type": self.kind, "missing": self.missing}
         if self.kind == CATEGORICAL:
             return {**common, "categories": list(self.categories), "other": self.other}
+        if self.kind == DATE:
+            return {**common, "format": self.date_format, "granularity": self.granularity,
+                    "edges": list(format_periods(np.asarray(self.edges), self)), "clip": self.clip}
         scale = {"scale": LOG} if self.scale == LOG else {}
         return {**common, "edges": list(self.edges), "integer": self.integer, "clip": self.clip, **scale}
 
@@ -145,6 +158,10 @@ class Schema:
             elif column.kind == NUMERIC:
                 columns[column.name] = {"sdtype": SDV_NUMERICAL, "computer_representation": "Int64" if column.integer
                                         else "Float", "range_min": column.edges[0], "range_max": column.edges[-1]}
+            elif column.kind == DATE:
+                low, high = format_periods(np.asarray(column.edges)[[0, -1]], column)
+                columns[column.name] = {"sdtype": SDV_DATETIME, "datetime_format": column.date_format,
+                                        "range_min": low, "range_max": high}
         keys = [column.name for column in self.fields if column.kind == ID and not column.unit]
         return {"METADATA_SPEC_VERSION": SDV_VERSION, "columns": columns, **({"primary_key": keys[0]} if keys else {})}
 
@@ -154,7 +171,7 @@ class Schema:
         public, so each column states it: `range_values` for a categorical, ordinal or boolean column (a
         boolean's default: False, True), `range_min` and `range_max` for a numerical one, cut in DRAFT_BINS
         equal widths (whole numbers where `computer_representation` is an integer type); `id` columns are
-        ids. A datetime column is refused by name: dates are not yet a type of ppsdg's."""
+        ids; a `datetime` column with its `datetime_format` and its bounds as dates in it is a date column."""
         if "tables" in value:
             found = value["tables"]
             if not isinstance(found, Mapping) or len(found) != 1:
@@ -213,6 +230,54 @@ class Schema:
             raise SchemaError(f"schema {path}: {error}") from error
 
 
+def _date_column(name: str, entry: Mapping[str, Any], flags: Mapping[str, bool]) -> Column:
+    """A date column's entry: its format, its granularity, and its edges as dates in that format."""
+    form, granularity, edges = entry.get("format"), entry.get("granularity", DAY), entry.get("edges")
+    if not isinstance(form, str) or not form or granularity not in (DAY, MONTH, YEAR):
+        raise SchemaError(f"column {name!r}: a date has a 'format' (strftime's, such as '%Y-%m-%d') and a "
+                          f"'granularity' of {DAY!r}, {MONTH!r} or {YEAR!r}")
+    column = Column(name, DATE, date_format=form, granularity=granularity, integer=True,
+                    missing=flags["missing"], clip=flags["clip"])
+    if not isinstance(edges, list) or not 2 <= len(edges) <= MAX_CATEGORIES + 1 or \
+            not all(isinstance(edge, str) for edge in edges):
+        raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} dates in {form!r}")
+    periods = parse_periods(pd.Series(edges), column)
+    if np.isnan(periods).any() or (np.diff(periods) <= 0).any():
+        raise SchemaError(f"column {name!r}: 'edges' must be increasing dates in {form!r}, one {granularity} apart "
+                          "at least")
+    return replace(column, edges=tuple(float(p) for p in periods))
+
+
+def granularity_of(form: str) -> str:
+    """The finest field a date format writes: a day, a month or a year."""
+    return DAY if "%d" in form or "%j" in form else MONTH if any(f in form for f in ("%m", "%b", "%B")) else YEAR
+
+
+def parse_periods(values: pd.Series, column: Column) -> np.ndarray:
+    """Dates written in the column's format as whole periods since 1970 (NaN where one does not parse)."""
+    stamps = pd.to_datetime(values.astype(str).str.strip(), format=column.date_format, errors="coerce")
+    stamps = pd.Series(stamps)
+    if column.granularity == DAY:
+        periods = (stamps - EPOCH).dt.days
+    elif column.granularity == MONTH:
+        periods = (stamps.dt.year - 1970) * 12 + stamps.dt.month - 1
+    else:
+        periods = stamps.dt.year.astype("float64")
+    return periods.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def format_periods(periods: np.ndarray, column: Column) -> list[str]:
+    """Whole periods since 1970 written as dates in the column's format."""
+    whole = np.asarray(periods, dtype=np.int64)
+    if column.granularity == DAY:
+        stamps = EPOCH + pd.to_timedelta(whole, unit="D")
+    elif column.granularity == MONTH:
+        stamps = pd.to_datetime({"year": 1970 + whole // 12, "month": whole % 12 + 1, "day": 1})
+    else:
+        stamps = pd.to_datetime({"year": whole, "month": 1, "day": 1})
+    return [stamp.strftime(column.date_format) for stamp in pd.Series(stamps)]
+
+
 def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
     """One column of SDV's metadata as a ppsdg schema entry (checked by `_column` after)."""
     sdtype = meta.get("sdtype") if isinstance(meta, Mapping) else None
@@ -234,11 +299,20 @@ def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
         edges = np.linspace(low, high, DRAFT_BINS + 1)
         edges = sorted(set(edges.round())) if integer else list(edges)
         return {"name": name, "type": NUMERIC, "edges": [float(e) for e in edges], "integer": integer}
-    if sdtype == "datetime":
-        raise SchemaError(f"column {name!r}: datetime is not yet a ppsdg type: give it as numbers (a year, days "
-                          "since a date) or as categories")
+    if sdtype == SDV_DATETIME:
+        form, low, high = (meta.get(key) for key in ("datetime_format", "range_min", "range_max"))
+        if not all(isinstance(value, str) for value in (form, low, high)):
+            raise SchemaError(f"column {name!r}: SDV metadata needs its 'datetime_format' and its public "
+                              "'range_min' and 'range_max' as dates in that format (ppsdg's domain)")
+        column = Column(name, DATE, date_format=form, granularity=granularity_of(form))
+        periods = parse_periods(pd.Series([low, high]), column)
+        if np.isnan(periods).any() or not periods[0] < periods[1]:
+            raise SchemaError(f"column {name!r}: 'range_min' < 'range_max' must be dates in {form!r}")
+        edges = sorted(set(np.linspace(periods[0], periods[1], DRAFT_BINS + 1).round()))
+        return {"name": name, "type": DATE, "format": form, "granularity": column.granularity,
+                "edges": list(format_periods(np.asarray(edges), column))}
     raise SchemaError(f"column {name!r}: SDV sdtype {sdtype!r} is not one ppsdg reads (id, categorical, ordinal, "
-                      "boolean, numerical)")
+                      "boolean, numerical, datetime)")
 
 
 def _column(entry: Any, index: int) -> Column:
@@ -249,6 +323,7 @@ def _column(entry: Any, index: int) -> Column:
     kind = entry.get("type")
     allowed = {"name", "type"} | {CATEGORICAL: {"missing", "categories", "other"},
                                   NUMERIC: {"missing", "edges", "integer", "clip", "scale"},
+                                  DATE: {"missing", "edges", "clip", "format", "granularity"},
                                   ID: {"unit"}}.get(kind, set())
     unknown = sorted(set(entry) - allowed)
     if kind not in KINDS or unknown:
@@ -261,6 +336,8 @@ def _column(entry: Any, index: int) -> Column:
         raise SchemaError(f"column {name!r}: 'missing', 'other', 'integer', 'clip' and 'unit' are true or false")
     if kind in (ID, IGNORE):
         return Column(name, kind, unit=flags["unit"])
+    if kind == DATE:
+        return _date_column(name, entry, flags)
     if kind == CATEGORICAL:
         categories = entry.get("categories")
         if (not isinstance(categories, list) or not 1 <= len(categories) <= MAX_CATEGORIES
@@ -360,10 +437,12 @@ def _encode_column(values: pd.Series, column: Column) -> tuple[np.ndarray, int]:
         codes[unknown] = column.other_code
         mapped = int(unknown.sum())
     else:
-        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        date = column.kind == DATE
+        numbers = parse_periods(values, column) if date else pd.to_numeric(values, errors="coerce").to_numpy(
+            dtype=np.float64)
         unreadable = np.isnan(numbers) & ~absent | np.isinf(numbers)
         if unreadable.any():
-            raise _cell_error(column, unreadable, "a number")
+            raise _cell_error(column, unreadable, f"a date in {column.date_format!r}" if date else "a number")
         low, high = column.edges[0], column.edges[-1]
         outside = ~absent & ((numbers < low) | (numbers > high))
         if outside.any() and not column.clip:
@@ -405,7 +484,10 @@ def decode(codes: np.ndarray, schema: Schema, rng: np.random.Generator) -> pd.Da
         else:
             values = pd.Series(_numeric_values(np.where(missing, 0, code), column, rng))
             values[missing] = np.nan
-            if column.integer:
+            if column.kind == DATE:
+                values = pd.Series(format_periods(values.fillna(0).to_numpy(), column), dtype=object)
+                values[missing] = None
+            elif column.integer:
                 values = values.astype("Int64")
         columns[column.name] = values
     return pd.DataFrame(columns)
@@ -442,6 +524,9 @@ def draft(frame: pd.DataFrame, target: str | None = None, bins: int = DRAFT_BINS
     - Other numbers are numeric: `bins` equal widths between the minimum and the maximum, or
       log-spaced ones where equal widths would put more than HEAVY_TAIL of the rows in the first bin;
       a value holding more than POINT_MASS of the rows (0 in a column of gains) gets a bin of its own.
+    - Text that one of DATE_FORMATS reads whole, of more than INTEGER_VALUES distinct values, is a
+      date column at the granularity its format gives, in `bins` equal spans between its first and
+      last date.
     - Everything else is categorical, its categories sorted.
     """
     if target is not None and target not in frame.columns:
@@ -454,11 +539,14 @@ def draft(frame: pd.DataFrame, target: str | None = None, bins: int = DRAFT_BINS
 
 
 def notes(frame: pd.DataFrame, schema: Schema) -> list[str]:
-    """What the owner should know of a draft before publishing it: the columns left out, and the ids
-    whose persons have several rows (DP then protects a row, unless the id is the unit)."""
+    """What the owner should know of a draft before publishing it: the dates' formats, the columns left
+    out, and the ids whose persons have several rows (DP then protects a row, unless the id is the unit)."""
     said = []
     for column in schema.fields:
-        if column.kind == IGNORE:
+        if column.kind == DATE:
+            said.append(f"column {column.name!r} is read as dates written {column.date_format!r} (check the "
+                        "order of day and month), binned by the {column.granularity}")
+        elif column.kind == IGNORE:
             said.append(f"column {column.name!r} is left out (free text, or no value): name it with --keep to "
                         "model its most common values")
         elif column.kind == ID:
@@ -504,12 +592,27 @@ def _draft_column(name: str, values: pd.Series, bins: int, keep: bool) -> Column
         whole = bool((numbers == numbers.round()).all())
         edges, scale = _draft_edges(numbers.to_numpy(dtype=np.float64), bins, whole)
         return Column(name, NUMERIC, edges=edges, integer=whole, missing=missing, scale=scale)
+    form = date_format(distinct) if len(distinct) > INTEGER_VALUES else None
+    if form is not None:
+        column = Column(name, DATE, date_format=form, granularity=DATE_FORMATS[form], integer=True, missing=missing)
+        periods = parse_periods(present, column)
+        edges = sorted(set(np.linspace(periods.min(), periods.max(), bins + 1).round()))
+        return replace(column, edges=tuple(float(p) for p in edges))
     if len(distinct) > DRAFT_MAX_CATEGORIES:
         if not keep:
             return Column(name, IGNORE)
         common = present.astype(str).value_counts().index[:DRAFT_MAX_CATEGORIES]
         return Column(name, CATEGORICAL, categories=tuple(sorted(common)), missing=missing, other=True)
     return Column(name, CATEGORICAL, categories=tuple(sorted(distinct)), missing=missing)
+
+
+def date_format(distinct: np.ndarray) -> str | None:
+    """The first of DATE_FORMATS that reads every one of the values, if one does."""
+    for form in DATE_FORMATS:
+        parsed = pd.to_datetime(pd.Series(distinct), format=form, errors="coerce")
+        if not parsed.isna().any():
+            return form
+    return None
 
 
 def _draft_edges(numbers: np.ndarray, bins: int, whole: bool) -> tuple[tuple[float, ...], str]:

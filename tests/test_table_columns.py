@@ -180,8 +180,58 @@ def test_sdv_metadata_is_a_schema_and_a_schema_is_sdv_metadata():
 @pytest.mark.parametrize("column, message", [
     ({"sdtype": "categorical"}, "needs its public 'range_values'"),
     ({"sdtype": "numerical", "range_min": 3}, "needs its public 'range_min' < 'range_max'"),
-    ({"sdtype": "datetime", "datetime_format": "%Y-%m-%d"}, "datetime is not yet a ppsdg type"),
+    ({"sdtype": "datetime", "datetime_format": "%Y-%m-%d"}, "needs its 'datetime_format' and its public"),
+    ({"sdtype": "datetime", "datetime_format": "%Y-%m-%d", "range_min": "2020-02-30", "range_max": "2021-01-01"},
+     "'range_min' < 'range_max' must be dates"),
     ({"sdtype": "email"}, "SDV sdtype 'email' is not one ppsdg reads")])
 def test_sdv_metadata_without_a_public_domain_is_refused_by_name(column, message):
     with pytest.raises(tables.SchemaError, match=f"column 'x': .*{message}"):
         tables.Schema.from_json({"columns": {"x": column, "y": {"sdtype": "categorical", "range_values": ["a"]}}})
+
+
+def admissions(rows: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    days = pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 2000, rows), unit="D")
+    frame = pd.DataFrame({"admitted": days.strftime("%d/%m/%Y"), "month": days.strftime("%b-%Y"),
+                          "ward": rng.choice(["a", "b"], rows)}).astype(object)
+    frame.loc[3, "admitted"] = None
+    return frame
+
+
+def test_dates_are_drafted_with_their_format_and_decoded_back_into_it_within_their_bounds():
+    frame = admissions()
+    schema = tables.Schema.from_text(tables.draft(frame).text())
+    admitted, month = schema.column("admitted"), schema.column("month")
+    assert (admitted.kind, admitted.date_format, admitted.granularity) == ("date", "%d/%m/%Y", "day")
+    assert (month.kind, month.date_format, month.granularity) == ("date", "%b-%Y", "month")
+    codes, _ = tables.encode(frame, schema)
+    decoded = tables.decode(codes, schema, np.random.default_rng(0))
+    for name in ("admitted", "month"):
+        form = schema.column(name).date_format
+        real, synthetic = (pd.to_datetime(f[name], format=form) for f in (frame, decoded))
+        assert synthetic.min() >= real.min() and synthetic.max() <= real.max()
+        assert (synthetic.isna() == real.isna()).all()
+        written = decoded[name].dropna()
+        assert (pd.to_datetime(written, format=form).dt.strftime(form) == written).all()
+    assert abs(pd.to_datetime(decoded["admitted"], format="%d/%m/%Y").mean()
+               - pd.to_datetime(frame["admitted"], format="%d/%m/%Y").mean()) < pd.Timedelta(days=60)
+    metadata = schema.to_sdv()["columns"]["admitted"]
+    assert metadata == {"sdtype": "datetime", "datetime_format": "%d/%m/%Y", "range_min": admitted.to_json()["edges"][0],
+                        "range_max": admitted.to_json()["edges"][-1]}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"format": "%Y", "granularity": "week", "edges": ["2000", "2001"]}, "a 'granularity' of"),
+    ({"format": "%Y-%m-%d", "edges": ["2001-01-01", "2000-01-01"]}, "must be increasing dates"),
+    ({"format": "%Y-%m-%d", "edges": [2000, 2001]}, "'edges' must be 2 to")])
+def test_a_date_column_that_cannot_be_read_is_refused_by_name(entry, message):
+    with pytest.raises(tables.SchemaError, match=f"column 'd': .*{message}"):
+        tables.Schema.from_json({"columns": [{"name": "d", "type": "date", **entry}]})
+
+
+def test_a_cell_that_is_not_a_date_in_the_format_is_named_without_its_value():
+    schema = tables.Schema.from_json({"columns": [{"name": "d", "type": "date", "format": "%Y-%m-%d",
+                                                   "edges": ["2000-01-01", "2001-01-01"]}]})
+    with pytest.raises(DataError, match=r"row 1, column 'd': expected a date in '%Y-%m-%d'") as refused:
+        tables.encode(pd.DataFrame({"d": ["2000-05-05", "05/05/2000"]}), schema)
+    assert "05/05" not in str(refused.value)
