@@ -6,6 +6,7 @@ column drawn from its own training marginal, no DP) and TRTR.
 
     python bench/bench_breadth.py --epsilons 3                       # the test parts
     python bench/bench_breadth.py --epsilons 3 --validation          # defaults are chosen here
+    python bench/bench_breadth.py --epsilons 3 --validation --bins 10   # a variant of the draft
     python bench/bench_breadth.py --report
 
 The test part is a seeded 20% of each table, stratified by its target: a method or default is never
@@ -92,7 +93,7 @@ def evaluate(synthetic: Path, train: Path, test: Path, schema: Path, target: str
     return json.loads(done.stdout)
 
 
-def run_one(table: Table, epsilon: float, seed: int, validation: bool, folder: Path) -> dict:
+def run_one(table: Table, epsilon: float, seed: int, validation: bool, bins: int, folder: Path) -> dict:
     train, test = held_out(read(table), table.target)
     if validation:
         train, test = held_out(train, table.target)
@@ -104,15 +105,16 @@ def run_one(table: Table, epsilon: float, seed: int, validation: bool, folder: P
     for index, part in enumerate(sites(train, table.site)):
         nodes.append(folder / f"node{index + 1}.csv")
         part.to_csv(nodes[-1], index=False)
-    paths["schema"].write_text(subprocess.run([*runs.MAIN, "schema", str(paths["train"]), "--target", table.target],
-                                              check=True, capture_output=True, text=True).stdout)
+    paths["schema"].write_text(subprocess.run([*runs.MAIN, "schema", str(paths["train"]), "--target", table.target,
+                                               "--bins", str(bins)], check=True, capture_output=True, text=True).stdout)
     command = [*runs.MAIN, "--data", ",".join(map(str, nodes)), "--test-data", str(paths["test"]), "--schema",
                str(paths["schema"]), "-s", str(seed), "-ldp", "--target-epsilon", f"{epsilon:g}", "--output",
                str(folder / "run")]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    row = {"table": table.name, "epsilon": epsilon, "seed": seed, "validation": validation, "rows": len(train),
+    row = {"table": table.name, "epsilon": epsilon, "seed": seed, "validation": validation, "bins": bins,
+           "rows": len(train),
            "columns": len(train.columns), "node_rows": [sum(1 for _ in open(node)) - 1 for node in nodes],
            "wall_seconds": round(seconds, 1)}
     if done.returncode != 0:
@@ -133,15 +135,15 @@ def report() -> str:
     """One line per table and epsilon (mean over seeds): the synthetic table against the floors."""
     groups: dict[tuple, list[dict]] = {}
     for row in done():
-        groups.setdefault((row["validation"], row["table"], row["epsilon"]), []).append(row)
+        groups.setdefault((row["validation"], row["bins"], row["table"], row["epsilon"]), []).append(row)
     keys = ("tstr_auc", "trtr_auc", "independent_tstr_auc", "tvd_2way", "independent_tvd_2way", "tvd_3way",
             "memorized_share", "wall_seconds")
-    lines = ["| split | table | rows x cols | epsilon | seeds | " + " | ".join(keys) + " | 2-way / independent |",
-             "|" + "---|" * (len(keys) + 6)]
-    for (validation, name, epsilon), rows in sorted(groups.items()):
+    lines = ["| split | bins | table | rows x cols | epsilon | seeds | " + " | ".join(keys) + " | 2-way / independent |",
+             "|" + "---|" * (len(keys) + 7)]
+    for (validation, bins, name, epsilon), rows in sorted(groups.items()):
         good = [row for row in rows if "error" not in row]
         if not good:
-            lines.append(f"| {'validation' if validation else 'test'} | {name} | | {epsilon:g} | {len(rows)} | "
+            lines.append(f"| {'validation' if validation else 'test'} | {bins} | {name} | | {epsilon:g} | {len(rows)} | "
                          f"error: {rows[-1]['error']} |")
             continue
 
@@ -151,7 +153,7 @@ def report() -> str:
 
         cells = [f"{mean(key):.4g}" if mean(key) is not None else "-" for key in keys]
         ratio = mean("tvd_2way") / mean("independent_tvd_2way")
-        lines.append(f"| {'validation' if validation else 'test'} | {name} | {good[0]['rows']} x {good[0]['columns']} "
+        lines.append(f"| {'validation' if validation else 'test'} | {bins} | {name} | {good[0]['rows']} x {good[0]['columns']} "
                      f"| {epsilon:g} | {len(good)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
     return "\n".join(lines)
 
@@ -162,18 +164,19 @@ def main() -> None:
     cli.add_argument("--epsilons", default="3")
     cli.add_argument("--seeds", default="1")
     cli.add_argument("--validation", action="store_true")
+    cli.add_argument("--bins", type=int, default=20, help="the draft's bins of a numeric column (`ppsdg schema --bins`)")
     cli.add_argument("--report", action="store_true")
     options = cli.parse_args()
     if not options.report:
-        seen = {(r["table"], r["epsilon"], r["seed"], r["validation"]) for r in done()}
+        seen = {(r["table"], r["epsilon"], r["seed"], r["validation"], r["bins"]) for r in done()}
         chosen = [table for table in TABLES if table.name in options.tables.split(",")]
         for table in chosen:
             for epsilon in map(float, options.epsilons.split(",")):
                 for seed in map(int, options.seeds.split(",")):
-                    if (table.name, epsilon, seed, options.validation) in seen:
+                    if (table.name, epsilon, seed, options.validation, options.bins) in seen:
                         continue
                     with tempfile.TemporaryDirectory() as folder:
-                        row = run_one(table, epsilon, seed, options.validation, Path(folder))
+                        row = run_one(table, epsilon, seed, options.validation, options.bins, Path(folder))
                     with RESULTS.open("a") as results:
                         results.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
