@@ -87,7 +87,7 @@ class RunOutput:
         """Write the summary, the plot and (if asked) the model; return the summary."""
         self.open()
         summary = summarize(self.options, records, time.perf_counter() - self.started, extra or {})
-        write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
         if self.options.synthesizer != "marginals":
             plot(records, self.directory / PLOT)
         if self.options.save_model:
@@ -204,13 +204,26 @@ def synthetic_report(summary: Mapping[str, Any]) -> str:
     privacy = (f"epsilon {summary['epsilon']:.2f} (delta {summary['delta']:g})" if "epsilon" in summary
                else "no differential privacy")
     if "tstr_auc" in summary:
-        return (f"synthetic table: TSTR ROC AUC {summary['tstr_auc']:.4f} (real data: "
-                f"{summary['evaluation']['trtr_auc']:.4f}), mean TVD 2-way {summary['tvd_2way']:.4f}, 3-way "
-                f"{summary['evaluation'].get('tvd_3way', float('nan')):.4f}, memorized "
-                f"{summary['memorized_share']:.1%}, {privacy}")
+        evaluation = summary["evaluation"]
+        return (f"synthetic table: TSTR ROC AUC {_shown(summary['tstr_auc'])} (real data: "
+                f"{_shown(evaluation['trtr_auc'])}), mean TVD 2-way {_shown(summary['tvd_2way'])}, 3-way "
+                f"{_shown(evaluation['tvd_3way'])}, memorized {_shown(summary['memorized_share'], '.1%')}, "
+                f"{privacy}{_not_scored(evaluation['unavailable'])}")
     return (f"synthetic data: TSTR accuracy {summary['tstr_accuracy']:.4f} (real data: "
             f"{summary['evaluation']['trtr_accuracy']:.4f}), Frechet distance {summary['frechet_distance']:.2f}, "
             f"memorized {summary['memorized_share']:.1%}, {privacy}")
+
+
+def _shown(figure: float | None, spec: str = ".4f") -> str:
+    return "null" if figure is None else format(figure, spec)
+
+
+def _not_scored(reasons: Mapping[str, str]) -> str:
+    """The reasons for the table's null figures, each once with the figures it holds for."""
+    grouped: dict[str, list[str]] = {}
+    for figure, reason in reasons.items():
+        grouped.setdefault(reason, []).append(figure)
+    return "".join(f"; null {', '.join(figures)}: {reason}" for reason, figures in grouped.items())
 
 
 def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,

@@ -1,12 +1,18 @@
 """How good a synthetic table is, measured like the literature, with one fixed protocol.
 
-- fidelity: the mean total variation distance over all 1-, 2- and 3-way marginals (AIM's workload
-  error), on fixed evaluation bins: each numeric column cut into 10 equal widths between its
-  training minimum and maximum, categories as they are, missing as a value of its own;
-- utility: TSTR, scikit-learn's HistGradientBoostingClassifier (defaults, random_state 0) on the
-  raw columns (categorical ones as categories) trained on the synthetic table and tested on the
-  real test part, accuracy and ROC AUC; the same recipe trained on the real training part (TRTR)
-  is the ceiling;
+- fidelity: the mean total variation distance (half the L1 distance of the two distributions) over
+  all 1-, 2- and 3-way marginals of the schema's modelled columns (AIM's workload error), the real
+  side being the training part, on fixed evaluation bins (`binned`): a numeric column (the schema's
+  type decides; a date as its days, months or years) in 10 equal widths between its training minimum
+  and maximum, each bin closed on the left and the last on both sides (numpy.histogram's bins), a
+  value outside in the nearest bin; a categorical column's values as they are (their text); missing
+  (or not a number) as a value of its own;
+- utility: TSTR, scikit-learn's HistGradientBoostingClassifier (defaults, random_state 0) on the raw
+  columns (categorical ones as categories) trained on the synthetic table and tested on the real
+  test part, accuracy and ROC AUC (for more than two classes the mean of each test class's
+  one-vs-rest AUC, scikit-learn's macro one-vs-rest); the same recipe trained on the real training
+  part (TRTR) is the ceiling. Rows without a target are left out; a numeric or date target is not
+  scored;
 - privacy: the distance of each synthetic record to its closest training record (numeric columns
   scaled by their training range, a categorical mismatch counting 1), against the same for real
   held-out records: `memorized_share` is the share of synthetic records closer to the training data
@@ -14,14 +20,17 @@
   the share closer to the training data than to an equally large held-out sample (about half for
   unseen records), and the shares of exact copies of a training record, synthetic and held-out.
 
+A figure that cannot be computed (a part without rows, a numeric target, a test class the model
+never saw, a single class) is None, and `unavailable` says why: never NaN, which is not JSON.
 SDV's `sdmetrics` quality report is not used: it needs pandas < 3, which this project does not pin.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,50 +38,106 @@ import torch
 
 from ppsdg import tables
 from ppsdg.errors import DataError
-from ppsdg.tables import CATEGORICAL, Schema
+from ppsdg.tables import CATEGORICAL, DATE, Column, Schema
 
 EVALUATION_BINS = 10
+WAYS = (1, 2, 3)
 RANDOM_STATE = 0
 DISTANCE_SAMPLE = 2000
 MEMORIZED_QUANTILE = 0.05
 CHUNK = 256
 COLUMNS_PLOT = "columns.png"
 DEPENDENCE_PLOT = "dependence.png"
+CLASSIFIER_FIGURES = ("accuracy", "auc")
+PRIVACY_FIGURES = ("memorized_share", "closer_to_train_share", "exact_copy_share", "holdout_exact_copy_share")
+NOT_SCORED = "the target is {}: only classification targets are scored"
+
+Figures = dict[str, float | None]
+Reasons = dict[str, str]
+
+
+def unavailable(names: Iterable[str], reason: str) -> tuple[Figures, Reasons]:
+    """The named figures as None, each with the reason: what the JSON holds instead of NaN."""
+    names = list(names)
+    return dict.fromkeys(names), dict.fromkeys(names, reason)
+
+
+def empty_part(parts: Mapping[str, pd.DataFrame]) -> str | None:
+    """The reason a figure needing these parts (named as a sentence says them) cannot be computed."""
+    return next((f"{name} has no rows" for name, frame in parts.items() if not len(frame)), None)
 
 
 def binned(frame: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> np.ndarray:
-    """The evaluation's codes of `frame` (rows x columns), bins taken from the training part."""
+    """The evaluation's codes of `frame` (rows x modelled columns), fixed by the training part alone,
+    so that the training part and a synthetic table coded apart share every code."""
     codes = np.empty((len(frame), len(schema.columns)), dtype=np.int64)
     for index, column in enumerate(schema.columns):
-        values = frame[column.name]
-        if column.kind == CATEGORICAL:
-            known = sorted(set(train[column.name].dropna().astype(str)) | set(values.dropna().astype(str)))
-            lookup = {value: code for code, value in enumerate(known)}
-            codes[:, index] = [lookup[str(v)] if pd.notna(v) else len(known) for v in values]
-            continue
-        reference = pd.to_numeric(train[column.name], errors="coerce")
-        low, high = float(reference.min()), float(reference.max())
-        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-        width = (high - low) / EVALUATION_BINS or 1.0
-        bins = np.clip(np.floor((np.nan_to_num(numbers, nan=low) - low) / width), 0, EVALUATION_BINS - 1)
-        codes[:, index] = np.where(np.isnan(numbers), EVALUATION_BINS, bins)
+        values, reference = frame[column.name], train[column.name]
+        codes[:, index] = category_codes(values, reference) if column.kind == CATEGORICAL else \
+            bin_codes(column_numbers(values, column), column_numbers(reference, column))
     return codes
 
 
+def category_codes(values: pd.Series, reference: pd.Series) -> np.ndarray:
+    """Each text its own code: the training part's texts sorted, missing next, then the texts the
+    training part lacks (a synthetic `other`, a category of the schema no training row has)."""
+    known = sorted(set(reference.dropna().astype(str)))
+    present = values.notna().to_numpy()
+    text = values[present].astype(str)
+    unseen = sorted(set(text) - set(known))
+    lookup = {value: code for code, value in enumerate(known)}
+    lookup.update({value: len(known) + 1 + code for code, value in enumerate(unseen)})
+    codes = np.full(len(values), len(known), dtype=np.int64)
+    codes[present] = text.map(lookup).to_numpy(dtype=np.int64)
+    return codes
+
+
+def column_numbers(values: pd.Series, column: Column) -> np.ndarray:
+    """A numeric column as floats, a date column as its whole periods since 1970 (as the schema
+    encodes it); NaN where a cell is missing or does not read."""
+    if column.kind == DATE:
+        return tables.parse_periods(values, column)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def bin_codes(cells: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """EVALUATION_BINS equal widths between the training part's (finite) minimum and maximum, compared
+    with the edges themselves (np.linspace), so that a value on an edge starts the bin above it; a
+    training part without two different values gives one bin; missing is code EVALUATION_BINS."""
+    bounds = reference[np.isfinite(reference)]
+    low, high = (bounds.min(), bounds.max()) if len(bounds) else (0.0, 0.0)
+    inner = np.linspace(low, high, EVALUATION_BINS + 1)[1:-1] if high > low else np.empty(0)
+    return np.where(np.isnan(cells), EVALUATION_BINS, np.searchsorted(inner, cells, side="right"))
+
+
 def mean_tvd(real: np.ndarray, synthetic: np.ndarray, way: int) -> float:
-    """The mean over every `way`-column marginal of half the L1 distance of the two distributions."""
+    """The mean over every `way`-column marginal of half the L1 distance of the two distributions
+    (the shares of rows in each cell; both tables have rows)."""
     sizes = np.maximum(real.max(axis=0), synthetic.max(axis=0)) + 1
-    distances = []
-    for columns in itertools.combinations(range(real.shape[1]), way):
+
+    def distribution(codes: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
         shape = [int(sizes[c]) for c in columns]
-        cells = int(np.prod(shape))
+        flat = np.ravel_multi_index(tuple(codes[:, c] for c in columns), shape)
+        return np.bincount(flat, minlength=int(np.prod(shape))) / len(codes)
 
-        def distribution(codes: np.ndarray) -> np.ndarray:
-            flat = np.ravel_multi_index(tuple(codes[:, c] for c in columns), shape)
-            return np.bincount(flat, minlength=cells) / max(len(codes), 1)
+    return float(np.mean([0.5 * np.abs(distribution(real, columns) - distribution(synthetic, columns)).sum()
+                          for columns in itertools.combinations(range(real.shape[1]), way)]))
 
-        distances.append(0.5 * np.abs(distribution(real) - distribution(synthetic)).sum())
-    return float(np.mean(distances))
+
+def fidelity_figures(synthetic: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> tuple[Figures, Reasons]:
+    """tvd_1way, tvd_2way and tvd_3way; a way beyond the schema's modelled columns has no marginal."""
+    names = [f"tvd_{way}way" for way in WAYS]
+    reason = empty_part({"the training part": train, "the synthetic table": synthetic})
+    if reason:
+        return unavailable(names, reason)
+    real, fake = binned(train, train, schema), binned(synthetic, train, schema)
+    figures, reasons = {}, {}
+    for name, way in zip(names, WAYS):
+        if way > len(schema.columns):
+            figures[name], reasons[name] = None, f"the schema models {len(schema.columns)} column(s), fewer than {way}"
+        else:
+            figures[name] = mean_tvd(real, fake, way)
+    return figures, reasons
 
 
 def model_frame(frame: pd.DataFrame, schema: Schema, features: Sequence[str]) -> pd.DataFrame:
@@ -85,33 +150,62 @@ def model_frame(frame: pd.DataFrame, schema: Schema, features: Sequence[str]) ->
             columns[name] = pd.Categorical(frame[name].astype(object).where(frame[name].notna(), None),
                                            categories=categories)
         else:
-            columns[name] = pd.to_numeric(frame[name], errors="coerce").astype(np.float64)
+            columns[name] = column_numbers(frame[name], column)
     return pd.DataFrame(columns)
 
 
-def classifier_figures(train: pd.DataFrame, test: pd.DataFrame, schema: Schema, target: str) -> dict[str, float]:
-    """Accuracy and ROC AUC (one-vs-rest macro for more than two classes) of the fixed recipe."""
+def classifier_figures(train: pd.DataFrame, test: pd.DataFrame, schema: Schema, target: str,
+                       trained_on: str = "the synthetic table") -> tuple[Figures, Reasons]:
+    """Accuracy and ROC AUC of the fixed recipe trained on `train` (named `trained_on` in a reason).
+    Rows without a target are left out: they have no class to learn or to be scored against. A
+    single training class is all a model could predict: its accuracy stands, its AUC does not."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.metrics import accuracy_score
 
+    kind = schema.column(target).kind
+    if kind != CATEGORICAL:
+        return unavailable(CLASSIFIER_FIGURES, NOT_SCORED.format("a date" if kind == DATE else "numeric"))
+    train, test = train[train[target].notna()], test[test[target].notna()]
+    for frame, name in ((train, trained_on), (test, "the test part")):
+        if not len(frame):
+            return unavailable(CLASSIFIER_FIGURES, f"{name} has no row with a target")
     features = [name for name in schema.names if name != target]
     labels_train = train[target].astype(str).to_numpy()
     labels_test = test[target].astype(str).to_numpy()
     classes = np.unique(labels_train)
     if len(classes) < 2:
-        majority = classes[0] if len(classes) else ""
-        return {"accuracy": float(np.mean(labels_test == majority)), "auc": 0.5}
+        return ({"accuracy": float(np.mean(labels_test == classes[0])), "auc": None},
+                {"auc": f"{trained_on}'s target has a single class: no model to rank with"})
     model = HistGradientBoostingClassifier(random_state=RANDOM_STATE, categorical_features="from_dtype")
-    model.fit(model_frame(train, schema, features), labels_train)
+    try:
+        model.fit(model_frame(train, schema, features), labels_train)
+    except ValueError as error:
+        return unavailable(CLASSIFIER_FIGURES, f"the classifier cannot be trained on {trained_on}: {error}")
     inputs = model_frame(test, schema, features)
-    accuracy = float(accuracy_score(labels_test, model.predict(inputs)))
-    probabilities = model.predict_proba(inputs)
-    known = np.isin(labels_test, classes)
+    auc, reason = roc_auc(labels_test, model.predict_proba(inputs), model.classes_, trained_on)
+    return ({"accuracy": float(accuracy_score(labels_test, model.predict(inputs))), "auc": auc},
+            {"auc": reason} if reason else {})
+
+
+def roc_auc(labels: np.ndarray, probabilities: np.ndarray, classes: np.ndarray,
+            trained_on: str) -> tuple[float | None, str | None]:
+    """ROC AUC of a model's class probabilities (columns in `classes` order) on the test labels:
+    for a two-class model scikit-learn's binary AUC, otherwise the mean over the test part's classes
+    of each one's one-vs-rest AUC (scikit-learn's macro one-vs-rest, which needs every class in the
+    test part; a class only the training side has is left out). None where a test class was never
+    seen in training (the model has no score for it) or the test part holds a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    present, known = np.unique(labels), set(classes)
+    unseen = [str(label) for label in present if label not in known]
+    if unseen:
+        return None, f"the test part's class(es) {', '.join(unseen)} never occur in {trained_on}'s target"
+    if len(present) < 2:
+        return None, "the test part's target has a single class: ROC AUC needs two"
     if len(classes) == 2:
-        auc = roc_auc_score(labels_test[known] == classes[1], probabilities[known, 1])
-    else:
-        auc = roc_auc_score(labels_test[known], probabilities[known], multi_class="ovr", labels=classes)
-    return {"accuracy": accuracy, "auc": float(auc)}
+        return float(roc_auc_score(labels == classes[1], probabilities[:, 1])), None
+    return float(np.mean([roc_auc_score(labels == label, probabilities[:, index])
+                          for index, label in enumerate(classes) if label in present])), None
 
 
 def _distance_space(frame: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> torch.Tensor:
@@ -126,9 +220,9 @@ def _distance_space(frame: pd.DataFrame, train: pd.DataFrame, schema: Schema) ->
             onehot = np.stack([(text == value).to_numpy() for value in known] + [values.isna().to_numpy()], axis=1)
             parts.append(onehot.astype(np.float64) * 0.5)
             continue
-        reference = pd.to_numeric(train[column.name], errors="coerce")
+        reference = pd.Series(column_numbers(train[column.name], column))
         low, span = float(reference.min()), float(reference.max() - reference.min()) or 1.0
-        numbers = (pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64) - low) / span
+        numbers = (column_numbers(values, column) - low) / span
         parts.append(np.stack([np.nan_to_num(numbers, nan=0.0), np.isnan(numbers) * 1.0], axis=1))
     return torch.from_numpy(np.concatenate(parts, axis=1))
 
@@ -167,21 +261,22 @@ def privacy_figures(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataF
 
 
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, schema: Schema,
-             target: str) -> dict[str, float]:
-    """Every figure of the protocol, as one flat mapping (the keys of `ppsdg evaluate`'s JSON)."""
-    real_codes, synthetic_codes = binned(train, train, schema), binned(synthetic, train, schema)
-    figures = {f"tvd_{way}way": mean_tvd(real_codes, synthetic_codes, way)
-               for way in (1, 2, 3) if way <= len(schema.columns)}
-    tstr = classifier_figures(synthetic, test, schema, target)
-    trtr = classifier_figures(train, test, schema, target)
-    figures.update(tstr_accuracy=tstr["accuracy"], tstr_auc=tstr["auc"], trtr_accuracy=trtr["accuracy"],
-                   trtr_auc=trtr["auc"], target=target)
-    figures.update(privacy_figures(synthetic, train, test, schema))
-    return figures
+             target: str) -> dict[str, Any]:
+    """Every figure of the protocol, as one flat mapping (the keys of `ppsdg evaluate`'s JSON), with
+    `unavailable`: each figure that is None, and why."""
+    figures, reasons = fidelity_figures(synthetic, train, schema)
+    for prefix, part, name in (("tstr", synthetic, "the synthetic table"), ("trtr", train, "the training part")):
+        values, why = classifier_figures(part, test, schema, target, name)
+        figures.update({f"{prefix}_{key}": value for key, value in values.items()})
+        reasons.update({f"{prefix}_{key}": reason for key, reason in why.items()})
+    reason = empty_part({"the synthetic table": synthetic, "the training part": train, "the test part": test})
+    values, why = unavailable(PRIVACY_FIGURES, reason) if reason else \
+        (privacy_figures(synthetic, train, test, schema), {})
+    return {**figures, "target": target, **values, "unavailable": {**reasons, **why}}
 
 
 def evaluate_files(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,
-                   target: str | None, max_rows: int) -> dict[str, float]:
+                   target: str | None, max_rows: int) -> dict[str, Any]:
     """`ppsdg evaluate` for a table: the real parts read as a run reads --data and --test-data, the
     schema given or drafted from the training part, the target given or the schema's or the last column."""
     from ppsdg import data
