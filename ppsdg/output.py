@@ -27,11 +27,12 @@ PLOT = "accuracy_loss.png"
 MODEL = "model.pt"
 GENERATOR = "generator.pt"
 SYNTHETIC = "synthetic.csv"
+METADATA = "metadata.json"
 SAMPLES = "samples.png"
 ROUND_SAMPLES = "samples_round*.png"
 PRIVACY_KEYS = ("epsilon", "delta", "accountant")
 MARKER = ".ppsdg-run"
-STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, SAMPLES, table_evaluation.COLUMNS_PLOT,
+STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, METADATA, SAMPLES, table_evaluation.COLUMNS_PLOT,
          table_evaluation.DEPENDENCE_PLOT)
 TABLE_HEADLINE = ("tstr_auc", "tstr_accuracy", "tvd_2way", "memorized_share")
 
@@ -183,7 +184,8 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
 
 def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoint) -> dict[str, Any]:
     """A table run's synthetic records (as many as the training part), measured against the real
-    parts, written with the pictures and the state they were drawn from; returns the summary's figures."""
+    parts, written with their schema as SDV's metadata (what `sdmetrics` and SDGym read), the pictures
+    and the state they were drawn from; returns the summary's figures."""
     synthesizer = synthesizers.for_options(options)
     model = new_model(options)
     model.load_state_dict(point.model)
@@ -194,6 +196,7 @@ def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoi
     figures = table_evaluation.evaluate(synthetic_table, train_set, test_set, schema, options.target)
     output.open()
     synthetic_table.to_csv(output.directory / SYNTHETIC, index=False)
+    (output.directory / METADATA).write_text(json.dumps(schema.to_sdv(), indent=1))
     table_evaluation.plot(synthetic_table, train_set, schema, output.directory)
     save_model(state, output.directory / GENERATOR)
     return {**{key: figures[key] for key in TABLE_HEADLINE}, "evaluation": figures}

@@ -178,8 +178,11 @@ def gloo_table(table_files, tmp_path_factory):
 
 
 def test_a_table_run_writes_the_synthetic_table_with_the_inputs_columns(gloo_table, table_files):
-    synthetic, summary, _ = gloo_table
+    synthetic, summary, folder = gloo_table
     assert list(synthetic.columns) == list(people().columns)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata == tables.Schema.read(table_files["schema"]).to_sdv()
+    assert set(metadata["columns"]) == set(synthetic.columns)
     assert len(synthetic) == 500
     assert set(synthetic["sex"]) <= {"F", "M"} and synthetic["region"].isna().any()
     options = summary["options"]
