@@ -238,13 +238,18 @@ _FITTED: dict[str, object] = {}
 
 def fitted(state: Tensors, layout: Layout) -> object:
     """The graphical model that best explains the measurements (mirror descent), kept for the last
-    state: a run draws its synthetic set and its snapshots from the same state."""
+    state: a run draws its synthetic set and its snapshots from the same state. A bar shows the fit's
+    progress (a block is mbi's 50 iterations; the first one also compiles) where stderr is a terminal."""
     digest = hashlib.sha256(layout.schema.text().encode() + bytes([layout.target])
                             + b"".join(state[name].numpy().tobytes() for name in STATISTICS)).hexdigest()
     if digest not in _FITTED:
         _FITTED.clear()
-        _FITTED[digest] = mbi().estimation.MirrorDescent().estimate(layout.domain(), measurements(state, layout),
-                                                                    iters=ESTIMATION_ITERS)
+        estimation = mbi().estimation
+        with tqdm(total=math.ceil(ESTIMATION_ITERS / estimation.CALLBACK_EVERY), desc="fitting the graphical model",
+                  unit="block", disable=None) as progress:
+            _FITTED[digest] = estimation.MirrorDescent().estimate(
+                layout.domain(), measurements(state, layout), iters=ESTIMATION_ITERS,
+                callback_fn=lambda _: progress.update(1))
     return _FITTED[digest]
 
 
