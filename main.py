@@ -51,6 +51,7 @@ import io  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from multiprocessing.connection import Connection  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -69,22 +70,20 @@ def launch_gloo(options) -> int:
     """Under torchrun, be the rank it asked for; otherwise start server and workers on this machine.
 
     The run lasts as long as the server: it names a worker that dies or hangs, and the workers
-    end when it does.
+    end when it does. Each rank sends its named error here, to be printed last (`report_errors`).
     """
     if launched_by_torchrun():
         train.run_from_env(options)
         return 0
-    data.worker_sets(options)
     if options.resume:
         train.resume_point(options)
     address = os.environ.get("MASTER_ADDR", "127.0.0.1")
     port = free_port()
     start_rank_server()
     context = multiprocessing.get_context("forkserver")
-    errors, server_errors = context.Pipe(duplex=False)
+    pipes = [context.Pipe(duplex=False) for _ in range(options.num_nodes)]
     ranks = [context.Process(target=run_rank_at, daemon=rank > 0, args=(
-        address, port, rank, options.num_nodes, options, server_errors if rank == 0 else None))
-        for rank in range(options.num_nodes)]
+        address, port, rank, options.num_nodes, options, pipes[rank][1])) for rank in range(options.num_nodes)]
     try:
         for process in ranks:
             process.start()
@@ -94,18 +93,33 @@ def launch_gloo(options) -> int:
             process.join(timeout=10)
             if process.is_alive():
                 process.terminate()
-    if errors.poll():
-        raise PpsdgError(errors.recv())
+    report_errors(ranks[0].exitcode == 0, [ends.recv() if ends.poll() else None for ends, _ in pipes])
     if ranks[0].exitcode not in (0, 2):
         raise FederationError(f"the server process ended with exit code {ranks[0].exitcode}")
     return ranks[0].exitcode
 
 
-def run_rank_at(address: str, port: int, rank: int, world_size: int, options, errors=None) -> None:
+def report_errors(server_finished: bool, ends: list[train.RankEnd | None]) -> None:
+    """How the ranks ended (None: well), the server's first, as the run's last lines. A worker's named
+    error is the cause of the server's that follows it (a round without its reply) and of the others'
+    loss of the server: where the server stopped, the workers' named errors are the run's, in one line;
+    where it finished without them (--min-workers), warnings. Else the workers that lost the server
+    say so, and the server's error is the last line."""
+    workers = [end for end in ends[1:] if end is not None]
+    named = [end.line for end in workers if end.named]
+    if named and not server_finished:
+        raise PpsdgError("; ".join(named))
+    for end in workers:
+        print(f"ppsdg: {'warning: ' if end.named else ''}{end.line}", file=sys.stderr)
+    if ends[0] is not None:
+        raise PpsdgError(ends[0].line)
+
+
+def run_rank_at(address: str, port: int, rank: int, world_size: int, options, errors: Connection) -> None:
     """One rank started by launch_gloo. The ranks fork from a forkserver that imported this module
     once, so a launch does not pay one interpreter start and import per rank; they inherit the
     forkserver's environment, not this launch's, so the rendezvous address comes as arguments. The
-    server sends its named error through `errors`, for launch_gloo to print last."""
+    rank sends how it ended through `errors`, for launch_gloo to print last."""
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
     train.run_rank_process(rank, world_size, options, errors)
 
@@ -283,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"default target epsilon {privacy.DEFAULT_TARGET_EPSILON:g} over the run's {options.num_rounds} "
                   "round(s)", file=sys.stderr)
         output.check_directory(options)
+        if options.server_url is None:
+            data.check_inputs(options)
         code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)

@@ -8,11 +8,20 @@ import os
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 from backends.gloo import GlooCommunicator
-from ppsdg import checkpoint, coordination, local, output, runtime
+from ppsdg import checkpoint, coordination, data, local, output, runtime
 from ppsdg.checkpoint import Checkpoint
-from ppsdg.errors import OptionsError, PpsdgError
+from ppsdg.errors import DataError, OptionsError, PpsdgError
+
+
+class RankEnd(NamedTuple):
+    """How a rank of main.py's launch ended, for the launcher to print: `line`, and whether it is a
+    named error (a cause) or a worker that lost the server (a consequence)."""
+
+    named: bool
+    line: str
 
 
 def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
@@ -34,24 +43,30 @@ def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
         comm.close()
 
 
-def run_rank_process(rank: int, world_size: int, options: argparse.Namespace,
-                     errors: Connection | None = None) -> None:
-    """run_rank as a child process of main.py: errors end in one line and an exit status. The server's
-    line goes to `errors` where the launcher gives one, so that it prints it after every worker's
-    (a worker that lost the server says so as it ends): the named error is the run's last line."""
+def run_rank_process(rank: int, world_size: int, options: argparse.Namespace, errors: Connection) -> None:
+    """run_rank as a child process of main.py: errors end in one line (`rank_error`), or a worker's in
+    the server's loss, and an exit status. The line goes to the launcher through `errors` as a RankEnd,
+    for it to print the run's cause last and alone (`main.report_errors`)."""
     try:
         run_rank(rank, world_size, options)
     except PpsdgError as error:
-        if errors is None:
-            print(f"ppsdg: error: {error}", file=sys.stderr)
-        else:
-            errors.send(str(error))
+        errors.send(RankEnd(True, rank_error(rank, options, error)))
         sys.exit(2)
     except RuntimeError as error:
         if rank == 0:
             raise
-        print(f"ppsdg: worker {rank} stopped: lost the server ({str(error).splitlines()[0]})", file=sys.stderr)
+        errors.send(RankEnd(False, f"worker {rank} stopped: lost the server ({str(error).splitlines()[0]})"))
         sys.exit(3)
+
+
+def rank_error(rank: int, options: argparse.Namespace, error: PpsdgError) -> str:
+    """A rank's error as its one line: a worker's names the worker, and a data error the file it read,
+    whose owner is the one to correct it."""
+    if rank == 0:
+        return str(error)
+    files = data.data_files(options.data)
+    source = f" ({files[rank - 1] if len(files) > 1 else files[0]})" if isinstance(error, DataError) else ""
+    return f"worker {rank}{source}: {error}"
 
 
 def resume_point(options: argparse.Namespace) -> Checkpoint:
@@ -65,4 +80,7 @@ def run_from_env(options: argparse.Namespace) -> None:
     if world_size != options.num_nodes:
         raise OptionsError(f"the launcher started {world_size} processes but --num-nodes is "
                            f"{options.num_nodes}: they must be equal")
-    run_rank(rank, world_size, options)
+    try:
+        run_rank(rank, world_size, options)
+    except PpsdgError as error:
+        raise PpsdgError(rank_error(rank, options, error)) from error

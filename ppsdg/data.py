@@ -10,6 +10,7 @@ import argparse
 import csv
 import gzip
 import math
+import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,13 @@ _IDX_PAIRS = {
     "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _DIRICHLET_TRIES = 100
+# How tables.encode names the rows it refuses: the first one by its place among the rows it was given
+# (_ENCODED_ROW), then how many more there are.
+_ENCODED_ROW = re.compile(r"^row \d+")
+_ENCODED_ROWS = re.compile(r"^row \d+(?: and \d+ more row\(s\))?")
+_SHOWN_NAMES = 8
+# A stratified holdout takes round(HOLDOUT_FRACTION * n) of a value on n rows: none below this many.
+_HOLDOUT_MIN_ROWS = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -428,6 +436,134 @@ def load(source: str) -> tuple[ImageSet, ImageSet]:
     )
 
 
+def data_files(source: str) -> list[str]:
+    """The files --data names: one, or one per worker (comma-separated)."""
+    return [part.strip() for part in source.split(",")]
+
+
+def check_paths(options: argparse.Namespace) -> None:
+    """--data and --test-data as paths, before anything reads them, so that a mistake is named with its
+    fix where a reader would stumble on a later symptom: a missing file as missing, a folder of tables with
+    the --data that names them, a format ppsdg does not read with those it does."""
+    files = data_files(options.data)
+    if files != ["embedded"]:
+        for path in files:
+            _check_source(Path(path), several=len(files) > 1)
+    if options.test_data is not None:
+        path = Path(options.test_data)
+        if path.is_dir() or not path.exists():
+            raise DataError(f"--test-data {path}: " + ("a folder: name one table file" if path.is_dir() else
+                                                       "no such file"))
+        if tables.table_format(path) is None:
+            raise DataError(f"--test-data {path}: not a table file ppsdg reads: {tables.TABLE_FILES}")
+
+
+def _check_source(path: Path, several: bool) -> None:
+    """One file of --data: an existing table, an images CSV, or (alone) a folder of MNIST IDX files."""
+    if not path.exists():
+        raise DataError(f"--data {path}: no such file or folder")
+    if path.is_dir():
+        _check_folder(path, several)
+    elif tables.table_format(path) is None:
+        raise DataError(f"--data {path}: not a file ppsdg reads: a table is {tables.TABLE_FILES}; images are "
+                        "a CSV in the node layout or a folder of MNIST IDX files")
+
+
+def _check_folder(path: Path, several: bool) -> None:
+    """A folder is MNIST's IDX files; one of tables is refused with the --data that names them, one file a
+    worker (a folder may hold more than the workers' data: a test part, an old export)."""
+    found = sorted(str(file) for file in path.iterdir() if file.is_file() and tables.table_format(file))
+    idx = any(_find_file(path, name) for names in _IDX_PAIRS.values() for name in names)
+    if several:
+        raise DataError(f"--data {path} is a folder: a comma-separated --data names one file per worker")
+    if found and not idx:
+        shown = ",".join(found[:3]) + (",..." if len(found) > 3 else "")
+        raise DataError(f"--data {path} is a folder of {len(found)} table file(s), not a table: name the "
+                        f"workers' files, one per worker, comma-separated: --data {shown}")
+    if not idx:
+        expected = ", ".join(name for names in _IDX_PAIRS.values() for name in names)
+        raise DataError(f"--data {path} is a folder without MNIST IDX files ({expected}) or tables: name a "
+                        f"table file ({tables.TABLE_FILES})")
+
+
+def check_inputs(options: argparse.Namespace) -> None:
+    """Do once, before any worker starts, what every worker will do with the inputs, so that a mistake is
+    named in seconds, by its file and line, not by a worker after the launch: each worker's share is made
+    (the files read, the holdout, the partition) and, for a table, each file's training part is encoded
+    under the schema."""
+    worker_sets(options)
+    if options.synthesizer != "marginals":
+        return
+    schema = tables.Schema.from_text(options.schema)
+    files = data_files(options.data)
+    for number, path in enumerate(files, start=1):
+        frame = tables.read_table(path)
+        train = frame if options.test_data is not None else frame[~_holdout_mask(frame, options.target, path)]
+        check_fits(train, schema, path, f"--data {path}" + (f" (worker {number})" if len(files) > 1 else ""))
+
+
+def check_fits(part: pd.DataFrame, schema: tables.Schema, path: str, owner: str) -> None:
+    """Encode `part`, rows of the table file at `path` indexed by their place in it, as a worker will; a
+    row that does not fit is named by its place in the file (`_place`), where the owner can find it, not by
+    its place in a worker's share. `owner` says whose file it is."""
+    refusal = _refusal(part, schema)
+    if refusal is None:
+        return
+    row = _first_refused(part, schema, refusal)
+    message = refusal if row is None else _ENCODED_ROW.sub(_place(path, int(part.index[row])), refusal, 1)
+    raise DataError(f"{owner}: {message}; correct the file or the schema")
+
+
+def _refusal(frame: pd.DataFrame, schema: tables.Schema) -> str | None:
+    """Why encode refuses `frame` (None: it fits)."""
+    try:
+        tables.encode(frame, schema)
+    except DataError as error:
+        return str(error)
+    return None
+
+
+def _first_refused(frame: pd.DataFrame, schema: tables.Schema, refusal: str) -> int | None:
+    """The position in `frame` of the first row that `refusal` (encode's of the whole) names, found by
+    halving: encode checks column by column, so a prefix gets the same refusal, its row counts aside,
+    exactly when it holds that row. None where the refusal names no row (a column missing)."""
+    if not _ENCODED_ROWS.match(refusal):
+        return None
+    same = _ENCODED_ROWS.sub("", refusal, 1)
+    low, high = 0, len(frame)
+    while high - low > 1:
+        middle = (low + high) // 2
+        found = _refusal(frame.iloc[:middle], schema)
+        held = found is not None and _ENCODED_ROWS.sub("", found, 1) == same
+        low, high = (low, middle) if held else (middle, high)
+    return low
+
+
+def _place(path: str, record: int) -> str:
+    """Where data row `record` (0-based, the header not counted, as read_table numbers it) is in its file,
+    as the owner's editor shows it: a CSV's line (the header's is line 1), an Excel sheet's row, a
+    Parquet file's record counted from 1."""
+    kind = tables.table_format(path)
+    if kind == "excel":
+        return f"row {record + 2}"
+    if kind == "parquet":
+        return f"record {record + 1}"
+    return f"line {next(islice(_record_lines(Path(path)), record + 1, None), record + 2)}"
+
+
+def _record_lines(path: Path) -> Iterator[int]:
+    """The line each record of a CSV starts on, the header first, as read_table reads them: a blank line
+    is no record, a quoted cell may span lines."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        rows = csv.reader(handle, delimiter=tables.csv_separator(path), skipinitialspace=True)
+        end = 0
+        for cells in rows:
+            start, end = end + 1, rows.line_num
+            if len(cells) > 1 or any(cell.strip() for cell in cells):
+                yield start
+
+
 def worker_sets(options: argparse.Namespace) -> list[Dataset]:
     """Each worker's share of `options.data`'s training set, in rank order, as the options ask: with
     one file per worker, exactly that file's training part.
@@ -455,7 +591,7 @@ def load_sets(options: argparse.Namespace) -> tuple[Dataset, Dataset]:
 def training_parts(options: argparse.Namespace) -> tuple[list[Dataset], Dataset]:
     """The training part of each file --data names, and the test part: --test-data, or a seeded
     HOLDOUT_FRACTION of each file (stratified by label or target)."""
-    files = [part.strip() for part in options.data.split(",")]
+    files = data_files(options.data)
     if not tables.is_table_path(options.data):
         if len(files) == 1:
             train_set, test_set = load(files[0])
@@ -463,14 +599,31 @@ def training_parts(options: argparse.Namespace) -> tuple[list[Dataset], Dataset]
         splits = [split_holdout(load_csv(path), HOLDOUT_FRACTION, HOLDOUT_SEED) for path in files]
         return [train for train, _ in splits], ImageSet(np.concatenate([t.pixels for _, t in splits]),
                                                         np.concatenate([t.labels for _, t in splits]))
-    frames = [tables.read_table(path) for path in files]
+    frames = [_with_target(tables.read_table(path), options.target, path) for path in files]
     if options.test_data is not None:
-        return frames, tables.read_table(options.test_data)
-    splits = [_table_holdout(frame, options.target) for frame in frames]
-    return [train for train, _ in splits], pd.concat([test for _, test in splits], ignore_index=True)
+        return frames, _with_target(tables.read_table(options.test_data), options.target, options.test_data)
+    masks = [_holdout_mask(frame, options.target, path) for frame, path in zip(frames, files)]
+    return ([frame[~mask].reset_index(drop=True) for frame, mask in zip(frames, masks)],
+            pd.concat([frame[mask] for frame, mask in zip(frames, masks)], ignore_index=True))
 
 
-def _table_holdout(frame: pd.DataFrame, target: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _with_target(frame: pd.DataFrame, target: str | None, path: str) -> pd.DataFrame:
+    """The table read from `path`, refused where it lacks --target: its columns are named, which shows a
+    header that did not split into columns."""
+    if target is not None and target not in frame.columns:
+        raise DataError(f"--target {target!r} is not a column of {path} (its columns: {_shown(frame.columns)})")
+    return frame
+
+
+def _shown(names: Sequence[object]) -> str:
+    """The first _SHOWN_NAMES column names, for a message that says which there are."""
+    return ", ".join(str(name) for name in names[:_SHOWN_NAMES]) + (", ..." if len(names) > _SHOWN_NAMES else "")
+
+
+def _holdout_mask(frame: pd.DataFrame, target: str | None, path: str) -> np.ndarray:
+    """The rows of `frame` held out for the test part: HOLDOUT_FRACTION of each target value's, seeded."""
+    if not len(frame):
+        raise DataError(f"{path}: no rows")
     labels = _target_codes(frame, target)
     rng = np.random.default_rng(HOLDOUT_SEED)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:round(np.sum(labels == label)
@@ -478,9 +631,12 @@ def _table_holdout(frame: pd.DataFrame, target: str | None) -> tuple[pd.DataFram
                            for label in np.unique(labels)])
     mask = np.zeros(len(frame), dtype=bool)
     mask[test] = True
-    if mask.all() or not mask.any():
-        raise DataError(f"holding out {HOLDOUT_FRACTION} of {len(frame)} rows leaves an empty train or test part")
-    return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+    if not mask.any():
+        column = f"--target {target!r}" if target else "the last column (the default --target)"
+        raise DataError(f"{path}: no row is held out for the test part: the {HOLDOUT_FRACTION:.0%} holdout "
+                        f"takes none of a target value on fewer than {_HOLDOUT_MIN_ROWS} rows, and every value "
+                        f"of {column} is: give --test-data, or a --target of fewer values")
+    return mask
 
 
 def _target_codes(frame: pd.DataFrame, target: str | None) -> np.ndarray:
@@ -514,7 +670,8 @@ def prepare_table(options: argparse.Namespace) -> None:
     schema = tables.Schema.from_text(options.schema)
     target = options.target or schema.target or schema.names[-1]
     if target not in schema.names:
-        raise DataError(f"--target {target!r} is not a column of the schema")
+        raise DataError(f"--target {target!r} is not a modelled column of the schema (its columns: "
+                        f"{_shown(schema.names)})")
     options.target = target
 
 

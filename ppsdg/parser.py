@@ -6,6 +6,7 @@ keyword arguments (long names with underscores) and fills the missing ones from 
 import argparse
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ppsdg import data, synthesizers, tables
@@ -116,9 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--momentum", type=float, default=0.5, help="SGD momentum, reset every round")
     add("--backend", choices=BACKENDS, default="gloo", help="transport of the rounds")
     add("--data", default="embedded",
-        help="'embedded' (scikit-learn digits at 28x28), a directory of MNIST IDX files, a CSV file of "
-             "images, or a table (CSV, gzipped CSV or Parquet); several files, comma-separated: one per "
-             "worker")
+        help="'embedded' (scikit-learn digits at 28x28), a folder of MNIST IDX files, a CSV file of "
+             f"images, or a table: {tables.TABLE_FILES}; several files, comma-separated: one per worker")
     table = parser.add_argument_group("tables (--data names a table)")
     table.add_argument("--schema", help="the public schema of the table (a JSON file; `ppsdg schema DATA` "
                                         "drafts one); without it, it is read off the training data")
@@ -173,11 +173,16 @@ def _id_list(text: str) -> list[int]:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse command-line arguments and check that they fit together; a --schema file is read here,
-    so that its text travels with the options to every rank and node."""
+    """Parse command-line arguments and check that they fit together, the paths they name first (a
+    missing --data is not a table's absence); a --schema file is read here, so that its text travels with
+    the options to every rank and node."""
     options = build_parser().parse_args(argv)
+    data.check_paths(options)
     if options.schema is not None and not options.schema.lstrip().startswith("{"):
-        options.schema = tables.Schema.read(options.schema).text()
+        schema = Path(options.schema)
+        _require(schema.is_file(), f"--schema {schema}: " + ("a folder: name the schema's JSON file" if
+                                                              schema.is_dir() else "no such file"))
+        options.schema = tables.Schema.read(schema).text()
     validate(options)
     return options
 
@@ -257,7 +262,7 @@ def resolve_data_kind(options: argparse.Namespace) -> None:
         options.num_rounds = TABLE_ROUNDS if table else DEFAULT_ROUNDS
     if options.epochs is None:
         options.epochs = WGAN_EPOCHS if options.gan and options.synthesizer == "wgan" else 1
-    files = len(data_files(options.data))
+    files = len(data.data_files(options.data))
     if options.num_nodes is None:
         options.num_nodes = files + 1 if files > 1 else DEFAULT_NODES
     _require(files < 2 or options.num_nodes == files + 1,
@@ -276,11 +281,6 @@ def resolve_data_kind(options: argparse.Namespace) -> None:
     options.synthesizer = options.synthesizer or "moments"
     for name in ("schema", "test_data", "target"):
         _require(getattr(options, name) is None, f"--{name.replace('_', '-')} is for a table as --data")
-
-
-def data_files(source: str) -> list[str]:
-    """The files --data names: one, or one per worker (comma-separated)."""
-    return [part.strip() for part in source.split(",")] if "," in source else [source]
 
 
 def validate(options: argparse.Namespace) -> None:

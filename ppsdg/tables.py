@@ -8,12 +8,15 @@ seen only in private data, or a bound read off it, is itself private until the o
 """
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,13 @@ MAX_TABLE_BYTES = 2 << 30
 IMAGE_COLUMNS = 785
 IMAGE_HEADER_CHARS = 1 << 16
 TABLE_FORMATS = ("csv", "parquet", "excel")
+# A table file's format by how its name ends (`table_format`); a CSV's separator is read off its first
+# lines (`csv_separator`), since Excel writes ';' where the decimal mark is a comma.
+TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".tsv": "csv", ".tsv.gz": "csv", ".xlsx": "excel",
+                  ".xls": "excel", ".parquet": "parquet"}
+TABLE_FILES = ("CSV (.csv or .tsv, gzipped or not; cells separated by commas, semicolons, tabs or |), "
+               "Excel (.xlsx or .xls, the first sheet) or Parquet (.parquet)")
+SEPARATORS = ",;\t|"
 SDV_VERSION, SDV_NUMERICAL, SDV_DATETIME = "SINGLE_TABLE_V1", "numerical", "datetime"
 DAY, MONTH, YEAR = "day", "month", "year"
 # The date formats a draft tries, each with the granularity its fields give (a datetime's time of
@@ -357,17 +367,15 @@ def _column(entry: Any, index: int) -> Column:
 
 
 def is_table_path(source: str) -> bool:
-    """Whether --data names a table file (or several, comma-separated) rather than digit images: a
-    Parquet file, or an existing CSV (gzipped or not) whose header is not the images' node layout
-    (a label and 784 pixel columns)."""
+    """Whether --data names a table file (or several, comma-separated) rather than digit images: an
+    Excel or Parquet file, or a CSV (gzipped or not) whose header is not the images' node layout (a
+    label and 784 pixel columns)."""
     first = Path(source.split(",")[0].strip())
-    name = first.name.lower()
-    if name.endswith(".parquet"):
-        return True
-    if not name.endswith((".csv", ".csv.gz")) or not first.is_file():
-        return False
+    kind = table_format(first)
+    if kind != "csv" or not first.is_file():
+        return kind not in (None, "csv")
     try:
-        opener = gzip.open if name.endswith(".gz") else open
+        opener = gzip.open if first.name.lower().endswith(".gz") else open
         with opener(first, "rt", encoding="utf-8-sig", errors="replace") as handle:
             header = handle.readline(IMAGE_HEADER_CHARS)
     except OSError:
@@ -375,24 +383,50 @@ def is_table_path(source: str) -> bool:
     return header.count(",") != IMAGE_COLUMNS - 1
 
 
-def read_table(path: str | Path, kind: str | None = None, sheet: str | None = None) -> pd.DataFrame:
-    """A table file as text cells (CSV, gzipped CSV, an Excel `sheet`: never pandas' guess of a type,
-    which turns '007' into 7 and 'true' into True) or typed columns (Parquet); empty cells are missing.
-    `kind` (one of TABLE_FORMATS) is the file's format where its name does not say it (a node's database)."""
+def table_format(path: str | Path) -> str | None:
+    """A table file's format (one of TABLE_FORMATS) by how its name ends; None for any other file."""
+    name = Path(path).name.lower()
+    return next((kind for suffix, kind in TABLE_SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def csv_separator(path: str | Path) -> str:
+    """The separator of a CSV file: of SEPARATORS, the one that splits its header into the most cells and
+    its first row into as many; a comma where none splits them alike."""
     path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        sample = handle.read(IMAGE_HEADER_CHARS)
+    widths = {separator: {len(row) for row in islice(filter(None, csv.reader(
+        io.StringIO(sample), delimiter=separator, skipinitialspace=True)), 2)} for separator in SEPARATORS}
+    even = [separator for separator, found in widths.items() if len(found) == 1 and min(found) > 1]
+    return max(even, key=lambda separator: min(widths[separator]), default=",")
+
+
+def read_table(path: str | Path, kind: str | None = None, sheet: str | None = None) -> pd.DataFrame:
+    """A table file as text cells (CSV with the separator `csv_separator` finds, gzipped CSV, an Excel
+    `sheet`: never pandas' guess of a type, which turns '007' into 7 and 'true' into True) or typed
+    columns (Parquet); empty cells are missing. `kind` (one of TABLE_FORMATS) is the file's format where
+    its name does not say it (a node's database); a file of another name is refused with those it may have."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a table: name one of its files")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise DataError(f"{path}: larger than {MAX_TABLE_BYTES >> 30} GiB")
-    kind = kind or ("parquet" if path.name.lower().endswith(".parquet") else "csv")
+    kind = kind or table_format(path)
+    if kind is None:
+        raise DataError(f"{path}: not a table file ppsdg reads: {TABLE_FILES}")
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "excel":
             return pd.read_excel(path, sheet_name=sheet or 0, dtype=str, keep_default_na=False, na_values=[""])
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
-                           compression="infer", encoding="utf-8")
-    except (OSError, ValueError, UnicodeDecodeError, ImportError) as error:
+        return pd.read_csv(path, sep=csv_separator(path), dtype=str, keep_default_na=False, na_values=[""],
+                           skipinitialspace=True, compression="infer", encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text: save it as CSV in UTF-8 (Excel: 'CSV UTF-8')") from error
+    except (OSError, EOFError, ValueError, ImportError) as error:
         raise DataError(f"{path}: cannot read it as a table: {error}") from error
 
 
@@ -661,12 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from ppsdg import data
     from ppsdg.errors import PpsdgError
     from ppsdg.parser import OptionParser
 
     parser = OptionParser(prog="ppsdg schema", description="Draft the public schema of a table, for its "
                           "owner to review before publishing it")
-    parser.add_argument("data", help="the table (CSV, gzipped CSV or Parquet)")
+    parser.add_argument("data", help=f"the table: {TABLE_FILES}")
     parser.add_argument("--target", help="the column TSTR predicts, written into the schema")
     parser.add_argument("--bins", type=int, default=DRAFT_BINS, help="equal-width bins of a numeric column")
     parser.add_argument("--keep", default="", metavar="COLUMN[,COLUMN]", help="text columns of too many "
@@ -680,7 +715,9 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--bins must be in 2..{MAX_CATEGORIES}")
         frame = read_table(options.data)
         if options.check is not None:
-            print(check(frame, Schema.read(options.check)))
+            schema = Schema.read(options.check)
+            data.check_fits(frame, schema, options.data, options.data)
+            print(check(frame, schema))
             return 0
         keep = [name.strip() for name in options.keep.split(",") if name.strip()]
         schema = draft(frame, options.target, options.bins, keep)
