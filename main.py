@@ -1,4 +1,5 @@
-"""ppsdg's launcher: `python main.py --backend gloo|vantage6 [options]`; `--help` lists them."""
+"""ppsdg's launcher: `python main.py --backend gloo|vantage6 [options]` (`--help` lists them), and the
+`ppsdg COMMAND` console command (`ppsdg --help` lists its commands)."""
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -280,13 +281,45 @@ def save_central_result(options, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python main.py [options]` runs a job, as it always has (with no option, the default one); a first
+    word of parser.COMMANDS runs that command. Started as the `ppsdg` console command, it is that command."""
+    if argv is None and Path(sys.argv[0]).name == "ppsdg":
+        return ppsdg_command(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["evaluate"]:
-        return evaluate.main(argv[1:])
-    if argv[:1] == ["schema"]:
-        return tables.main(argv[1:])
+    if argv[:1] and argv[0] in parser.COMMANDS:
+        return command(argv[0], argv[1:])
+    return run(argv)
+
+
+def ppsdg_command(argv: list[str]) -> int:
+    """`ppsdg COMMAND [options]`. Bare, it prints its help, which lists the commands, instead of starting
+    the default job; options without a command run a job, as they did before there were commands."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(parser.command_help(), end="")
+        return 0 if argv else 2
+    if argv[0].startswith("-"):
+        return run(argv, "ppsdg run")
+    if argv[0] not in parser.COMMANDS:
+        print(f"ppsdg: error: {argv[0]!r} is not a command: the commands are {', '.join(parser.COMMANDS)} "
+              "(`ppsdg --help` says what each does)", file=sys.stderr)
+        return 2
+    return command(argv[0], argv[1:])
+
+
+def command(name: str, argv: list[str]) -> int:
+    """One of parser.COMMANDS, with its own options."""
+    if name == "schema":
+        return tables.main(argv)
+    if name == "evaluate":
+        return evaluate.main(argv)
+    return run(argv, "ppsdg run")
+
+
+def run(argv: list[str], prog: str = "main.py") -> int:
+    """A job: its options and then its inputs checked (`data.check_inputs`) before any worker starts, so
+    that a mistake is named in seconds; then the launch. `prog` is the command its help shows."""
     try:
-        options = parser.parse(argv)
+        options = parser.parse(argv, prog)
         data.prepare_table(options)
         if options.local_dp and not options.secure_noise and options.server_url is None:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "

@@ -1,10 +1,12 @@
-"""Every option of the original parser, plus backend, data and output options.
+"""Every option of the original parser, plus backend, data and output options; and the `ppsdg`
+command's own help, which lists its commands.
 
 The parser is the one source of defaults: the vantage6 central function takes the same options as
 keyword arguments (long names with underscores) and fills the missing ones from here.
 """
 import argparse
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,13 @@ DEFAULT_ROUNDS = 10
 # A WGAN-GP needs thousands of generator steps; 10 rounds of one epoch of 4,000 images give 120.
 WGAN_EPOCHS = 10
 TABLE_ROUNDS = 3
+HELP_WIDTH = 100
+COMMANDS = {
+    "run": "train over gloo or vantage6: the classifier, synthetic images (--gan) or a synthetic table "
+           "(--data TABLE); `ppsdg run --help` lists its options",
+    "schema": "draft the public schema of a table for its owner to review, or check a table against one",
+    "evaluate": "score a synthetic data set against the real one (fidelity, TSTR, privacy) as one JSON object",
+}
 
 
 class OptionParser(argparse.ArgumentParser):
@@ -40,8 +49,23 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OptionParser(prog="main.py", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
+def command_help() -> str:
+    """The `ppsdg` command's help: its commands, each of which takes and lists its own options."""
+    width = max(map(len, COMMANDS)) + 2
+    commands = [textwrap.fill(summary, HELP_WIDTH, initial_indent=f"  {name:<{width}}",
+                              subsequent_indent=" " * (width + 2)) for name, summary in COMMANDS.items()]
+    return ("usage: ppsdg COMMAND [options]\n\nPrivacy-preserving synthetic data by federated learning, over "
+            "gloo or vantage6.\n\ncommands:\n" + "\n".join(commands) + "\n\n`ppsdg COMMAND --help` lists a "
+            "command's options. `python main.py [options]` is `ppsdg run [options]`,\nand with no option at all "
+            "runs the default job.\n")
+
+
+def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
+    """The options of a run (`ppsdg run`, `python main.py`); `prog` is the command its help shows."""
+    parser = OptionParser(prog=prog, description="Train over gloo or vantage6: the classifier, synthetic images "
+                          "(--gan) or a synthetic table (--data TABLE).", formatter_class=_HelpFormatter,
+                          epilog="The other commands: ppsdg schema (a table's public schema), ppsdg evaluate "
+                                 "(score synthetic data); `ppsdg --help` lists them.")
     add = parser.add_argument
     add("-nn", "--num-nodes", type=int, default=None,
         help=f"number of nodes, the server included (default: {DEFAULT_NODES}, or one worker per file of --data)")
@@ -65,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="FedSGD: one averaged gradient step per round instead of FedAvg")
     add("-gp", "--gradient-penalty", type=int, default=10, help="WGAN-GP penalty weight (with --gan)")
     add("-gan", "--gan", action="store_true",
-        help="train a class-conditional WGAN-GP generator of synthetic data instead of the classifier")
+        help="make synthetic data instead of training the classifier, with --synthesizer (images: moments "
+             "by default; a table: marginals, implied by a table as --data)")
     add("-ldp", "--local_dp", action="store_true",
-        help="local differential privacy: DP-SGD with Opacus on every worker (the critic with --gan)")
+        help="local differential privacy: each worker noises what it releases (the classifier's and the "
+             "WGAN-GP critic's DP-SGD, the moments' statistics, a table's marginals)")
     dp = parser.add_argument_group("differential privacy (with --local_dp)")
     dp.add_argument("--noise-multiplier", type=float, default=None,
                     help="the DP noise multiplier (DP-SGD's, or of each moments release), fixed whatever the "
@@ -172,11 +198,11 @@ def _id_list(text: str) -> list[int]:
     return ids
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
+def parse(argv: list[str] | None = None, prog: str = "main.py") -> argparse.Namespace:
     """Parse command-line arguments and check that they fit together, the paths they name first (a
     missing --data is not a table's absence); a --schema file is read here, so that its text travels with
     the options to every rank and node."""
-    options = build_parser().parse_args(argv)
+    options = build_parser(prog).parse_args(argv)
     data.check_paths(options)
     if options.schema is not None and not options.schema.lstrip().startswith("{"):
         schema = Path(options.schema)

@@ -1,5 +1,5 @@
 """A data owner's first hour (issue 30): each mistake gets one line that names it and its fix, before
-any worker starts."""
+any worker starts; the `ppsdg` command lists its commands; the help says what the defaults do."""
 import gzip
 import json
 import sys
@@ -230,3 +230,50 @@ def test_the_launcher_prints_the_workers_error_alone_not_what_follows_from_it(ca
     with pytest.raises(PpsdgError, match="^round 1: the global model diverged$"):
         main.report_errors(False, [train.RankEnd(True, "round 1: the global model diverged"), lost, None])
     assert capsys.readouterr().err == f"ppsdg: {lost.line}\n"
+
+
+# 6. The ppsdg command.
+
+def test_a_bare_ppsdg_prints_its_commands_instead_of_training(monkeypatch, capsys, no_launch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ppsdg"])
+    assert main.main() == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ppsdg COMMAND [options]")
+    assert all(f"\n  {name} " in out for name in ("run", "schema", "evaluate"))
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ppsdg", "--help"])
+    assert main.main() == 0 and capsys.readouterr().out == out
+
+
+def test_ppsdg_run_is_the_run_and_names_itself_in_its_help(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ppsdg", "run", "--help"])
+    with pytest.raises(SystemExit) as ended:
+        main.main()
+    assert ended.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ppsdg run [-h]") and "ppsdg schema" in out
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ppsdg", "frob"])
+    assert main.main() == 2
+    assert capsys.readouterr().err == ("ppsdg: error: 'frob' is not a command: the commands are run, schema, "
+                                       "evaluate (`ppsdg --help` says what each does)\n")
+
+
+def test_python_main_py_keeps_its_options_and_help(capsys):
+    with pytest.raises(SystemExit):
+        main.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: main.py [-h]")
+
+
+# 8. Help texts true to today's defaults.
+
+def test_the_help_says_what_gan_and_local_dp_do_today():
+    helps = {action.dest: action.help for action in parser.build_parser()._actions}
+    assert "moments by default" in helps["gan"] and "marginals" in helps["gan"]
+    assert "WGAN-GP generator" not in helps["gan"]
+    assert "Opacus on every worker" not in helps["local_dp"] and "a table's marginals" in helps["local_dp"]
+    assert "Excel" in helps["data"]
+
+
+def test_readme_says_which_runs_write_the_accuracy_plot():
+    row = next(line for line in (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+               if line.startswith("| `accuracy_loss.png`"))
+    assert "a table run writes none" in row
