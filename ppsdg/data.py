@@ -10,7 +10,6 @@ import argparse
 import csv
 import gzip
 import math
-import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -54,10 +53,6 @@ _IDX_PAIRS = {
     "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _DIRICHLET_TRIES = 100
-# How tables.encode names the rows it refuses: the first one by its place among the rows it was given
-# (_ENCODED_ROW), then how many more there are.
-_ENCODED_ROW = re.compile(r"^row \d+")
-_ENCODED_ROWS = re.compile(r"^row \d+(?: and \d+ more row\(s\))?")
 _SHOWN_NAMES = 8
 # A stratified holdout takes round(HOLDOUT_FRACTION * n) of a value on n rows: none below this many.
 _HOLDOUT_MIN_ROWS = 3
@@ -506,37 +501,13 @@ def check_fits(part: pd.DataFrame, schema: tables.Schema, path: str, owner: str)
     """Encode `part`, rows of the table file at `path` indexed by their place in it, as a worker will; a
     row that does not fit is named by its place in the file (`_place`), where the owner can find it, not by
     its place in a worker's share. `owner` says whose file it is."""
-    refusal = _refusal(part, schema)
-    if refusal is None:
-        return
-    row = _first_refused(part, schema, refusal)
-    message = refusal if row is None else _ENCODED_ROW.sub(_place(path, int(part.index[row])), refusal, 1)
-    raise DataError(f"{owner}: {message}; correct the file or the schema")
-
-
-def _refusal(frame: pd.DataFrame, schema: tables.Schema) -> str | None:
-    """Why encode refuses `frame` (None: it fits)."""
     try:
-        tables.encode(frame, schema)
+        tables.encode(part, schema)
+    except tables.CellError as error:
+        raise DataError(f"{owner}: {error.at(_place(path, int(error.label)))}; correct the file or the schema") \
+            from None
     except DataError as error:
-        return str(error)
-    return None
-
-
-def _first_refused(frame: pd.DataFrame, schema: tables.Schema, refusal: str) -> int | None:
-    """The position in `frame` of the first row that `refusal` (encode's of the whole) names, found by
-    halving: encode checks column by column, so a prefix gets the same refusal, its row counts aside,
-    exactly when it holds that row. None where the refusal names no row (a column missing)."""
-    if not _ENCODED_ROWS.match(refusal):
-        return None
-    same = _ENCODED_ROWS.sub("", refusal, 1)
-    low, high = 0, len(frame)
-    while high - low > 1:
-        middle = (low + high) // 2
-        found = _refusal(frame.iloc[:middle], schema)
-        held = found is not None and _ENCODED_ROWS.sub("", found, 1) == same
-        low, high = (low, middle) if held else (middle, high)
-    return low
+        raise DataError(f"{owner}: {error}; correct the file or the schema") from None
 
 
 def _place(path: str, record: int) -> str:

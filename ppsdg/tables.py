@@ -449,7 +449,7 @@ def encode(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, dict[str, i
     for unit in (column for column in schema.fields if column.unit):
         ids = frame[unit.name]
         if ids.isna().any():
-            raise _cell_error(unit, ids.isna().to_numpy(), "an id (a person's rows are told apart by it)")
+            raise _cell_error(ids, unit, ids.isna().to_numpy(), "an id (a person's rows are told apart by it)")
         repeated = ids.duplicated().to_numpy()
         mapped[unit.name] = int(repeated.sum())
         frame = frame[~repeated]
@@ -467,7 +467,7 @@ def _encode_column(values: pd.Series, column: Column) -> tuple[np.ndarray, int]:
         codes = np.array([lookup.get(value, -1) for value in text], dtype=np.int64)
         unknown = (codes < 0) & ~absent
         if unknown.any() and not column.other:
-            raise _cell_error(column, unknown, "a category the schema does not list (and no 'other' bucket)")
+            raise _cell_error(values, column, unknown, "a category the schema does not list (and no 'other' bucket)")
         codes[unknown] = column.other_code
         mapped = int(unknown.sum())
     else:
@@ -476,26 +476,40 @@ def _encode_column(values: pd.Series, column: Column) -> tuple[np.ndarray, int]:
             dtype=np.float64)
         unreadable = np.isnan(numbers) & ~absent | np.isinf(numbers)
         if unreadable.any():
-            raise _cell_error(column, unreadable, f"a date in {column.date_format!r}" if date else "a number")
+            raise _cell_error(values, column, unreadable, f"a date in {column.date_format!r}" if date else "a number")
         low, high = column.edges[0], column.edges[-1]
         outside = ~absent & ((numbers < low) | (numbers > high))
         if outside.any() and not column.clip:
-            raise _cell_error(column, outside, f"a number in [{low:g}, {high:g}]")
+            raise _cell_error(values, column, outside, f"a number in [{low:g}, {high:g}]")
         clipped = np.clip(np.nan_to_num(numbers, nan=low), low, high)
         bins = len(column.edges) - 1
         codes = np.clip(np.searchsorted(np.asarray(column.edges), clipped, side="right") - 1, 0, bins - 1)
         mapped = int(outside.sum())
     if absent.any():
         if not column.missing:
-            raise _cell_error(column, absent, "a value (the schema allows no missing cell)")
+            raise _cell_error(values, column, absent, "a value (the schema allows no missing cell)")
         codes[absent] = column.missing_code
     return codes, mapped
 
 
-def _cell_error(column: Column, bad: np.ndarray, expected: str) -> DataError:
+class CellError(DataError):
+    """A cell the schema can neither hold nor map: named by the first such row (its position among the
+    rows encoded, and its `label` in the frame's index, which a caller can turn into a line of the
+    owner's file), how many more there are, and the column; never by the value, which may be private."""
+
+    def __init__(self, row: int, label: Any, more: int, column: str, expected: str) -> None:
+        self.label, self.more, self.column, self.expected = label, more, column, expected
+        super().__init__(self.at(f"row {row}"))
+
+    def at(self, place: str) -> str:
+        """The message with the first row named as `place`."""
+        more = f" and {self.more} more row(s)" if self.more else ""
+        return f"{place}{more}, column {self.column!r}: expected {self.expected}"
+
+
+def _cell_error(values: pd.Series, column: Column, bad: np.ndarray, expected: str) -> CellError:
     rows = np.flatnonzero(bad)
-    more = f" and {len(rows) - 1} more row(s)" if len(rows) > 1 else ""
-    return DataError(f"row {rows[0]}{more}, column {column.name!r}: expected {expected}")
+    return CellError(int(rows[0]), values.index[rows[0]], len(rows) - 1, column.name, expected)
 
 
 def decode(codes: np.ndarray, schema: Schema, rng: np.random.Generator) -> pd.DataFrame:

@@ -175,7 +175,7 @@ def test_the_owner_finds_what_the_refusal_leaves_out_with_the_command_it_names(t
     frame.to_csv(tmp_path / "data.csv", index=False)
     (tmp_path / "strict.json").write_text(strict_schema(frame, "sex", ["F"]))
     assert main.main(["schema", str(tmp_path / "data.csv"), "--check", str(tmp_path / "strict.json")]) == 2
-    assert re.search(r"row \d+ and \d+ more row\(s\), column 'sex': expected a category", capsys.readouterr().err)
+    assert re.search(r"line \d+ and \d+ more row\(s\), column 'sex': expected a category", capsys.readouterr().err)
     (tmp_path / "fits.json").write_text(tables.draft(frame, TARGET).text())
     assert main.main(["schema", str(tmp_path / "data.csv"), "--check", str(tmp_path / "fits.json")]) == 0
     assert capsys.readouterr().out.startswith(f"the table fits the schema ({len(frame)} rows)")
