@@ -169,7 +169,8 @@ def test_sdv_metadata_is_a_schema_and_a_schema_is_sdv_metadata():
     assert kinds(schema) == {"person": "id", "flag": "categorical", "grade": "categorical", "amount": "numeric",
                              "score": "numeric"}
     assert schema.column("grade").categories == ("low", "high") and schema.column("grade").other
-    assert schema.column("amount").integer and schema.column("amount").edges == tuple(float(e) for e in range(0, 101, 5))
+    step = 100 // tables.DRAFT_BINS
+    assert schema.column("amount").integer and schema.column("amount").edges == tuple(float(e) for e in range(0, 101, step))
     assert len(schema.column("score").edges) == tables.DRAFT_BINS + 1 and not schema.column("score").integer
     again = schema.to_sdv()
     assert again["primary_key"] == "person" and again["columns"]["grade"]["range_values"] == ["low", "high", "other"]
