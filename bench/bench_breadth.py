@@ -27,13 +27,11 @@ import numpy as np
 import pandas as pd
 
 import runs
+from ppsdg.tables import DRAFT_BINS
 
 RESULTS = runs.RESULTS / "breadth.jsonl"
 SHARED = runs.ROOT.parent / "shared" / "data"
 NODES, HOLDOUT, SPLIT_SEED = 3, 0.2, 7
-# ppsdg.tables.DRAFT_BINS, the default this bench runs (a bench process does not import the package
-# it measures: it runs the commands).
-DRAFT_BINS = 10
 FIGURES = ("tstr_auc", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share")
 
 
