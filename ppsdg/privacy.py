@@ -9,6 +9,7 @@ Opacus is imported where it is used: it costs 2.3 s to import, in every vantage6
 round, and a run without --local_dp never needs it.
 """
 import argparse
+import enum
 import functools
 import math
 import warnings
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -42,9 +44,24 @@ NOISE_FLOOR = 0.1
 # 62,500 steps at noise 1 and rate 0.008. Beyond this many points its figure is out of reach.
 MAX_PRV_POINTS = 4_000_000
 PRV_EPS_ERROR = 0.01
+# The first block of terms `fractional_log_a` computes at once; each next block is four times larger.
+SERIES_CHUNK = 64
 # Opacus's noise search: its start, its tolerance in epsilon, and the noise where it gives up; and
 # where the bisection stops short of that tolerance when the noise just below is out of reach.
 PLAN_START, PLAN_TOLERANCE, MAX_PLANNED_NOISE, PLAN_WIDTH = 10.0, 0.01, 1e6, 1e-6
+DOUBLINGS = int(math.log2(MAX_PLANNED_NOISE / PLAN_START))
+# The noise planner's bounds on the PRV accountant. Its exact figure costs about 180 bytes and 0.25 to
+# 0.9 us a point of its grid (0.9 where half the size is a prime, for the FFT), and 20 ms more:
+# PLAN_PRV_POINTS keeps one under 180 MiB and a second; a plan's figures take at most PLAN_WORK
+# points, FIGURE_POINTS more a figure (1.6 s at the worst rate). A coarse figure (eps_error 0.1, a
+# tenth of the grid) lies within COARSE_SLACK / sqrt(epsilon), and at least MIN_COARSE_SLACK, of the
+# exact one (measured on 250 random plans: at most 0.0101 below epsilon 0.05, 0.0085 below 0.2,
+# 0.0039 below 0.5, 0.0014 below 2, 0.0011 up to 32). NARROW_STEPS secant steps toward the band start
+# a plan; where its answer's grid exceeds SEARCH_POINTS, their answer stands (Opacus's search would
+# take an exact figure or two more). The smallest noise in reach is found to REACH_WIDTH of itself.
+PLAN_PRV_POINTS, PLAN_WORK, FIGURE_POINTS = 1_000_000, 1_800_000, 50_000
+COARSE_EPS_ERROR, COARSE_SLACK, MIN_COARSE_SLACK = 0.1, 0.005, 0.002
+NARROW_STEPS, SEARCH_POINTS, REACH_WIDTH = 4, 400_000, 1e-3
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
@@ -216,76 +233,421 @@ class LocalDP:
         return {"epsilon": ledger.worst(), "delta": self.delta, "accountant": self.accountant}
 
 
+class Verdict(enum.Enum):
+    """A noise multiplier against the target, as Opacus's noise search takes it: its epsilon is at the
+    target or above; below it by more than the tolerance; or below it by at most the tolerance."""
+
+    FAIL = enum.auto()
+    CONTINUE = enum.auto()
+    STOP = enum.auto()
+
+
+def verdict_of(figure: float, target: float) -> Verdict:
+    if figure >= target:
+        return Verdict.FAIL
+    return Verdict.CONTINUE if target - figure > PLAN_TOLERANCE else Verdict.STOP
+
+
 @functools.lru_cache(maxsize=64)
 def planned_noise(target_epsilon: float, delta: float, rate: float, steps: int, accountant: str) -> float:
-    """The smallest noise multiplier that keeps `steps` steps at `rate` within the target: Opacus's
-    search (get_noise_multiplier: doubling from 20, then bisection to 0.01 of epsilon), run on the
-    bounded `epsilon`, so that a candidate out of the accountant's reach counts as too little noise
-    instead of allocating gigabytes (Opacus's own search tries noise down to half its answer).
-    Cached: a node plans it for its policy and again for its training in the same round."""
-    def spent(noise: float) -> float:
-        figure = epsilon([(noise, rate, steps)], delta, accountant)
-        if accountant == "prv" and math.isinf(figure):
-            check_prv_reach(target_epsilon, delta, rate, steps)
-        return figure
+    """The smallest noise multiplier that keeps `steps` steps at `rate` within the target, to
+    PLAN_TOLERANCE: Opacus's own answer (`opacus_search`), except a PRV plan whose exact grid exceeds
+    SEARCH_POINTS, answered by secant steps from RDP's answer (`PrvSpending.start`: within the
+    tolerance too, not always Opacus's noise). Cached: a node plans it for its policy and again for its
+    training in the same round."""
+    if accountant == "rdp":
+        return opacus_search(RdpSpending(target_epsilon, delta, rate, steps, accountant))
+    spending = PrvSpending(target_epsilon, delta, rate, steps)
+    answer = spending.start()
+    return opacus_search(spending) if answer is None else answer
 
-    low, high, spent_high = 0.0, PLAN_START, math.inf
-    while spent_high > target_epsilon:
+
+def opacus_search(spending: "RdpSpending") -> float:
+    """Opacus's noise search (get_noise_multiplier: doubling from 20, then bisection until epsilon is
+    within the tolerance below the target), the same steps, each step's verdict from `spending`, which
+    bounds the work before it calls Opacus: the same answer, as long as epsilon falls as the noise
+    grows and a coarse PRV figure lies within its slack of the exact one."""
+    low, high, verdict = 0.0, PLAN_START, Verdict.FAIL
+    while verdict is Verdict.FAIL:
         high *= 2
         if high > MAX_PLANNED_NOISE:
-            raise OptionsError(f"--target-epsilon {target_epsilon:g} at delta {delta:g} over {steps} step(s) at "
-                               f"sample rate {rate:g} is out of the {accountant} accountant's reach: no noise "
-                               f"multiplier up to {MAX_PLANNED_NOISE:g} reaches it")
-        spent_high = spent(high)
-    while target_epsilon - spent_high > PLAN_TOLERANCE and high - low > PLAN_WIDTH * high:
+            raise spending.exhausted()
+        verdict = spending.verdict(high)
+    while verdict is Verdict.CONTINUE and high - low > PLAN_WIDTH * high:
         middle = (low + high) / 2
-        spent_middle = spent(middle)
-        if spent_middle < target_epsilon:
-            high, spent_high = middle, spent_middle
-        else:
+        middle_verdict = spending.verdict(middle)
+        if middle_verdict is Verdict.FAIL:
             low = middle
-    return high
+        else:
+            high, verdict = middle, middle_verdict
+    return spending.confirmed(high)
 
 
-@functools.lru_cache(maxsize=64)
-def check_prv_reach(target_epsilon: float, delta: float, rate: float, steps: int) -> None:
-    """Refuses a target whose RDP answer (a little more noise than PRV's) is out of PRV's reach. The
-    planner asks only once a candidate is out of reach: the grid shrinks as the noise grows, so while
-    every candidate is within reach so is RDP's answer, and the check (an RDP search) would only cost time."""
-    if prv_points([(planned_noise(target_epsilon, delta, rate, steps, "rdp"), rate, steps)], delta) > MAX_PRV_POINTS:
-        raise OptionsError(f"--target-epsilon {target_epsilon:g} over {steps} step(s) is out of the prv accountant's "
-                           f"reach (its grid would exceed {MAX_PRV_POINTS:,} points): use --accountant rdp, or fewer "
-                           "rounds or epochs")
+@dataclass
+class RdpSpending:
+    """The RDP accountant's verdicts: its exact figure, cheap once `rdp_epsilon` skips the orders that
+    cannot reach the target."""
+
+    target: float
+    delta: float
+    rate: float
+    steps: int
+    accountant: str
+
+    def verdict(self, noise: float) -> Verdict:
+        history = [(noise, self.rate, self.steps)]
+        return verdict_of(math.inf if below_floor(history) else rdp_epsilon(history, self.delta, self.target),
+                          self.target)
+
+    def confirmed(self, noise: float) -> float:
+        """The answer, whose verdict was its exact figure's."""
+        return noise
+
+    def exhausted(self) -> OptionsError:
+        """The refusal of a target that the largest noise the search tries does not reach."""
+        return self.refusal(f"at delta {self.delta:g} over {self.steps} step(s) at sample rate {self.rate:g}",
+                            f"no noise multiplier up to {MAX_PLANNED_NOISE:g} reaches it")
+
+    def refusal(self, where: str, why: str) -> OptionsError:
+        return OptionsError(f"--target-epsilon {self.target:g} {where} is out of the {self.accountant} accountant's "
+                            f"reach: {why}")
+
+
+class PrvSpending(RdpSpending):
+    """The PRV accountant's verdicts. Its exact figure costs Opacus's whole grid, so a verdict comes
+    from the cheapest that settles it: the figures already measured (epsilon falls as the noise grows:
+    below a noise at the target or above, a noise is too; above one below the band, so is a noise); a
+    coarse figure (Opacus's with a tenth of the grid) clear of the band by more than its error, where
+    the target is large enough for that; the exact figure. A noise whose exact grid exceeds
+    PLAN_PRV_POINTS, or below the floor, is too little noise, unless the smallest in reach is below the
+    band: the target is then refused, as is a plan whose figures would take more than PLAN_WORK points."""
+
+    def __init__(self, target: float, delta: float, rate: float, steps: int) -> None:
+        super().__init__(target, delta, rate, steps, "prv")
+        self.bounds: dict[float, tuple[float, float]] = {}
+        self.exact: dict[float, float] = {}
+        self.reach_from = 0.0
+        self.work = 0.0
+        self.coarse = coarse_slack(target) < PLAN_TOLERANCE
+
+    def start(self) -> float | None:
+        """Figures from RDP's answer, an upper bound of PRV's that RDP plans cheaply (refused where even its
+        grid is out of reach), by secant steps on coarse figures toward the middle of the band: the answer,
+        where a figure lands there and its exact grid exceeds SEARCH_POINTS (its exact figure in the band
+        too); else figures just outside either edge, which settle most of Opacus's search. Nothing where
+        RDP cannot reach the target (the doubling's first noise below it then settled: `settle_doubling`),
+        nor below the targets a coarse figure can settle, where only Opacus's own steps' figures count."""
+        try:
+            noise = planned_noise(self.target, self.delta, self.rate, self.steps, "rdp")
+        except OptionsError:
+            self.settle_doubling()
+            return None
+        if not self.within_reach(noise):
+            raise self.reach_refusal()
+        if not self.coarse:
+            return None
+        self.measure(noise, COARSE_EPS_ERROR)
+        landed = self.approach(self.target - PLAN_TOLERANCE / 2, NARROW_STEPS)
+        if landed is None:
+            return None
+        if self.grid(landed, PRV_EPS_ERROR) > SEARCH_POINTS:
+            self.measure(landed, PRV_EPS_ERROR)
+            return landed if self.known(landed) is Verdict.STOP else None
+        margin = 2 * coarse_slack(self.target)
+        self.approach(self.target + margin, 1)
+        self.approach(self.target - PLAN_TOLERANCE - margin, 1)
+        return None
+
+    def settle_doubling(self) -> None:
+        """Which of the doubling's noises (20, 40, ... up to MAX_PLANNED_NOISE) is the first below the
+        target, by bisection on their count after the first: a few figures, not one a doubling."""
+        if self.verdict(2 * PLAN_START) is not Verdict.FAIL:
+            return
+        low, high = 1, DOUBLINGS
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.verdict(PLAN_START * 2**middle) is Verdict.FAIL:
+                low = middle
+            else:
+                high = middle
+
+    def approach(self, aim: float, steps: int) -> float | None:
+        """Secant steps (`secant`, on log epsilon over log noise) from the figures measured toward `aim`,
+        each a coarse figure: the noise whose figure lands within a quarter of the tolerance of it, else
+        nothing."""
+        for _ in range(steps):
+            points = [(math.log(point), math.log(sum(bounds) / 2 / aim))
+                      for point, bounds in sorted(self.bounds.items()) if sum(bounds) > 0]
+            if not points:
+                return None
+            noise = math.exp(secant(points))
+            if not self.within_reach(noise):
+                noise = self.reach_boundary(noise)
+            if noise in self.bounds:
+                return None
+            self.measure(noise, COARSE_EPS_ERROR)
+            if noise == self.reach_from and self.known(noise) is Verdict.CONTINUE:
+                raise self.reach_refusal()
+            if abs(sum(self.bounds[noise]) / 2 - aim) <= PLAN_TOLERANCE / 4:
+                return noise
+        return None
+
+    def verdict(self, noise: float) -> Verdict:
+        if not self.within_reach(noise):
+            return self.beyond_reach(noise)
+        known = self.known(noise)
+        if known is None and self.coarse:
+            self.measure(noise, COARSE_EPS_ERROR)
+            known = self.known(noise)
+        if known is None:
+            self.measure(noise, PRV_EPS_ERROR)
+            known = self.known(noise)
+        return known
+
+    def known(self, noise: float) -> Verdict | None:
+        """The verdict the figures measured so far settle, if they do."""
+        if noise in self.exact:
+            return verdict_of(self.exact[noise], self.target)
+        least = max((low for point, (low, _) in self.bounds.items() if point >= noise), default=-math.inf)
+        most = min((high for point, (_, high) in self.bounds.items() if point <= noise), default=math.inf)
+        if least >= self.target:
+            return Verdict.FAIL
+        return Verdict.CONTINUE if self.target - most > PLAN_TOLERANCE else None
+
+    def measure(self, noise: float, eps_error: float) -> None:
+        """Opacus's figure at `eps_error`, as bounds of the exact one (PRV_EPS_ERROR's): a coarse figure,
+        shifted by the difference of the two errors it adds, within `coarse_slack` of it. Refused past
+        PLAN_WORK grid points (FIGURE_POINTS more a figure)."""
+        self.work += self.grid(noise, eps_error) + FIGURE_POINTS
+        if self.work > PLAN_WORK:
+            raise self.refusal(f"over {self.steps} step(s)", f"planning it would take more than {PLAN_WORK:,} grid "
+                               "points of its figures: use --accountant rdp, or fewer rounds or epochs")
+        try:
+            figure = prv_epsilon([(noise, self.rate, self.steps)], self.delta, eps_error, PLAN_PRV_POINTS)
+        except OutOfReach as error:
+            raise self.refusal(f"at delta {self.delta:g} over {self.steps} step(s)", f"{error}: use --accountant "
+                               "rdp") from error
+        if eps_error == PRV_EPS_ERROR:
+            self.exact[noise] = figure
+            self.bounds[noise] = figure, figure
+        else:
+            figure += PRV_EPS_ERROR - eps_error
+            self.bounds[noise] = figure - coarse_slack(figure), figure + coarse_slack(figure)
+
+    def grid(self, noise: float, eps_error: float) -> float:
+        return grid_size(noise, self.rate, self.steps, eps_error, self.delta / 1000)
+
+    def within_reach(self, noise: float) -> bool:
+        """Whether the exact grid of `noise` is within reach; known without it above a noise measured (the
+        grid shrinks as the noise grows) and below `reach_from`."""
+        if noise < self.reach_from or below_floor([(noise, self.rate, self.steps)]):
+            return False
+        return any(point <= noise for point in self.bounds) or not grid_beyond(
+            self.grid(noise, PRV_EPS_ERROR), self.delta / 1000, PLAN_PRV_POINTS)
+
+    def reach_boundary(self, noise: float) -> float:
+        """The smallest noise in reach above `noise` (out of reach), to REACH_WIDTH of it, found on the grid's
+        size alone between `noise` and the smallest noise measured above it."""
+        low, high = noise, min(point for point in self.bounds if point > noise)
+        while high - low > REACH_WIDTH * high:
+            middle = (low + high) / 2
+            low, high = (low, middle) if self.within_reach(middle) else (middle, high)
+        self.reach_from = high
+        return high
+
+    def beyond_reach(self, noise: float) -> Verdict:
+        """Too little noise (its exact grid is out of reach); but first, unless the figures settle that it
+        is, the smallest noise in reach above it must not be below the band, where the answer is out of
+        reach."""
+        if self.reach_from > 0 or self.known(noise) is Verdict.FAIL or not any(point > noise for point in self.bounds):
+            return Verdict.FAIL
+        if self.verdict(self.reach_boundary(noise)) is Verdict.CONTINUE:
+            raise self.reach_refusal()
+        return Verdict.FAIL
+
+    def confirmed(self, noise: float) -> float:
+        """The answer, its exact figure below the target: measured where only other figures settled it
+        (the search ended short of the band, at the noise floor)."""
+        if noise not in self.exact and self.within_reach(noise):
+            self.measure(noise, PRV_EPS_ERROR)
+        if self.exact.get(noise, math.inf) >= self.target:
+            raise self.reach_refusal()
+        return noise
+
+    def exhausted(self) -> OptionsError:
+        """As RDP's, unless the largest noise the search tries is out of reach: then the grid is the reason."""
+        return super().exhausted() if self.within_reach(PLAN_START * 2**DOUBLINGS) else self.reach_refusal()
+
+    def reach_refusal(self) -> OptionsError:
+        finer = (f" (fewer at delta {self.delta:g}, for Opacus's precision)"
+                 if grid_beyond(PLAN_PRV_POINTS, self.delta / 1000, PLAN_PRV_POINTS) else "")
+        return self.refusal(f"over {self.steps} step(s)", f"its grid would exceed {PLAN_PRV_POINTS:,} points{finer}: "
+                            "use --accountant rdp, or fewer rounds or epochs")
+
+
+@functools.lru_cache(maxsize=1024)
+def grid_size(noise: float, rate: float, steps: int, eps_error: float, delta_error: float) -> float:
+    """The size of Opacus's PRV grid for one entry, infinite above PLAN_PRV_POINTS: cached, as the
+    planner asks for it again."""
+    try:
+        return prv_domain([(noise, rate, steps)], eps_error, delta_error, PLAN_PRV_POINTS).size
+    except OutOfReach:
+        return math.inf
+
+
+def coarse_slack(figure: float) -> float:
+    """How far the exact figure may lie from a coarse one: COARSE_SLACK / sqrt(epsilon), at least
+    MIN_COARSE_SLACK."""
+    return max(COARSE_SLACK / math.sqrt(max(figure, PRV_EPS_ERROR)), MIN_COARSE_SLACK)
+
+
+def secant(points: Sequence[tuple[float, float]]) -> float:
+    """Where y crosses 0 on the line through two of `points` (x, y), y falling as x grows (log epsilon
+    less its aim, over log noise): the nearest on either side of 0, else the two nearest on the one
+    side, else through the one point at slope -1 (epsilon as 1 / noise); kept within the planner's
+    noise range, and at the first point's x if the two are level."""
+    above, below = [point for point in points if point[1] > 0], [point for point in points if point[1] <= 0]
+    pair = [above[-1], below[0]] if above and below else (above[-2:] if above else below[:2])
+    (x0, y0), (x1, y1) = pair if len(pair) == 2 else (pair[0], (pair[0][0] + 1, pair[0][1] - 1))
+    crossing = x0 - y0 * (x1 - x0) / (y1 - y0) if y1 != y0 else x0
+    return min(max(crossing, math.log(NOISE_FLOOR)), math.log(MAX_PLANNED_NOISE))
 
 
 def prv_points(history: Sequence[HistoryEntry], delta: float) -> int:
     """The size of the grid Opacus's PRV accountant would allocate for `history`: its own safe domain,
     computed without allocating the grid."""
-    from opacus.accountants import PRVAccountant
-    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+    return prv_domain(history, PRV_EPS_ERROR, delta / 1000).size
 
-    return PRVAccountant()._get_domain(
-        prvs=[PoissonSubsampledGaussianPRV(rate, noise) for noise, rate, _ in history],
-        num_self_compositions=[int(entry[2]) for entry in history], eps_error=PRV_EPS_ERROR,
-        delta_error=delta / 1000).size
+
+def prv_domain(history: Sequence[HistoryEntry], eps_error: float, delta_error: float,
+               max_points: float = math.inf) -> Any:
+    """Opacus's PRV domain (PRVAccountant._get_domain: compute_safe_domain_size's bound, then the mesh),
+    the same figures, with its two RDP epsilons from `rdp_epsilon`: Opacus computes each order of the
+    same noise twice, and at sample rate 1/2 one epsilon takes it up to 2.5 s. OutOfReach where the
+    grid would exceed `max_points`, told from epsilons computed only as far as that needs."""
+    from opacus.accountants.analysis.prv import Domain
+
+    total = sum(int(entry[2]) for entry in history)
+    mesh = eps_error / np.sqrt(total * np.log(12 / delta_error) / 2)
+    limit = (max_points + 1) * mesh / 2 - 3
+    single = max(rdp_epsilon([(noise, rate, 1)], delta_error / (8 * total), limit) for noise, rate, _ in history)
+    bound = max(max(rdp_epsilon(history, delta_error / 4, limit), single), eps_error)
+    if bound > limit:
+        raise OutOfReach(f"its grid would exceed {max_points:,} points")
+    return Domain.create_aligned(-(bound + 3), bound + 3, mesh)
+
+
+def rdp_epsilon(history: Sequence[HistoryEntry], delta: float, bound: float = math.inf) -> float:
+    """Opacus's RDP epsilon of `history` (RDPAccountant.get_epsilon, the same figure) where it is at most
+    `bound`, and a figure above `bound` where it is not. The orders go from the largest down (Opacus's
+    series are longest at the low ones: up to 250,000 terms an order at sample rate 1/2, 2.5 s an
+    epsilon), and an order that cannot set the minimum is not computed: its conversion term plus a
+    lower bound of its RDP, from the convexity of (order - 1) x RDP in the order through the two
+    orders above it, is above the bound or the best order so far."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    orders = np.atleast_1d(RDPAccountant.DEFAULT_ALPHAS)
+    conversion = 0 - (np.log(delta) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders)
+    rdp = np.full((len(history), len(orders)), np.inf)
+    above: list[tuple[float, float]] = []
+    for index in reversed(range(len(orders))):
+        order = float(orders[index])
+        if rdp_floor(above, order) + conversion[index] > bound:
+            continue
+        rdp[:, index] = [order_rdp(rate, noise, order) for noise, rate, _ in history]
+        composed = sum(rdp[row, index] * entry[2] for row, entry in enumerate(history))
+        bound = min(bound, composed + conversion[index])
+        above.append((order, (order - 1) * composed))
+    composed_rdp = sum([orders_rdp * entry[2] for orders_rdp, entry in zip(rdp, history)])
+    return float(get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=composed_rdp, delta=delta)[0])
+
+
+def rdp_floor(above: Sequence[tuple[float, float]], order: float) -> float:
+    """A lower bound of the composed RDP at `order`, from the last two (order, (order - 1) x RDP) of
+    `above`, both larger: (order - 1) x RDP, a log moment generating function, is convex in the order,
+    so the line through two of its points lies below it outside them; and it is never negative."""
+    if len(above) < 2:
+        return 0.0
+    (high, high_moment), (low, low_moment) = above[-2:]
+    moment = low_moment - (high_moment - low_moment) / (high - low) * (low - order)
+    return moment / (order - 1) if moment > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def order_rdp(rate: float, noise: float, order: float) -> float:
+    """One step's RDP at one order, Opacus's figure (analysis.rdp._compute_rdp): cached, as a search
+    asks for the same noise again, and its fractional orders' series from `fractional_log_a`."""
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    if 0 < rate < 1 and not order.is_integer():
+        return fractional_log_a(rate, noise, order) / (order - 1)
+    return compute_rdp(q=rate, noise_multiplier=noise, steps=1, orders=order)
+
+
+def fractional_log_a(rate: float, noise: float, order: float) -> float:
+    """Opacus's log A at a fractional order (analysis.rdp._compute_log_a_for_frac_alpha), the same
+    figure: its terms computed in numpy by its own formulas, then summed one by one in its order by
+    its own _log_add and _log_sub, until the first term below e^-30. Opacus computes each term in
+    Python, 8 us; at sample rate 1/2 an order takes up to 250,000 terms, 2.5 s an epsilon."""
+    from opacus.accountants.analysis.rdp import _log_add, _log_sub
+    from scipy import special
+
+    z0 = noise**2 * math.log(1 / rate - 1) + 0.5
+    scale = math.sqrt(2) * noise
+    log_a0 = log_a1 = -math.inf
+    start, size = 0, SERIES_CHUNK
+    while True:
+        i = np.arange(start, start + size, dtype=float)
+        coef = special.binom(order, i)
+        j = order - i
+        log_coef = np.fromiter(map(math.log, np.abs(coef).tolist()), float, size)
+        log_t0 = log_coef + i * math.log(rate) + j * math.log(1 - rate)
+        log_t1 = log_coef + j * math.log(rate) + i * math.log(1 - rate)
+        log_e0 = math.log(0.5) + (math.log(2) + special.log_ndtr(-((i - z0) / scale) * 2**0.5))
+        log_e1 = math.log(0.5) + (math.log(2) + special.log_ndtr(-((z0 - j) / scale) * 2**0.5))
+        log_s0 = log_t0 + (i * i - i) / (2 * (noise**2)) + log_e0
+        log_s1 = log_t1 + (j * j - j) / (2 * (noise**2)) + log_e1
+        for positive, s0, s1 in zip((coef > 0).tolist(), log_s0.tolist(), log_s1.tolist()):
+            if positive:
+                log_a0, log_a1 = _log_add(log_a0, s0), _log_add(log_a1, s1)
+            else:
+                log_a0, log_a1 = _log_sub(log_a0, s0), _log_sub(log_a1, s1)
+            if max(s0, s1) < -30:
+                return _log_add(log_a0, log_a1)
+        start, size = start + size, 4 * size
 
 
 class OutOfReach(Exception):
-    """A PRV grid above MAX_PRV_POINTS, found before it is allocated."""
+    """A PRV grid out of reach (`grid_beyond`), found before it is allocated."""
+
+
+def grid_beyond(size: int, delta_error: float, max_points: int) -> bool:
+    """Whether a PRV grid of `size` points is out of reach: above `max_points`, or so fine that Opacus
+    would refuse it once filled, its floating-point error over delta less delta_error (999 delta_error
+    at Opacus's default; 900 here, a margin for rounding)."""
+    return size > max_points or float(np.finfo(np.longdouble).eps) * size > 900 * delta_error
 
 
 @functools.cache
 def bounded_prv() -> type:
-    """Opacus's PRV accountant, refusing a grid above MAX_PRV_POINTS where it computes its domain, so
-    that the domain (nearly all of an epsilon's cost: 0.41 of 0.44 s) is computed once, not twice. A
+    """Opacus's PRV accountant, refusing a grid out of reach (`grid_beyond`: above `max_points`,
+    MAX_PRV_POINTS by default) where it computes its domain, which `prv_domain` computes for it. A
     class made on first use, as Opacus is imported where it is used."""
     from opacus.accountants import PRVAccountant
 
     class BoundedPRV(PRVAccountant):
-        def _get_domain(self, **arguments: Any) -> Any:
-            domain = super()._get_domain(**arguments)
-            if domain.size > MAX_PRV_POINTS:
-                raise OutOfReach(domain.size)
+        def __init__(self, max_points: int = MAX_PRV_POINTS) -> None:
+            super().__init__()
+            self.max_points = max_points
+
+        def _get_domain(self, prvs: Sequence[Any], num_self_compositions: Sequence[int], eps_error: float,
+                        delta_error: float) -> Any:
+            history = [(prv.noise_multiplier, prv.sample_rate, steps)
+                       for prv, steps in zip(prvs, num_self_compositions)]
+            domain = prv_domain(history, eps_error, delta_error, self.max_points)
+            if grid_beyond(domain.size, delta_error, self.max_points):
+                raise OutOfReach(f"its grid of {domain.size:,} points is too fine for delta {1000 * delta_error:g}")
             return domain
 
     return BoundedPRV
@@ -323,27 +685,41 @@ def epsilon(history: Sequence[HistoryEntry], delta: float, accountant: str) -> f
         return 0.0
     if below_floor(history):
         return math.inf
-    from opacus.accountants import RDPAccountant
-
-    composed = bounded_prv()() if accountant == "prv" else RDPAccountant()
-    composed.history = [tuple(entry) for entry in history]
-    precision = {"eps_error": PRV_EPS_ERROR} if accountant == "prv" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            value = float(composed.get_epsilon(delta=delta, **precision))
+            value = prv_epsilon(history, delta) if accountant == "prv" else rdp_epsilon(history, delta)
         except OutOfReach:
             return math.inf
     return value if math.isfinite(value) else math.inf
 
 
+def prv_epsilon(history: Sequence[HistoryEntry], delta: float, eps_error: float = PRV_EPS_ERROR,
+                max_points: int = MAX_PRV_POINTS) -> float:
+    """Opacus's PRV epsilon of `history`, raising OutOfReach before it allocates a grid out of reach, and
+    where Opacus cannot compute it (its RuntimeErrors: a delta near 1 leaves no epsilon on the grid)."""
+    composed = bounded_prv()(max_points)
+    composed.history = [tuple(entry) for entry in history]
+    try:
+        return float(composed.get_epsilon(delta=delta, eps_error=eps_error))
+    except RuntimeError as error:
+        raise OutOfReach(f"Opacus cannot compute it: {error}") from error
+
+
 def out_of_reach(history: Sequence[HistoryEntry], delta: float, accountant: str) -> bool:
     """Whether epsilon is certainly huge or too costly to compute: an entry's noise below NOISE_FLOOR,
-    or a PRV grid above MAX_PRV_POINTS. A figure can still be out of reach of float arithmetic (RDP's
-    of 10^7 steps at noise 0.1 overflows): the caller's `epsilon` then reports it infinite too."""
+    or a PRV grid out of reach (`grid_beyond` MAX_PRV_POINTS). A figure can still be out of reach of
+    float arithmetic (RDP's of 10^7 steps at noise 0.1 overflows), or of Opacus's PRV (a delta near 1):
+    the caller's `epsilon` then reports it infinite too."""
     if below_floor(history):
         return True
-    return accountant == "prv" and bool(history) and prv_points(history, delta) > MAX_PRV_POINTS
+    if accountant != "prv" or not history:
+        return False
+    try:
+        size = prv_domain(history, PRV_EPS_ERROR, delta / 1000, MAX_PRV_POINTS).size
+    except OutOfReach:
+        return True
+    return grid_beyond(size, delta / 1000, MAX_PRV_POINTS)
 
 
 def below_floor(history: Sequence[HistoryEntry]) -> bool:

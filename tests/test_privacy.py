@@ -91,18 +91,74 @@ def test_the_prv_accountant_refuses_a_grid_out_of_reach_where_opacus_computes_it
     assert 0 < privacy.prv_points(accountant.history, 1e-5) <= privacy.MAX_PRV_POINTS
 
 
-@pytest.mark.parametrize("target, steps, accountant", [(0.01, 10, "rdp"), (10.0, 1_000_000, "prv")])
-def test_a_target_out_of_the_planners_reach_is_refused_by_name(target, steps, accountant):
-    with pytest.raises(OptionsError, match=f"out of the {accountant} accountant's reach"):
-        privacy.planned_noise(target, 1e-5, 1.0, steps, accountant)
+@pytest.mark.parametrize("target, delta, rate, steps, accountant, reason", [
+    (0.01, 1e-5, 1.0, 10, "rdp", "no noise multiplier up to 1e+06 reaches it"),
+    (10.0, 1e-5, 1.0, 1_000_000, "prv", "its grid would exceed 1,000,000 points"),
+    (30.0, 1e-5, 1 / 63, 6300, "prv", "its grid would exceed 1,000,000 points: use --accountant rdp"),
+    (0.5, 1e-14, 1 / 63, 630, "prv", "fewer at delta 1e-14, for Opacus's precision"),
+    (0.01, 1e-5, 1 / 313, 31_300, "prv", "planning it would take more than 1,800,000 grid points"),
+    (1.0, 0.999, 0.5, 20, "prv", "Opacus cannot compute it: Cannot compute epsilon: use --accountant rdp")])
+def test_a_target_out_of_the_planners_reach_is_refused_by_name(target, delta, rate, steps, accountant, reason):
+    """Refused before any grid is allocated past PLAN_PRV_POINTS, or any work past PLAN_WORK: 18 s and
+    1.5 GB for the WGAN-GP's 6,300 steps at epsilon 30 before, Opacus's ValueError or RuntimeError at
+    the ends of the delta range."""
+    with pytest.raises(OptionsError, match=f"^--target-epsilon {target:g} .*out of the {accountant} accountant's "
+                                           f"reach: .*{re.escape(reason)}"):
+        privacy.planned_noise(target, delta, rate, steps, accountant)
 
 
-def test_the_bounded_search_plans_the_noise_opacus_plans():
+@pytest.mark.parametrize("target, rate, steps, accountant", [
+    (3.0, 1.0, 10, "prv"), (3.0, 1.0, 10, "rdp"), (3.0, 0.1, 100, "prv"), (30.0, 1.0, 3, "prv"),
+    (8.0, 1 / 63, 630, "rdp"), (3.0, 0.5, 20, "rdp")])
+def test_the_bounded_search_plans_the_noise_opacus_plans(target, rate, steps, accountant):
+    """Where the PRV grid is small (SEARCH_POINTS), every accountant's noise is Opacus's own search's,
+    bit for bit: its steps, each settled by the cheapest figure that settles it."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    for accountant in ("prv", "rdp"):
-        assert privacy.planned_noise(3.0, 1e-5, 1.0, 10, accountant) == get_noise_multiplier(
-            target_epsilon=3.0, target_delta=1e-5, sample_rate=1.0, steps=10, accountant=accountant)
+    assert privacy.planned_noise(target, 1e-5, rate, steps, accountant) == get_noise_multiplier(
+        target_epsilon=target, target_delta=1e-5, sample_rate=rate, steps=steps, accountant=accountant)
+
+
+@pytest.mark.parametrize("target, delta, rate, steps, accountant", [
+    (3.0, 1e-5, 1 / 63, 630, "prv"), (10.0, 1e-5, 1 / 63, 6300, "prv"), (0.01, 1e-5, 0.5, 20, "prv"),
+    (0.11, 1e-5, 0.5, 20, "rdp"), (30.0, 1e-5, 0.5, 20, "rdp"), (3.0, 0.5, 1 / 63, 630, "prv"),
+    (8.0, 1e-5, 1 / 63, 63_000_000, "rdp")])
+def test_the_planned_noise_meets_the_target_within_the_tolerance(target, delta, rate, steps, accountant):
+    """By Opacus's own accountant, as the ledger charges it: below the target, by at most PLAN_TOLERANCE.
+    The WGAN-GP's 6,300 steps at epsilon 10 take a secant's answer (its grid exceeds SEARCH_POINTS)."""
+    noise = privacy.planned_noise(target, delta, rate, steps, accountant)
+    independent = create_accountant(mechanism=accountant)
+    independent.history = [(noise, rate, steps)]
+    spent = independent.get_epsilon(delta=delta)
+    assert target - privacy.PLAN_TOLERANCE <= spent < target
+
+
+@pytest.mark.parametrize("history", [
+    [(1.3, 0.5, 20)], [(150.0, 0.5, 2_000_000)], [(0.7, 1 / 63, 630), (2.0, 1.0, 1), (1.3, 1 / 63, 630)],
+    [(5.0, 1e-5, 10**9)], [(0.4, 1.0, 10)]])
+@pytest.mark.parametrize("delta", [1e-5, 1e-12])
+def test_the_fast_figures_are_opacus_s_bit_for_bit(history, delta):
+    """rdp_epsilon skips the orders that cannot set the minimum and sums Opacus's fractional series in
+    numpy; prv_domain computes the PRV accountant's domain from it: the same figures either way."""
+    from opacus.accountants import PRVAccountant, RDPAccountant
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+
+    opacus = RDPAccountant()
+    opacus.history = history
+    exact = opacus.get_epsilon(delta=delta)
+    assert privacy.rdp_epsilon(history, delta) == privacy.rdp_epsilon(history, delta, bound=exact) == exact
+    assert privacy.rdp_epsilon(history, delta, bound=exact / 2) >= exact
+    domain = PRVAccountant()._get_domain(prvs=[PoissonSubsampledGaussianPRV(rate, noise) for noise, rate, _ in history],
+                                         num_self_compositions=[steps for *_, steps in history], eps_error=0.01,
+                                         delta_error=delta / 1000)
+    assert privacy.prv_domain(history, 0.01, delta / 1000) == domain
+
+
+def test_the_ledger_charges_infinity_where_opacus_cannot_compute_the_prv_figure():
+    """Opacus's ValueError (a delta too small for its grid's precision) and RuntimeError (a delta near
+    1) stopped the server before."""
+    assert privacy.epsilon([(1.0, 1 / 63, 630)], 1e-15, "prv") == math.inf
+    assert privacy.epsilon([(1.0, 0.5, 20)], 0.999, "prv") == math.inf
 
 
 def test_a_node_reporting_unreachable_figures_stops_the_run_by_name():
