@@ -3,6 +3,7 @@ one worker's round on the node's own data. Both are thin: the round itself is co
 import argparse
 import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from vantage6.algorithm.tools.wrappers import load_data
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, data, local, parser, privacy, runtime, synthesizers, tables
+from ppsdg import checkpoint, coordination, data, local, parser, privacy, runtime, synthesizers, synthetic, tables
 from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import DataError, FederationError, OptionsError, PpsdgError
@@ -121,7 +122,22 @@ def central_result(point: Checkpoint | None, options: Any, organizations: list[i
                               "checkpoint": codec.to_text(checkpoint.encode(point, options)) if point else None}
     if error is not None:
         result["error"] = error
+    elif point is not None and options.synthesizer == "marginals":
+        result["synthetic"] = synthetic_table(point, options)
     return result
+
+
+def synthetic_table(point: Checkpoint, options: argparse.Namespace) -> dict[str, Any]:
+    """The synthetic table a vantage6 user reads from the result with vantage6's own tools, without
+    ppsdg: its records as CSV text (as many as the nodes' pooled rows of the last round, or
+    --synthetic-samples), the schema they follow, and the run's epsilon and delta. Drawing them is
+    post-processing of the released marginals, here on the server: no privacy cost, the same records
+    as `main.py` writes for the same seed."""
+    last = point.records[-1]
+    count = options.synthetic_samples or sum(worker["num_samples"] for worker in last["workers"])
+    frame, _ = synthetic.drawn(point, options, count)
+    return {"csv": frame.to_csv(index=False), "rows": count, "schema": json.loads(options.schema),
+            **{key: last[key] for key in ("epsilon", "delta") if key in last}}
 
 
 def run_partial(organization: int, frame: pd.DataFrame | None, kwargs: dict[str, Any], on_node: bool = False,

@@ -19,7 +19,6 @@ from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic, t
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import OptionsError
 from ppsdg.files import write_atomically
-from ppsdg.models import new_model
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -165,11 +164,8 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
         extra.update(finish_table(output, options, point))
     elif options.gan:
         synthesizer = synthesizers.for_options(options)
-        model = new_model(options)
-        model.load_state_dict(point.model)
-        state = synthesizer.generator_state(model)
         train_set, test_set = data.load(options.data)
-        synthetic_set = synthesizer.sample(state, options.synthetic_samples or len(train_set), options.seed)
+        synthetic_set, state = synthetic.drawn(point, options, options.synthetic_samples or len(train_set))
         figures = evaluate.evaluate(synthetic_set, train_set, test_set, options.seed, options.tstr_epochs)
         extra.update({key: figures[key] for key in evaluate.HEADLINE}, evaluation=figures)
         grids = {round_: synthetic.grid(synthesizer, snapshot, options.seed)
@@ -186,12 +182,8 @@ def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoi
     """A table run's synthetic records (as many as the training part), measured against the real
     parts, written with their schema as SDV's metadata (what `sdmetrics` and SDGym read), the pictures
     and the state they were drawn from; returns the summary's figures."""
-    synthesizer = synthesizers.for_options(options)
-    model = new_model(options)
-    model.load_state_dict(point.model)
-    state = synthesizer.generator_state(model)
     train_set, test_set = data.load_sets(options)
-    synthetic_table = synthesizer.sample(state, options.synthetic_samples or len(train_set), options.seed)
+    synthetic_table, state = synthetic.drawn(point, options, options.synthetic_samples or len(train_set))
     schema = tables.Schema.from_text(options.schema)
     figures = table_evaluation.evaluate(synthetic_table, train_set, test_set, schema, options.target)
     output.open()

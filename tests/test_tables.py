@@ -1,5 +1,6 @@
 """Tables as node data: the schema, encoding, the marginals synthesizer's rounds and privacy, the
 evaluation, and the commands, on a small seeded table (and Adult where the figure needs real data)."""
+import io
 import json
 import math
 from pathlib import Path
@@ -205,6 +206,20 @@ def test_both_backends_give_the_same_synthetic_table(gloo_table, table_files, tm
                                           "--backend", "vantage6")
     pd.testing.assert_frame_equal(synthetic, gloo_table[0])
     assert summary["epsilon"] == gloo_table[1]["epsilon"]
+
+
+def test_the_vantage6_result_holds_the_synthetic_table_a_user_reads_without_ppsdg(gloo_table, table_files):
+    """The central function's result, as vantage6's UI or UserClient hands it over: the synthetic records
+    as CSV text (the same as main.py writes for the same seed), the schema, epsilon and delta."""
+    options = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--test-data",
+                            str(table_files["test"]), "--schema", str(table_files["schema"]), "-ldp",
+                            "--target-epsilon", "3", "--backend", "vantage6"])
+    data.prepare_table(options)
+    result = json.loads(json.dumps(main.run_on_mock(options, parser.task_options(options))))
+    table = result["synthetic"]
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(table["csv"])), gloo_table[0])
+    assert table["rows"] == 500 and table["schema"] == json.loads(options.schema)
+    assert (table["epsilon"], table["delta"]) == (gloo_table[1]["epsilon"], gloo_table[1]["delta"])
 
 
 def test_each_file_is_one_workers_data(table_files):
