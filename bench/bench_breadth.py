@@ -15,10 +15,10 @@ split on which defaults are chosen. Results: bench/results/breadth.jsonl, one li
 already there is not run again.
 """
 import argparse
+import functools
 import json
 import statistics
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,13 +175,9 @@ def main() -> None:
         for table in chosen:
             for epsilon in map(float, options.epsilons.split(",")):
                 for seed in map(int, options.seeds.split(",")):
-                    if (table.name, epsilon, seed, options.validation, options.bins) in seen:
-                        continue
-                    with tempfile.TemporaryDirectory() as folder:
-                        row = run_one(table, epsilon, seed, options.validation, options.bins, Path(folder))
-                    with RESULTS.open("a") as results:
-                        results.write(json.dumps(row) + "\n")
-                    print(json.dumps(row), flush=True)
+                    if (table.name, epsilon, seed, options.validation, options.bins) not in seen:
+                        runs.record_run(RESULTS, functools.partial(run_one, table, epsilon, seed, options.validation,
+                                                                   options.bins))
     print(report())
 
 

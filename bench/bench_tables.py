@@ -13,11 +13,11 @@ Splits: `iid` (a seeded shuffle cut in equal parts), `race` (nodes by race: the 
 the others together, then cut in equal parts), `dirichlet` (Dirichlet 0.5 on income).
 """
 import argparse
+import functools
 import json
 import math
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -153,13 +153,8 @@ def main() -> None:
             for how in options.splits.split(","):
                 for nodes in map(int, options.nodes.split(",")):
                     for seed in map(int, options.seeds.split(",")):
-                        if (epsilon, how, nodes, seed) in seen:
-                            continue
-                        with tempfile.TemporaryDirectory() as folder:
-                            row = run_one(epsilon, how, nodes, seed, Path(folder))
-                        with RESULTS.open("a") as results:
-                            results.write(json.dumps(row) + "\n")
-                        print(json.dumps(row), flush=True)
+                        if (epsilon, how, nodes, seed) not in seen:
+                            runs.record_run(RESULTS, functools.partial(run_one, epsilon, how, nodes, seed))
     print(report())
 
 

@@ -10,8 +10,10 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,6 +235,15 @@ def process_name(pid: int) -> str:
 def read_rows(path: Path) -> list[dict]:
     """The runs recorded in a results file, one JSON object a line."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def record_run(path: Path, run: Callable[[Path], dict]) -> None:
+    """One benchmark run in a temporary folder, its row appended to the results file `path` and printed."""
+    with tempfile.TemporaryDirectory() as folder:
+        row = run(Path(folder))
+    with path.open("a") as results:
+        results.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
 
 
 def write_json(name: str, payload: object) -> Path:
