@@ -188,7 +188,6 @@ def node_environment() -> dict[str, str]:
     return environment
 
 
-
 def check_table_task(options: argparse.Namespace) -> None:
     """A table task carries its schema and target: the node maps its rows with them, and never drafts
     a schema of its own, which would read the domain off its private rows."""
