@@ -310,8 +310,7 @@ def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
             raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_min' < 'range_max' "
                               "(ppsdg's domain)")
         integer = str(meta.get("computer_representation", "Float")).lower().startswith(("int", "uint"))
-        edges = np.linspace(low, high, DRAFT_BINS + 1)
-        edges = sorted(set(edges.round())) if integer else list(edges)
+        edges = whole_edges(low, high, DRAFT_BINS) if integer else np.linspace(low, high, DRAFT_BINS + 1).tolist()
         return {"name": name, "type": NUMERIC, "edges": [float(e) for e in edges], "integer": integer}
     if sdtype == SDV_DATETIME:
         form, low, high = (meta.get(key) for key in ("datetime_format", "range_min", "range_max"))
@@ -322,11 +321,17 @@ def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
         periods = parse_periods(pd.Series([low, high]), column)
         if np.isnan(periods).any() or not periods[0] < periods[1]:
             raise SchemaError(f"column {name!r}: 'range_min' < 'range_max' must be dates in {form!r}")
-        edges = sorted(set(np.linspace(periods[0], periods[1], DRAFT_BINS + 1).round()))
+        edges = whole_edges(periods[0], periods[1], DRAFT_BINS)
         return {"name": name, "type": DATE, "format": form, "granularity": column.granularity,
                 "edges": list(format_periods(np.asarray(edges), column))}
     raise SchemaError(f"column {name!r}: SDV sdtype {sdtype!r} is not one ppsdg reads (id, categorical, ordinal, "
                       "boolean, numerical, datetime)")
+
+
+def whole_edges(low: float, high: float, bins: int) -> list[float]:
+    """`bins` equal widths between `low` and `high`, their edges rounded to whole numbers (whole values,
+    or whole periods of a date), fewer where rounding makes two edges one."""
+    return sorted({float(edge) for edge in np.linspace(low, high, bins + 1).round()})
 
 
 def _column(entry: Any, index: int) -> Column:
@@ -648,8 +653,7 @@ def _draft_column(name: str, values: pd.Series, bins: int, keep: bool) -> Column
     if form is not None:
         column = Column(name, DATE, date_format=form, granularity=DATE_FORMATS[form], integer=True, missing=missing)
         periods = parse_periods(present, column)
-        edges = sorted(set(np.linspace(periods.min(), periods.max(), bins + 1).round()))
-        return replace(column, edges=tuple(float(p) for p in edges))
+        return replace(column, edges=tuple(whole_edges(periods.min(), periods.max(), bins)))
     if len(distinct) > DRAFT_MAX_CATEGORIES:
         if not keep:
             return Column(name, IGNORE)
