@@ -2,7 +2,9 @@
 each split by its natural site column over 3 nodes, run as a user runs them (`ppsdg schema` on the
 training part, the draft taken as reviewed, then `main.py --data node1,node2,node3 --test-data TEST
 --schema S -ldp --target-epsilon E`), beside the floors on the same split: independent columns (each
-column drawn from its own training marginal, no DP) and TRTR.
+column drawn from its own training marginal, no DP), noisy naive Bayes at the run's epsilon (`naive_bayes`)
+and TRTR; and the sampling floor of the TVD: as many records drawn with replacement from the training part
+itself (a perfect model's table of that size).
 
     python bench/bench_breadth.py --epsilons 3                       # the test parts
     python bench/bench_breadth.py --epsilons 3 --validation          # defaults are chosen here
@@ -27,7 +29,9 @@ import numpy as np
 import pandas as pd
 
 import runs
-from ppsdg.tables import DRAFT_BINS
+from ppsdg import tables
+from ppsdg.privacy import planned_noise
+from ppsdg.tables import DRAFT_BINS, Schema
 
 RESULTS = runs.RESULTS / "breadth.jsonl"
 SHARED = runs.ROOT.parent / "shared" / "data"
@@ -88,6 +92,32 @@ def independent(train: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({name: train[name].to_numpy()[rng.integers(0, len(train), rows)] for name in train.columns})
 
 
+def naive_bayes(parts: list[pd.DataFrame], schema: Schema, target: str, epsilon: float, rows: int,
+                seed: int) -> pd.DataFrame:
+    """The floor of a DP method that knows only each column's tie to the target: every node releases,
+    in one Gaussian release at `epsilon` (delta 1e-5, the run's), the target's counts and each
+    feature's counts by target, equally weighted (squares summing to 1, as the run's releases); the
+    sums, clipped at zero, give P(target) and P(feature | target), from which `rows` records are drawn."""
+    rng = np.random.default_rng(seed)
+    codes = [tables.encode(part, schema)[0] for part in parts]
+    shape = schema.shape
+    column = schema.names.index(target)
+    cliques = [(column,)] + [tuple(sorted((c, column))) for c in range(len(shape)) if c != column]
+    noise = planned_noise(epsilon, 1e-5, 1.0, 1, "prv") * np.sqrt(len(cliques))
+    counts = [sum(tables.marginal(part, shape, clique).reshape([shape[c] for c in clique])
+                  + rng.normal(0, noise, [shape[c] for c in clique]) for part in codes).clip(0) for clique in cliques]
+    drawn = np.empty((rows, len(shape)), dtype=np.int64)
+    drawn[:, column] = rng.choice(shape[column], rows, p=counts[0] / counts[0].sum())
+    for clique, table in zip(cliques[1:], counts[1:]):
+        feature = clique[0] if clique[1] == column else clique[1]
+        by_target = table if clique[0] == feature else table.T
+        for value in range(shape[column]):
+            where = drawn[:, column] == value
+            weights = by_target[:, value] + 1e-12
+            drawn[where, feature] = rng.choice(shape[feature], int(where.sum()), p=weights / weights.sum())
+    return tables.decode(drawn, schema, rng)
+
+
 def evaluate(synthetic: Path, train: Path, test: Path, schema: Path, target: str) -> dict:
     done = subprocess.run([*runs.MAIN, "evaluate", str(synthetic), "--data", str(train), "--test-data", str(test),
                            "--schema", str(schema), "--target", target], check=True, capture_output=True, text=True)
@@ -99,7 +129,8 @@ def run_one(table: Table, epsilon: float, seed: int, validation: bool, bins: int
     if validation:
         train, test = held_out(train, table.target)
     paths = {"train": folder / "train.csv", "test": folder / "test.csv", "schema": folder / "schema.json",
-             "independent": folder / "independent.csv"}
+             "independent": folder / "independent.csv", "naive_bayes": folder / "naive_bayes.csv",
+             "resample": folder / "resample.csv"}
     train.to_csv(paths["train"], index=False)
     test.to_csv(paths["test"], index=False)
     nodes = []
@@ -123,9 +154,17 @@ def run_one(table: Table, epsilon: float, seed: int, validation: bool, bins: int
     summary = json.loads((folder / "run" / "summary.json").read_text())
     independent(train, len(train), seed).to_csv(paths["independent"], index=False)
     floor = evaluate(paths["independent"], paths["train"], paths["test"], paths["schema"], table.target)
+    schema = Schema.from_text(paths["schema"].read_text())
+    naive_bayes([pd.read_csv(node, dtype=str, keep_default_na=False, na_values=[""]) for node in nodes], schema,
+                table.target, epsilon, len(train), seed).to_csv(paths["naive_bayes"], index=False)
+    bayes = evaluate(paths["naive_bayes"], paths["train"], paths["test"], paths["schema"], table.target)
+    train.sample(len(train), replace=True, random_state=seed).to_csv(paths["resample"], index=False)
+    resample = evaluate(paths["resample"], paths["train"], paths["test"], paths["schema"], table.target)
     return {**row, "reported_epsilon": summary.get("epsilon"),
             **{key: summary["evaluation"].get(key) for key in FIGURES},
-            **{f"independent_{key}": floor.get(key) for key in ("tstr_auc", "tvd_2way", "tvd_3way")}}
+            **{f"independent_{key}": floor.get(key) for key in ("tstr_auc", "tvd_2way", "tvd_3way")},
+            **{f"naive_bayes_{key}": bayes.get(key) for key in ("tstr_auc", "tvd_2way", "tvd_3way")},
+            "resample_tvd_2way": resample.get("tvd_2way")}
 
 
 def done() -> list[dict]:
@@ -137,8 +176,8 @@ def report() -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in done():
         groups.setdefault((row["validation"], row["bins"], row["table"], row["epsilon"]), []).append(row)
-    keys = ("tstr_auc", "trtr_auc", "independent_tstr_auc", "tvd_2way", "independent_tvd_2way", "tvd_3way",
-            "memorized_share", "wall_seconds")
+    keys = ("tstr_auc", "trtr_auc", "independent_tstr_auc", "naive_bayes_tstr_auc", "tvd_2way", "independent_tvd_2way",
+            "naive_bayes_tvd_2way", "resample_tvd_2way", "tvd_3way", "memorized_share", "wall_seconds")
     lines = ["| split | bins | table | rows x cols | epsilon | seeds | " + " | ".join(keys) + " | 2-way / independent |",
              "|" + "---|" * (len(keys) + 7)]
     for (validation, bins, name, epsilon), rows in sorted(groups.items()):
