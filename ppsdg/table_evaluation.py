@@ -6,7 +6,8 @@
   type decides; a date as its days, months or years) in 10 equal widths between its training minimum
   and maximum, each bin closed on the left and the last on both sides (numpy.histogram's bins), a
   value outside in the nearest bin; a categorical column's values as they are (their text); missing
-  (or not a number) as a value of its own;
+  (or not a number) as a value of its own; `tvd_2way_independent`, the 2-way figure of the training
+  part's own columns made independent (every column right, no dependence), is the scale it is read on;
 - utility: TSTR, scikit-learn's HistGradientBoostingClassifier (defaults, random_state 0) on the raw
   columns (categorical ones as categories) trained on the synthetic table and tested on the real
   test part, accuracy and ROC AUC (for more than two classes the mean of each test class's
@@ -53,6 +54,7 @@ MEMORIZED_QUANTILE = 0.05
 CHUNK = 256
 COLUMNS_PLOT = "columns.png"
 DEPENDENCE_PLOT = "dependence.png"
+INDEPENDENT = "tvd_2way_independent"
 CLASSIFIER_FIGURES = ("accuracy", "auc")
 PRIVACY_FIGURES = ("memorized_share", "closer_to_train_share", "exact_copy_share", "holdout_exact_copy_share")
 NOT_SCORED = "the target is {}: only classification targets are scored"
@@ -84,17 +86,26 @@ def binned(frame: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> np.ndarr
 
 
 def category_codes(values: pd.Series, reference: pd.Series) -> np.ndarray:
-    """Each text its own code: the training part's texts sorted, missing next, then the texts the
+    """Each text its own code (`category_lookup`); missing is the code after the training part's texts."""
+    lookup = category_lookup(values, reference)
+    present = values.notna().to_numpy()
+    codes = np.full(len(values), missing_category(reference), dtype=np.int64)
+    codes[present] = values[present].astype(str).map(lookup).to_numpy(dtype=np.int64)
+    return codes
+
+
+def category_lookup(values: pd.Series, reference: pd.Series) -> dict[str, int]:
+    """The code of each text: the training part's texts sorted, then (after missing) the texts the
     training part lacks (a synthetic `other`, a category of the schema no training row has)."""
     known = sorted(set(reference.dropna().astype(str)))
-    present = values.notna().to_numpy()
-    text = values[present].astype(str)
-    unseen = sorted(set(text) - set(known))
-    lookup = {value: code for code, value in enumerate(known)}
-    lookup.update({value: len(known) + 1 + code for code, value in enumerate(unseen)})
-    codes = np.full(len(values), len(known), dtype=np.int64)
-    codes[present] = text.map(lookup).to_numpy(dtype=np.int64)
-    return codes
+    unseen = sorted(set(values.dropna().astype(str)) - set(known))
+    return {**{value: code for code, value in enumerate(known)},
+            **{value: len(known) + 1 + code for code, value in enumerate(unseen)}}
+
+
+def missing_category(reference: pd.Series) -> int:
+    """The code of a missing cell in a categorical column: after the training part's texts."""
+    return reference.dropna().astype(str).nunique()
 
 
 def column_numbers(values: pd.Series, column: Column) -> np.ndarray:
@@ -106,43 +117,70 @@ def column_numbers(values: pd.Series, column: Column) -> np.ndarray:
 
 
 def bin_codes(cells: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """EVALUATION_BINS equal widths between the training part's (finite) minimum and maximum, compared
-    with the edges themselves (np.linspace), so that a value on an edge starts the bin above it; a
-    training part without two different values gives one bin; missing is code EVALUATION_BINS."""
-    bounds = reference[np.isfinite(reference)]
-    low, high = (bounds.min(), bounds.max()) if len(bounds) else (0.0, 0.0)
-    inner = np.linspace(low, high, EVALUATION_BINS + 1)[1:-1] if high > low else np.empty(0)
+    """The bin of each cell between `evaluation_edges`, compared with the edges themselves, so that a
+    value on an edge starts the bin above it; missing is code EVALUATION_BINS."""
+    inner = evaluation_edges(reference)[1:-1]
     return np.where(np.isnan(cells), EVALUATION_BINS, np.searchsorted(inner, cells, side="right"))
 
 
-def mean_tvd(real: np.ndarray, synthetic: np.ndarray, way: int) -> float:
-    """The mean over every `way`-column marginal of half the L1 distance of the two distributions
-    (the shares of rows in each cell; both tables have rows)."""
+def evaluation_edges(reference: np.ndarray) -> np.ndarray:
+    """EVALUATION_BINS equal widths between the training part's (finite) minimum and maximum
+    (np.linspace); a training part without two different values gives one bin, its value both edges."""
+    bounds = reference[np.isfinite(reference)]
+    low, high = (bounds.min(), bounds.max()) if len(bounds) else (0.0, 0.0)
+    return np.linspace(low, high, EVALUATION_BINS + 1) if high > low else np.array([low, high])
+
+
+def marginal_tvds(real: np.ndarray, synthetic: np.ndarray, way: int) -> np.ndarray:
+    """For every `way`-column marginal (itertools.combinations' order), half the L1 distance of the two
+    distributions (the shares of rows in each cell; both tables have rows)."""
     sizes = np.maximum(real.max(axis=0), synthetic.max(axis=0)) + 1
+    return np.array([0.5 * np.abs(cell_shares(real, columns, sizes) - cell_shares(synthetic, columns, sizes)).sum()
+                     for columns in itertools.combinations(range(real.shape[1]), way)])
 
-    def distribution(codes: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
-        shape = [int(sizes[c]) for c in columns]
-        flat = np.ravel_multi_index(tuple(codes[:, c] for c in columns), shape)
-        return np.bincount(flat, minlength=int(np.prod(shape))) / len(codes)
 
-    return float(np.mean([0.5 * np.abs(distribution(real, columns) - distribution(synthetic, columns)).sum()
-                          for columns in itertools.combinations(range(real.shape[1]), way)]))
+def cell_shares(codes: np.ndarray, columns: tuple[int, ...], sizes: np.ndarray) -> np.ndarray:
+    """The share of rows in each cell of the marginal of `columns`, the cells in C order."""
+    shape = [int(sizes[c]) for c in columns]
+    flat = np.ravel_multi_index(tuple(codes[:, c] for c in columns), shape)
+    return np.bincount(flat, minlength=int(np.prod(shape))) / len(codes)
+
+
+def mean_tvd(real: np.ndarray, synthetic: np.ndarray, way: int) -> float:
+    """The mean over every `way`-column marginal of its TVD (`marginal_tvds`)."""
+    return float(np.mean(marginal_tvds(real, synthetic, way)))
+
+
+def independent_tvd(real: np.ndarray) -> float:
+    """The mean 2-way TVD of the real columns made independent (each pair's cells the product of its
+    columns' shares) against the real pairs: what a table with every column right and no dependence
+    scores, the scale a synthetic table's 2-way TVD is read on."""
+    sizes = real.max(axis=0) + 1
+    return float(np.mean([0.5 * np.abs(cell_shares(real, (a, b), sizes) - np.outer(
+        cell_shares(real, (a,), sizes), cell_shares(real, (b,), sizes)).ravel()).sum()
+        for a, b in itertools.combinations(range(real.shape[1]), 2)]))
 
 
 def fidelity_figures(synthetic: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> tuple[Figures, Reasons]:
-    """tvd_1way, tvd_2way and tvd_3way; a way beyond the schema's modelled columns has no marginal."""
+    """tvd_1way, tvd_2way and tvd_3way, and INDEPENDENT (`independent_tvd`, of the training part
+    alone); a way beyond the schema's modelled columns has no marginal."""
     names = [f"tvd_{way}way" for way in WAYS]
-    reason = empty_part({"the training part": train, "the synthetic table": synthetic})
+    reason = empty_part({"the training part": train})
     if reason:
-        return unavailable(names, reason)
-    real, fake = binned(train, train, schema), binned(synthetic, train, schema)
+        return unavailable([*names, INDEPENDENT], reason)
+    real = binned(train, train, schema)
+    fake = binned(synthetic, train, schema) if len(synthetic) else None
     figures, reasons = {}, {}
-    for name, way in zip(names, WAYS):
+    for name, way in (*zip(names, WAYS), (INDEPENDENT, 2)):
         if way > len(schema.columns):
-            figures[name], reasons[name] = None, f"the schema models {len(schema.columns)} column(s), fewer than {way}"
+            reasons[name] = f"the schema models {len(schema.columns)} column(s), fewer than {way}"
+        elif name == INDEPENDENT:
+            figures[name] = independent_tvd(real)
+        elif fake is None:
+            reasons[name] = "the synthetic table has no rows"
         else:
             figures[name] = mean_tvd(real, fake, way)
-    return figures, reasons
+    return {name: figures.get(name) for name in (*names, INDEPENDENT)}, reasons
 
 
 def model_frame(frame: pd.DataFrame, schema: Schema, features: Sequence[str]) -> pd.DataFrame:

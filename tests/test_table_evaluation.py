@@ -50,9 +50,24 @@ def test_the_tvd_of_a_hand_computed_table():
     # 1-way: (1/4 + 1/2) / 2 = 3/8.
     # 2-way: real cells (0,a) (5,a) (9,b) (missing,missing), synthetic (5,a) (9,b) (0,b) (4,other),
     #   1/4 each; two cells shared, four not: TVD 1/2 * 4/4 = 1/2.
+    # Independent: the real columns' product puts 1/4 * (a 1/2, b 1/4, missing 1/4) by each x bin;
+    #   at the real cells |1/4 - 1/8| twice and |1/4 - 1/16| twice (5/8 in all), the product's other
+    #   cells hold 1 - 3/8 = 5/8: TVD 1/2 * 10/8 = 5/8.
     figures, reasons = table_evaluation.fidelity_figures(synthetic, train, schema)
-    assert figures == {"tvd_1way": 0.375, "tvd_2way": 0.5, "tvd_3way": None}
+    assert figures == {"tvd_1way": 0.375, "tvd_2way": 0.5, "tvd_3way": None, "tvd_2way_independent": 0.625}
     assert reasons == {"tvd_3way": "the schema models 2 column(s), fewer than 3"}
+
+
+def test_the_real_columns_made_independent_score_what_an_independent_shuffle_of_them_scores():
+    # b copies a: the pair's cells (0,0) and (1,1) hold 1/2 each where the product puts 1/4 in all four,
+    # TVD 1/2; c takes both values with each a, so (a,c) and (b,c) are their product, TVD 0: mean 1/6.
+    # The shuffle keeps every column's shares and makes each pair its product.
+    schema = schema_of([categorical(name, ["0", "1"]) for name in "abc"])
+    train = pd.DataFrame({"a": list("0011"), "b": list("0011"), "c": list("0101")})
+    shuffled = train.assign(b=list("0101"), c=list("0110"))
+    figures, _ = table_evaluation.fidelity_figures(shuffled, train, schema)
+    assert figures["tvd_2way_independent"] == pytest.approx(1 / 6)
+    assert figures["tvd_1way"] == 0 and figures["tvd_2way"] == pytest.approx(1 / 6)
 
 
 def test_a_value_on_an_edge_starts_the_bin_above_it_as_numpy_histogram_puts_it():
