@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic, table_evaluation, tables
+from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic, table_evaluation, table_plots, tables
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import OptionsError
 from ppsdg.files import write_atomically
@@ -31,8 +31,8 @@ SAMPLES = "samples.png"
 ROUND_SAMPLES = "samples_round*.png"
 PRIVACY_KEYS = ("epsilon", "delta", "accountant")
 MARKER = ".ppsdg-run"
-STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, METADATA, SAMPLES, table_evaluation.COLUMNS_PLOT,
-         table_evaluation.DEPENDENCE_PLOT)
+STALE = (checkpoint.FILE, SUMMARY, PLOT, MODEL, GENERATOR, SYNTHETIC, METADATA, SAMPLES, table_plots.COLUMNS_PLOT,
+         table_plots.DEPENDENCE_PLOT)
 TABLE_HEADLINE = ("tstr_auc", "tstr_accuracy", "tvd_2way", "memorized_share")
 
 
@@ -189,7 +189,7 @@ def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoi
     output.open()
     synthetic_table.to_csv(output.directory / SYNTHETIC, index=False)
     (output.directory / METADATA).write_text(json.dumps(schema.to_sdv(), indent=1))
-    table_evaluation.plot(synthetic_table, train_set, schema, output.directory)
+    table_plots.plot(synthetic_table, train_set, schema, output.directory)
     save_model(state, output.directory / GENERATOR)
     return {**{key: figures[key] for key in TABLE_HEADLINE}, "evaluation": figures}
 

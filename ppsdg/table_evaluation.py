@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,8 +51,6 @@ DIVERGED_L2 = 1.0
 DISTANCE_SAMPLE = 2000
 MEMORIZED_QUANTILE = 0.05
 CHUNK = 256
-COLUMNS_PLOT = "columns.png"
-DEPENDENCE_PLOT = "dependence.png"
 INDEPENDENT = "tvd_2way_independent"
 CLASSIFIER_FIGURES = ("accuracy", "auc")
 PRIVACY_FIGURES = ("memorized_share", "closer_to_train_share", "exact_copy_share", "holdout_exact_copy_share")
@@ -352,58 +349,3 @@ def evaluate_files(synthetic_path: str, source: str, test_data: str | None, sche
         if missing:
             raise DataError(f"{name}: missing column(s) {', '.join(missing)} of the schema")
     return evaluate(synthetic, train, test, schema, target)
-
-
-def cramers_v(codes: np.ndarray) -> np.ndarray:
-    """Pairwise Cramér's V of the columns of `codes`: the dependence the heatmap compares."""
-    columns = codes.shape[1]
-    result = np.eye(columns)
-    for a, b in itertools.combinations(range(columns), 2):
-        table = pd.crosstab(codes[:, a], codes[:, b]).to_numpy().astype(np.float64)
-        total = table.sum()
-        expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / total
-        chi2 = float(((table - expected) ** 2 / np.where(expected > 0, expected, 1)).sum())
-        scale = min(table.shape) - 1
-        result[a, b] = result[b, a] = np.sqrt(chi2 / total / scale) if scale > 0 else 0.0
-    return result
-
-
-def plot(synthetic: pd.DataFrame, train: pd.DataFrame, schema: Schema, directory: Path) -> list[Path]:
-    """columns.png: each column's distribution, real against synthetic, on the evaluation bins;
-    dependence.png: synthetic minus real pairwise Cramér's V, as a heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    real_codes, synthetic_codes = binned(train, train, schema), binned(synthetic, train, schema)
-    count = len(schema.columns)
-    across = min(count, 4)
-    figure, axes = pyplot.subplots(-(-count // across), across, figsize=(4 * across, 3 * -(-count // across)),
-                                   squeeze=False)
-    for index, (name, ax) in enumerate(zip(schema.names, axes.flat)):
-        cells = int(max(real_codes[:, index].max(), synthetic_codes[:, index].max())) + 1
-        for codes, label in ((real_codes, "real"), (synthetic_codes, "synthetic")):
-            shares = np.bincount(codes[:, index], minlength=cells) / len(codes)
-            ax.bar(np.arange(cells) + (0.2 if label == "synthetic" else -0.2), shares, width=0.4, label=label)
-        ax.set(title=name, ylabel="share")
-        ax.set_xticks([])
-    for ax in list(axes.flat)[count:]:
-        ax.axis("off")
-    axes.flat[0].legend()
-    figure.tight_layout()
-    columns_path = directory / COLUMNS_PLOT
-    figure.savefig(columns_path, dpi=80)
-    pyplot.close(figure)
-    difference = cramers_v(synthetic_codes) - cramers_v(real_codes)
-    figure, ax = pyplot.subplots(figsize=(8, 7))
-    image = ax.imshow(difference, cmap="RdBu_r", vmin=-0.5, vmax=0.5)
-    ax.set_xticks(range(count), schema.names, rotation=90)
-    ax.set_yticks(range(count), schema.names)
-    ax.set_title("Cramér's V, synthetic minus real")
-    figure.colorbar(image)
-    figure.tight_layout()
-    dependence_path = directory / DEPENDENCE_PLOT
-    figure.savefig(dependence_path, dpi=80)
-    pyplot.close(figure)
-    return [columns_path, dependence_path]
