@@ -25,12 +25,13 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ppsdg import data, local, runtime, table_evaluation, tables
+from ppsdg import data, local, report, runtime, synthetic, table_evaluation, table_plots, tables
 from ppsdg.errors import DataError, OptionsError, PpsdgError
 from ppsdg.parser import OptionParser
 from ppsdg.runtime import derive_seed
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", help="the column TSTR predicts (default: the schema's target, else the last)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the protocol's classifiers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--output", help=f"a folder to draw the pictures in (made if missing): a table's "
+                        f"{table_plots.COLUMNS_PLOT} and {table_plots.DEPENDENCE_PLOT}, images' {synthetic.SAMPLES}")
     return parser
 
 
@@ -258,7 +261,8 @@ def read_synthetic(path: str) -> data.ImageSet:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the figures as one JSON object; bad input ends in one line on stderr and status 2."""
+    """Print the figures as one JSON object on stdout and what each means on stderr (`ppsdg.report`), and
+    with --output draw the pictures there; bad input ends in one line on stderr and status 2."""
     try:
         options = build_parser().parse_args(argv)
         if not 1 <= options.threads <= runtime.cores():
@@ -266,18 +270,53 @@ def main(argv: list[str] | None = None) -> int:
                                f"found {options.threads}")
         torch.set_num_threads(options.threads)
         check_synthetic_file(options.synthetic)
-        if tables.is_table_path(options.data):
-            print(json.dumps(table_evaluation.evaluate_files(options.synthetic, options.data, options.test_data,
-                                                             options.schema, options.target, MAX_SYNTHETIC_ROWS)))
-            return 0
-        synthetic = read_synthetic(options.synthetic)
-        train, test = data.load(options.data)
-        figures = evaluate(synthetic, train, test, options.seed)
+        folder = output_folder(options.output) if options.output else None
+        figures, said = (evaluate_table(options, folder) if tables.is_table_path(options.data)
+                         else evaluate_images(options, folder))
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(figures))
+    print(said, file=sys.stderr)
     return 0
+
+
+def output_folder(path: str) -> Path:
+    """--output, made where it is missing, refused at once (before the minutes of measuring) where it
+    cannot be: a file, a path below a file, a folder without write permission."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OptionsError(f"--output {path} is a file, not a folder") from None
+    except OSError as error:
+        raise OptionsError(f"--output {path} cannot be made: {error.strerror or error}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OptionsError(f"--output {path} is not writable")
+    return folder
+
+
+def evaluate_table(options: argparse.Namespace, folder: Path | None) -> tuple[dict[str, Any], str]:
+    """A synthetic table's figures and what they mean; in `folder` its pictures (`ppsdg.table_plots`)."""
+    synthetic, train, test, schema, target = table_evaluation.read_parts(
+        options.synthetic, options.data, options.test_data, options.schema, options.target, MAX_SYNTHETIC_ROWS)
+    figures = table_evaluation.evaluate(synthetic, train, test, schema, target)
+    if folder is None:
+        return figures, report.table(figures)
+    table_plots.plot(synthetic, train, schema, folder)
+    return figures, report.table(figures, report.pictures(table_plots.MEANINGS))
+
+
+def evaluate_images(options: argparse.Namespace, folder: Path | None) -> tuple[dict[str, Any], str]:
+    """Synthetic images' figures and what they mean; in `folder` the first of each class (`synthetic.tiled`)."""
+    images = read_synthetic(options.synthetic)
+    train, test = data.load(options.data)
+    figures = evaluate(images, train, test, options.seed)
+    if folder is None:
+        return figures, report.images(figures)
+    synthetic.save_grid(synthetic.tiled(images), folder / synthetic.SAMPLES,
+                        f"the first of each class in {Path(options.synthetic).name}")
+    return figures, report.images(figures, report.pictures({synthetic.SAMPLES: synthetic.SAMPLES_MEANING}))
 
 
 if __name__ == "__main__":

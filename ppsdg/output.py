@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import checkpoint, data, evaluate, parser, synthesizers, synthetic, table_evaluation, table_plots, tables
+from ppsdg import (checkpoint, data, evaluate, parser, report, synthesizers, synthetic, table_evaluation, table_plots,
+                   tables)
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import OptionsError
 from ppsdg.files import write_atomically
@@ -27,7 +28,7 @@ MODEL = "model.pt"
 GENERATOR = "generator.pt"
 SYNTHETIC = "synthetic.csv"
 METADATA = "metadata.json"
-SAMPLES = "samples.png"
+SAMPLES = synthetic.SAMPLES
 ROUND_SAMPLES = "samples_round*.png"
 PRIVACY_KEYS = ("epsilon", "delta", "accountant")
 MARKER = ".ppsdg-run"
@@ -79,7 +80,8 @@ class RunOutput:
         data.to_frame(images).to_csv(self.directory / SYNTHETIC, index=False)
         for round_, pixels in grids.items():
             name = SAMPLES if round_ is None else ROUND_SAMPLES.replace("*", f"{round_:04d}")
-            save_grid(pixels, self.directory / name, "after training" if round_ is None else f"round {round_}")
+            synthetic.save_grid(pixels, self.directory / name,
+                                "after training" if round_ is None else f"round {round_}")
         save_model(generator_state, self.directory / GENERATOR)
 
     def finish(self, state: Mapping[str, torch.Tensor], records: Sequence[Mapping[str, Any]],
@@ -155,7 +157,8 @@ def _check_run_files(directory: Path) -> None:
 
 def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint,
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write a finished run; with --gan, draw the synthetic data and measure their use first.
+    """Write a finished run and print its end (`end_report`); with --gan, draw the synthetic data and
+    measure their use first.
 
     Both backends end here, so a run's files do not depend on the transport.
     """
@@ -173,8 +176,7 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
         grids[None] = synthetic.grid(synthesizer, state, options.seed)
         output.write_synthetic(synthetic_set, grids, state)
     summary = output.finish(point.model, point.records, extra)
-    if options.gan:
-        print(synthetic_report(summary))
+    print(end_report(summary, options))
     return summary
 
 
@@ -194,31 +196,24 @@ def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoi
     return {**{key: figures[key] for key in TABLE_HEADLINE}, "evaluation": figures}
 
 
-def synthetic_report(summary: Mapping[str, Any]) -> str:
-    """The end of a --gan run in one line: the synthetic data's use, realism, copies and privacy."""
-    privacy = (f"epsilon {summary['epsilon']:.2f} (delta {summary['delta']:g})" if "epsilon" in summary
-               else "no differential privacy")
-    if "tstr_auc" in summary:
-        evaluation = summary["evaluation"]
-        return (f"synthetic table: TSTR ROC AUC {_shown(summary['tstr_auc'])} (real data: "
-                f"{_shown(evaluation['trtr_auc'])}), mean TVD 2-way {_shown(summary['tvd_2way'])}, 3-way "
-                f"{_shown(evaluation['tvd_3way'])}, memorized {_shown(summary['memorized_share'], '.1%')}, "
-                f"{privacy}{_not_scored(evaluation['unavailable'])}")
-    return (f"synthetic data: TSTR accuracy {summary['tstr_accuracy']:.4f} (real data: "
-            f"{summary['evaluation']['trtr_accuracy']:.4f}), Frechet distance {summary['frechet_distance']:.2f}, "
-            f"memorized {summary['memorized_share']:.1%}, {privacy}")
+def end_report(summary: Mapping[str, Any], options: argparse.Namespace) -> str:
+    """The block that ends a run (`ppsdg.report`): the synthetic data's figures or the classifier's, each
+    with what it measures and which way is better, then the run's privacy and its pictures."""
+    extra = [report.privacy(summary), *report.pictures(pictures(options))]
+    if options.gan and options.synthesizer == "marginals":
+        return report.table(summary["evaluation"], extra)
+    if options.gan:
+        return report.images(summary["evaluation"], extra)
+    return report.classifier(summary, extra)
 
 
-def _shown(figure: float | None, spec: str = ".4f") -> str:
-    return "null" if figure is None else format(figure, spec)
-
-
-def _not_scored(reasons: Mapping[str, str]) -> str:
-    """The reasons for the table's null figures, each once with the figures it holds for."""
-    grouped: dict[str, list[str]] = {}
-    for figure, reason in reasons.items():
-        grouped.setdefault(reason, []).append(figure)
-    return "".join(f"; null {', '.join(figures)}: {reason}" for reason, figures in grouped.items())
+def pictures(options: argparse.Namespace) -> dict[str, str]:
+    """The pictures a finished run leaves in its output folder, and what each shows."""
+    if options.gan and options.synthesizer == "marginals":
+        return table_plots.MEANINGS
+    if options.gan:
+        return {SAMPLES: synthetic.SAMPLES_MEANING, PLOT: "the WGAN-GP's mean critic and generator losses per round"}
+    return {PLOT: "test accuracy and loss per round"}
 
 
 def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,
@@ -275,17 +270,3 @@ def _mean_worker(record: Mapping[str, Any], key: str) -> float:
     """NaN (a gap in the curve) for a round with no figure, as under DP for the critic's loss."""
     values = [w[key] for w in record["workers"] if w.get(key) is not None]
     return sum(values) / len(values) if values else float("nan")
-
-
-def save_grid(pixels: np.ndarray, path: Path, when: str) -> None:
-    """A sample grid (one row per class) large enough to see, each row named by its class."""
-    pyplot = _pyplot()
-    rows = pixels.shape[0] // data.IMAGE_SIDE
-    figure, axes = pyplot.subplots(figsize=(8, 8.4))
-    axes.imshow(pixels, cmap="gray", vmin=0, vmax=data.MAX_PIXEL, interpolation="nearest")
-    axes.set_yticks([(row + 0.5) * data.IMAGE_SIDE for row in range(rows)], [str(row) for row in range(rows)])
-    axes.set_xticks([])
-    axes.set(ylabel="class", title=f"Synthetic samples, {when}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)

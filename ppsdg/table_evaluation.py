@@ -330,10 +330,11 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, s
     return {**figures, "target": target, **values, "unavailable": {**reasons, **why}}
 
 
-def evaluate_files(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,
-                   target: str | None, max_rows: int) -> dict[str, Any]:
-    """`ppsdg evaluate` for a table: the real parts read as a run reads --data and --test-data, the
-    schema given or drafted from the training part, the target given or the schema's or the last column."""
+def read_parts(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,
+               target: str | None, max_rows: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Schema, str]:
+    """`ppsdg evaluate`'s table input: the synthetic table, the real parts read as a run reads --data and
+    --test-data, the schema given or drafted from the training part, the target given or the schema's
+    or the last column."""
     from ppsdg import data
 
     train, test = data.load_sets(argparse.Namespace(data=source, test_data=test_data, target=target))
@@ -348,4 +349,4 @@ def evaluate_files(synthetic_path: str, source: str, test_data: str | None, sche
         missing = [column for column in schema.names if column not in frame.columns]
         if missing:
             raise DataError(f"{name}: missing column(s) {', '.join(missing)} of the schema")
-    return evaluate(synthetic, train, test, schema, target)
+    return synthetic, train, test, schema, target

@@ -29,6 +29,9 @@ from ppsdg.tables import CATEGORICAL, DATE, Column, Schema
 
 COLUMNS_PLOT = "columns.png"
 DEPENDENCE_PLOT = "dependence.png"
+MEANINGS = {COLUMNS_PLOT: "each column's shares, real beside synthetic; the closer the bars, the better",
+            DEPENDENCE_PLOT: "how strongly pairs of columns depend, real beside synthetic; the smaller the gap, "
+                             "the better"}
 MAX_PANELS = 24
 MAX_BARS = 20
 MAX_HEATMAP = 20

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.image import imread
 
-from ppsdg import data, evaluate
+from ppsdg import data, evaluate, synthetic
 
 torch.set_num_threads(1)
 
@@ -120,15 +121,36 @@ def csv_files(tmp_path_factory, digits) -> dict[str, Path]:
     return files
 
 
-def test_the_command_prints_one_json_object(csv_files, capsys):
-    assert evaluate.main([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--seed", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+def test_the_command_prints_one_json_object_says_what_it_means_and_draws_the_samples(csv_files, capsys, tmp_path):
+    assert evaluate.main([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--seed", "3",
+                          "--output", str(tmp_path / "pictures")]) == 0
+    said = capsys.readouterr()
+    lines = said.out.splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
     for key in ("tstr_accuracy", "frechet_distance", "memorized_share", "memorization_threshold",
                 "precision", "recall", "coverage", "per_class"):
         assert key in result
     assert (result["synthetic_images"], result["train_images"], result["test_images"]) == (60, 240, 60)
+    meanings = said.err.splitlines()
+    assert meanings[0] == "synthetic images:" and [line.split()[0] for line in meanings[1:]] == [
+        "TSTR", "Fréchet", "precision", "recall", "memorized", "samples.png"]
+    assert meanings[1].startswith(f"  TSTR accuracy     {result['tstr_accuracy']:.4f}  trained on synthetic")
+    assert f"higher is better (real data's own {result['trtr_accuracy']:.4f}, chance 0.1)" in meanings[1]
+    assert imread(tmp_path / "pictures" / "samples.png").shape[:2] == (840, 800)
+
+
+def test_a_grid_of_an_unbalanced_set_keeps_each_class_on_its_row():
+    images = data.ImageSet(np.full((3, 28, 28), 200, dtype=np.uint8), np.array([2, 2, 7]))
+    grid = synthetic.tiled(images)
+    filled = grid.reshape(10, 28, 10, 28).max(axis=(1, 3)) > 0
+    assert [tuple(np.flatnonzero(row)) for row in filled] == [()] * 2 + [(0, 1)] + [()] * 4 + [(0,)] + [()] * 2
+
+
+def test_output_that_is_a_file_is_refused_before_measuring(csv_files, capsys):
+    assert evaluate.main([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--output",
+                          str(csv_files["data"])]) == 2
+    assert capsys.readouterr().err == f"ppsdg: error: --output {csv_files['data']} is a file, not a folder\n"
 
 
 @pytest.mark.parametrize("problem", ["bad csv", "missing file", "bad data", "bad option"])

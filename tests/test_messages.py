@@ -1,5 +1,6 @@
 """A data owner's first hour (issue 30): each mistake gets one line that names it and its fix, before
-any worker starts; the `ppsdg` command lists its commands; the help says what the defaults do."""
+any worker starts; the `ppsdg` command lists its commands; the help says what the defaults do; the end
+of a run says what each figure means."""
 import gzip
 import json
 import sys
@@ -10,7 +11,8 @@ import pytest
 
 import main
 import train
-from ppsdg import data, parser, tables
+from ppsdg import data, output, parser, report, table_evaluation, tables
+from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import DataError, PpsdgError
 
 ROWS = 40
@@ -277,3 +279,56 @@ def test_readme_says_which_runs_write_the_accuracy_plot():
     row = next(line for line in (Path(__file__).parent.parent / "README.md").read_text().splitlines()
                if line.startswith("| `accuracy_loss.png`"))
     assert "a table run writes none" in row
+
+
+# 7. The end of a run says what each figure means and which way is better.
+
+def measured_table(target: str = "outcome") -> dict:
+    """The table evaluation of half of `people` against the whole (training part) and itself (test part)."""
+    frame = people()
+    frame["age"] = frame["age"].astype(float)
+    return table_evaluation.evaluate(frame.iloc[::2], frame, frame, tables.draft(frame, target), target)
+
+
+def block_lines(text: str) -> dict[str, str]:
+    """The end block's lines by the name they start with (two spaces apart from the rest)."""
+    return {line.strip().split("  ")[0]: line.strip() for line in text.splitlines()[1:]}
+
+
+def test_a_table_runs_end_names_each_figure_its_reference_and_which_way_is_better(files):
+    evaluation = measured_table()
+    summary = {"epsilon": 2.99, "delta": 1e-5, "evaluation": evaluation}
+    options = parser.parse(["--data", str(files["csv"]), "--target", "outcome"])
+    said = output.end_report(summary, options)
+    lines = block_lines(said)
+    assert said.splitlines()[0] == "synthetic table:"
+    assert list(lines) == ["TSTR ROC AUC", "TSTR accuracy", "2-way TVD", "3-way TVD", "memorized", "exact copies",
+                           "privacy", "columns.png", "dependence.png"]
+    assert f"{evaluation['tstr_auc']:.4f}" in lines["TSTR ROC AUC"]
+    assert f"higher is better (real data's own {evaluation['trtr_auc']:.4f}, chance 0.5)" in lines["TSTR ROC AUC"]
+    assert lines["2-way TVD"].endswith(f"lower is better (0 identical, independent columns "
+                                       f"{evaluation['tvd_2way_independent']:.4f})")
+    assert "lower is better (unseen rows: 5%)" in lines["memorized"]
+    assert lines["exact copies"].startswith("exact copies    100.0%")
+    assert lines["privacy"].startswith("privacy         2.99    epsilon (delta 1e-05)")
+    assert "lower is more private" in lines["privacy"]
+
+
+def test_a_missing_figure_says_why_in_its_place():
+    lines = block_lines(report.table(measured_table(target="age")))
+    reason = "none    the target is numeric: only classification targets are scored"
+    assert lines["TSTR ROC AUC"].endswith(reason) and lines["TSTR accuracy"].endswith(reason)
+    assert "lower is better" in lines["2-way TVD"]
+
+
+def test_a_classifier_run_ends_with_its_test_accuracy(tmp_path, capsys):
+    options = parser.parse(["--output", str(tmp_path / "run")])
+    records = [{"round": 1, "test_accuracy": 0.62, "test_loss": 1.1, "workers": []},
+               {"round": 2, "test_accuracy": 0.58, "test_loss": 1.3, "workers": []}]
+    output.finish_run(output.RunOutput(tmp_path / "run", options), options, Checkpoint(2, {}, records))
+    lines = block_lines(capsys.readouterr().out)
+    assert lines["test accuracy"].startswith("test accuracy      0.5800  the real test set's share classified right")
+    assert lines["test accuracy"].endswith("higher is better (best round 0.6200, chance 0.1)")
+    assert lines["test loss"].endswith("lower is better") and "1.3000" in lines["test loss"]
+    assert lines["privacy"].endswith("no differential privacy (-ldp): nothing bounds what the releases reveal")
+    assert "accuracy_loss.png" in lines and (tmp_path / "run" / "accuracy_loss.png").exists()

@@ -267,7 +267,7 @@ def test_a_classifier_that_cannot_be_trained_gives_null_with_sklearns_reason():
     assert reasons["auc"].startswith("the classifier cannot be trained on the synthetic table: The least populated")
 
 
-def test_evaluate_prints_strict_json_with_null_figures(tmp_path: Path, capsys):
+def test_evaluate_prints_strict_json_says_what_it_means_and_draws_the_pictures(tmp_path: Path, capsys):
     schema = schema_of([numeric("size"), categorical("shade", ["dark", "light"])], "size")
     paths = {name: tmp_path / f"{name}.csv" for name in ("synthetic", "train", "test")}
     class_table(150, 2, 2).drop(columns="kind").to_csv(paths["synthetic"], index=False)
@@ -275,11 +275,18 @@ def test_evaluate_prints_strict_json_with_null_figures(tmp_path: Path, capsys):
     class_table(200, 1, 2).drop(columns="kind").to_csv(paths["test"], index=False)
     (tmp_path / "schema.json").write_text(schema.text())
     assert main.main(["evaluate", str(paths["synthetic"]), "--data", str(paths["train"]), "--test-data",
-                      str(paths["test"]), "--schema", str(tmp_path / "schema.json")]) == 0
-    figures = strict_json(capsys.readouterr().out)
+                      str(paths["test"]), "--schema", str(tmp_path / "schema.json"), "--output",
+                      str(tmp_path / "pictures")]) == 0
+    said = capsys.readouterr()
+    figures = strict_json(said.out)
     assert figures["tstr_auc"] is None
     assert figures["unavailable"]["tstr_auc"] == "the target is numeric: only classification targets are scored"
     assert 0 < figures["tvd_1way"] < 0.2
+    lines = said.err.splitlines()
+    assert lines[0] == "synthetic table:" and lines[1].startswith("  TSTR ROC AUC    none    the target is numeric")
+    assert f"  2-way TVD       {figures['tvd_2way']:.4f}  mean gap" in said.err
+    assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["columns.png", "dependence.png"]
+    assert lines[-1].startswith("  dependence.png  ")
 
 
 def test_the_summary_is_strict_json_and_a_nan_is_refused_not_written(tmp_path: Path):
@@ -292,9 +299,9 @@ def test_the_summary_is_strict_json_and_a_nan_is_refused_not_written(tmp_path: P
     run = output.RunOutput(tmp_path / "run", options)
     summary = run.finish({}, [], {**{key: figures[key] for key in output.TABLE_HEADLINE}, "evaluation": figures})
     assert strict_json((tmp_path / "run" / output.SUMMARY).read_text()) == summary
-    line = output.synthetic_report(summary)
-    assert line.startswith("synthetic table: TSTR ROC AUC null (real data: 0.")
-    assert line.endswith("; null tstr_auc: the synthetic table's target has a single class: no model to rank with")
+    said = output.end_report(summary, options).splitlines()
+    assert said[1].split() == ["TSTR", "ROC", "AUC", "none", "the", "synthetic", "table's", "target", "has", "a",
+                               "single", "class:", "no", "model", "to", "rank", "with"]
     with pytest.raises(ValueError, match="not JSON compliant"):
         run.finish({}, [], {"tstr_auc": float("nan")})
 
