@@ -67,6 +67,8 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if options.num_nodes != len(organizations) + 1:
         raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
                            "were given: it must be their number plus one (the server)")
+    if options.synthesizer == "marginals":
+        check_table_task(options)
     device = runtime.set_up(options)
     latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
     comm = CentralCommunicator(client, organizations, round_options(options), options.round_timeout)
@@ -190,7 +192,8 @@ def node_environment() -> dict[str, str]:
 
 def check_table_task(options: argparse.Namespace) -> None:
     """A table task carries its schema and target: the node maps its rows with them, and never drafts
-    a schema of its own, which would read the domain off its private rows."""
+    a schema of its own, which would read the domain off its private rows. Their marginals must fit
+    (`tables.check_cells`) before the central or a node allocates them."""
     if options.schema is None or options.target is None:
         missing = " and ".join(name for name in ("schema", "target") if getattr(options, name) is None)
         raise OptionsError(f"a table task needs its {missing} (the task's options 'schema' and 'target'): a node "
@@ -198,6 +201,7 @@ def check_table_task(options: argparse.Namespace) -> None:
     schema = tables.Schema.from_text(options.schema)
     if options.target not in schema.names:
         raise OptionsError(f"the task's target {options.target!r} is not a column of its schema")
+    tables.check_cells(schema, options.target)
 
 
 class DataRefusal(FederationError):

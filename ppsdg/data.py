@@ -53,7 +53,6 @@ _IDX_PAIRS = {
     "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _DIRICHLET_TRIES = 100
-_SHOWN_NAMES = 8
 # A stratified holdout takes round(HOLDOUT_FRACTION * n) of a value on n rows: none below this many.
 _HOLDOUT_MIN_ROWS = 3
 
@@ -513,13 +512,16 @@ def check_fits(part: pd.DataFrame, schema: tables.Schema, path: str, owner: str)
 def _place(path: str, record: int) -> str:
     """Where data row `record` (0-based, the header not counted, as read_table numbers it) is in its file,
     as the owner's editor shows it: a CSV's line (the header's is line 1), an Excel sheet's row, a
-    Parquet file's record counted from 1."""
+    Parquet file's record counted from 1 (so is a CSV's whose lines the csv module cannot count)."""
     kind = tables.table_format(path)
     if kind == "excel":
         return f"row {record + 2}"
     if kind == "parquet":
         return f"record {record + 1}"
-    return f"line {next(islice(_record_lines(Path(path)), record + 1, None), record + 2)}"
+    try:
+        return f"line {next(islice(_record_lines(Path(path)), record + 1, None), record + 2)}"
+    except csv.Error:  # a cell longer than the csv module reads (128 KiB), which pandas read
+        return f"record {record + 1}"
 
 
 def _record_lines(path: Path) -> Iterator[int]:
@@ -582,13 +584,9 @@ def _with_target(frame: pd.DataFrame, target: str | None, path: str) -> pd.DataF
     """The table read from `path`, refused where it lacks --target: its columns are named, which shows a
     header that did not split into columns."""
     if target is not None and target not in frame.columns:
-        raise DataError(f"--target {target!r} is not a column of {path} (its columns: {_shown(frame.columns)})")
+        raise DataError(f"--target {target!r} is not a column of {path} (its columns: "
+                        f"{tables.shown(frame.columns)})")
     return frame
-
-
-def _shown(names: Sequence[object]) -> str:
-    """The first _SHOWN_NAMES column names, for a message that says which there are."""
-    return ", ".join(str(name) for name in names[:_SHOWN_NAMES]) + (", ..." if len(names) > _SHOWN_NAMES else "")
 
 
 def _holdout_mask(frame: pd.DataFrame, target: str | None, path: str) -> np.ndarray:
@@ -642,7 +640,8 @@ def prepare_table(options: argparse.Namespace) -> None:
     target = options.target or schema.target or schema.names[-1]
     if target not in schema.names:
         raise DataError(f"--target {target!r} is not a modelled column of the schema (its columns: "
-                        f"{_shown(schema.names)})")
+                        f"{tables.shown(schema.names)})")
+    tables.check_cells(schema, target)
     options.target = target
 
 

@@ -14,6 +14,10 @@ import io
 import json
 import math
 import re
+import stat
+import zipfile
+import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -48,8 +52,16 @@ ID_NAME = re.compile(r"(^|[^a-z0-9])(id|ids|key|uuid|rownames?)$|^(id|key)([^a-z
 ID_DISTINCT = 0.1
 MIN_ID_ROWS = 20
 MAX_COLUMNS = 100
+SHOWN_NAMES = 8
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_CATEGORIES = 1000
 MAX_TABLE_BYTES = 2 << 30
+UNPACK_PIECE = 1 << 20
+# A schema file or text: 100 columns of 1000 categories of 100 characters are 10 MB of JSON.
+MAX_SCHEMA_BYTES = 16 << 20
+# The cells of a table run's marginals (`marginal_cells`): a node's release is two float64 vectors of
+# them, 128 MiB at this bound; 100 columns of 10 categories with a binary target take 2.4 million.
+MAX_CELLS = 1 << 23
 IMAGE_COLUMNS = 785
 IMAGE_HEADER_CHARS = 1 << 16
 TABLE_FORMATS = ("csv", "parquet", "excel")
@@ -206,7 +218,7 @@ class Schema:
             raise SchemaError("a schema is a JSON object with a list 'columns'")
         unknown = sorted(set(value) - {"columns", "target"})
         if unknown:
-            raise SchemaError(f"unknown schema key(s): {', '.join(unknown)}")
+            raise SchemaError(f"unknown schema key(s): {shown(unknown)}")
         entries = value["columns"]
         if not 1 <= len(entries) <= MAX_COLUMNS:
             raise SchemaError(f"a schema has 1 to {MAX_COLUMNS} columns, this one {len(entries)}")
@@ -214,34 +226,60 @@ class Schema:
         names = [column.name for column in columns]
         doubled = sorted({name for name in names if names.count(name) > 1})
         if doubled:
-            raise SchemaError(f"column(s) named twice: {', '.join(doubled)}")
+            raise SchemaError(f"column(s) named twice: {shown(doubled)}")
         schema = cls(columns, value.get("target"))
         if not schema.columns:
             raise SchemaError(f"no column to model: every column is '{ID}' or '{IGNORE}'")
         units = [column.name for column in columns if column.unit]
         if len(units) > 1:
-            raise SchemaError(f"more than one 'unit' id column ({', '.join(units)}): one person, one id")
+            raise SchemaError(f"more than one 'unit' id column ({shown(units)}): one person, one id")
         if schema.target is not None and schema.target not in schema.names:
             raise SchemaError(f"target {schema.target!r} is not a modelled column of the schema")
         return schema
 
     @classmethod
     def from_text(cls, text: str) -> "Schema":
+        """A schema from its JSON text, of at most MAX_SCHEMA_BYTES, each object's keys distinct: JSON
+        readers differ on which value of a doubled key they keep, and every party must read one schema."""
+        if len(text) > MAX_SCHEMA_BYTES:
+            raise SchemaError(f"the schema is {len(text)} characters long, more than {MAX_SCHEMA_BYTES}")
         try:
-            return cls.from_json(json.loads(text))
-        except json.JSONDecodeError as error:
-            raise SchemaError(f"the schema is not JSON: {error}") from error
+            value = json.loads(text, object_pairs_hook=_distinct_keys)
+        except SchemaError:
+            raise
+        except (ValueError, RecursionError) as error:  # not JSON, a number of over 4,300 digits, nested too deep
+            raise SchemaError(f"the schema is not JSON: {error}") from None
+        return cls.from_json(value)
 
     @classmethod
     def read(cls, path: str | Path) -> "Schema":
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise SchemaError(f"schema {path}: cannot read it: {error}") from error
+            text = read_small(Path(path), MAX_SCHEMA_BYTES).decode("utf-8")
+        except DataError as error:
+            raise SchemaError(f"schema {error}") from None
+        except UnicodeDecodeError as error:
+            raise SchemaError(f"schema {path}: not UTF-8 text: {error}") from None
         try:
             return cls.from_text(text)
         except SchemaError as error:
             raise SchemaError(f"schema {path}: {error}") from error
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object of the schema (json.loads' object_pairs_hook), refused if it names a key twice."""
+    doubled = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+    if doubled:
+        raise SchemaError(f"the schema names the key(s) {shown(doubled)} twice in one object: which value "
+                          "counts would depend on the reader")
+    return dict(pairs)
+
+
+def shown(names: Sequence[Any]) -> str:
+    """The first SHOWN_NAMES names, for a message that says which there are: each cut at 80 characters,
+    its control characters escaped, so that a hostile file's names neither fill the terminal nor break
+    the message's one line."""
+    texts = [CONTROL.sub(lambda found: repr(found[0])[1:-1], str(name)[:80]) for name in names[:SHOWN_NAMES]]
+    return ", ".join(texts) + (", ..." if len(names) > SHOWN_NAMES else "")
 
 
 def _date_column(name: str, entry: Mapping[str, Any], flags: Mapping[str, bool]) -> Column:
@@ -255,11 +293,23 @@ def _date_column(name: str, entry: Mapping[str, Any], flags: Mapping[str, bool])
     if not isinstance(edges, list) or not 2 <= len(edges) <= MAX_CATEGORIES + 1 or \
             not all(isinstance(edge, str) for edge in edges):
         raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} dates in {form!r}")
-    periods = parse_periods(pd.Series(edges), column)
-    if np.isnan(periods).any() or (np.diff(periods) <= 0).any():
-        raise SchemaError(f"column {name!r}: 'edges' must be increasing dates in {form!r}, one {granularity} apart "
-                          "at least")
-    return replace(column, edges=tuple(float(p) for p in periods))
+    return replace(column, edges=tuple(float(p) for p in _edge_periods(name, edges, column)))
+
+
+def _edge_periods(name: str, dates: list[str], column: Column) -> np.ndarray:
+    """A date column's edges as increasing periods that it writes back as dates (the synthetic table's
+    dates and the schema's own text are written with `format_periods`): a format pandas cannot read,
+    or dates strftime cannot write, is refused by name."""
+    try:
+        periods = parse_periods(pd.Series(dates), column)
+        if not (np.isnan(periods).any() or (np.diff(periods) <= 0).any()):
+            format_periods(periods, column)
+            return periods
+    except (ValueError, OverflowError, NotImplementedError) as error:
+        raise SchemaError(f"column {name!r}: dates in {column.date_format!r} cannot be read or written: "
+                          f"{error}") from None
+    raise SchemaError(f"column {name!r}: 'edges' must be increasing dates in {column.date_format!r}, one "
+                      f"{column.granularity} apart at least")
 
 
 def granularity_of(form: str) -> str:
@@ -299,14 +349,14 @@ def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
         return {"name": name, "type": ID}
     if sdtype in (CATEGORICAL, "ordinal", "boolean"):
         values = meta.get("range_values", ["False", "True"] if sdtype == "boolean" else None)
-        if not isinstance(values, list):
-            raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_values' (ppsdg's domain)")
+        if not isinstance(values, list) or not all(isinstance(v, (str, int, float)) for v in values):
+            raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_values', a list of texts, "
+                              "numbers or booleans (ppsdg's domain)")
         texts = [str(v) for v in values if v != "other"]
         return {"name": name, "type": CATEGORICAL, "categories": texts, "other": "other" in values}
     if sdtype == SDV_NUMERICAL:
         low, high = meta.get("range_min"), meta.get("range_max")
-        if not all(isinstance(bound, (int, float)) and not isinstance(bound, bool) for bound in (low, high)) \
-                or not low < high:
+        if not (_finite(low) and _finite(high) and _finite(float(high) - float(low)) and low < high):
             raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_min' < 'range_max' "
                               "(ppsdg's domain)")
         integer = str(meta.get("computer_representation", "Float")).lower().startswith(("int", "uint"))
@@ -318,9 +368,11 @@ def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
             raise SchemaError(f"column {name!r}: SDV metadata needs its 'datetime_format' and its public "
                               "'range_min' and 'range_max' as dates in that format (ppsdg's domain)")
         column = Column(name, DATE, date_format=form, granularity=granularity_of(form))
-        periods = parse_periods(pd.Series([low, high]), column)
-        if np.isnan(periods).any() or not periods[0] < periods[1]:
-            raise SchemaError(f"column {name!r}: 'range_min' < 'range_max' must be dates in {form!r}")
+        try:
+            periods = _edge_periods(name, [low, high], column)
+        except SchemaError:
+            raise SchemaError(f"column {name!r}: 'range_min' < 'range_max' must be dates in {form!r}, a format "
+                              "pandas reads and writes") from None
         edges = whole_edges(periods[0], periods[1], DRAFT_BINS)
         return {"name": name, "type": DATE, "format": form, "granularity": column.granularity,
                 "edges": list(format_periods(np.asarray(edges), column))}
@@ -339,14 +391,14 @@ def _column(entry: Any, index: int) -> Column:
     if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise SchemaError(f"column {index}: needs a non-empty text 'name'")
     name = entry["name"]
-    kind = entry.get("type")
+    kind = entry.get("type") if isinstance(entry.get("type"), str) else None
     allowed = {"name", "type"} | {CATEGORICAL: {"missing", "categories", "other"},
                                   NUMERIC: {"missing", "edges", "integer", "clip", "scale"},
                                   DATE: {"missing", "edges", "clip", "format", "granularity"},
                                   ID: {"unit"}}.get(kind, set())
     unknown = sorted(set(entry) - allowed)
     if kind not in KINDS or unknown:
-        problem = f"unknown key(s) {', '.join(unknown)}" if kind in KINDS else \
+        problem = f"unknown key(s) {shown(unknown)}" if kind in KINDS else \
             f"'type' must be one of {', '.join(map(repr, KINDS))}"
         raise SchemaError(f"column {name!r}: {problem}")
     flags = {key: entry.get(key, default) for key, default in
@@ -364,10 +416,11 @@ def _column(entry: Any, index: int) -> Column:
             raise SchemaError(f"column {name!r}: 'categories' must be 1 to {MAX_CATEGORIES} distinct texts")
         return Column(name, kind, categories=tuple(categories), missing=flags["missing"], other=flags["other"])
     edges = entry.get("edges")
-    if (not isinstance(edges, list) or not 2 <= len(edges) <= MAX_CATEGORIES + 1
-            or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in edges)
-            or any(b <= a for a, b in zip(edges, edges[1:]))):
-        raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} finite, increasing numbers")
+    if not (isinstance(edges, list) and 2 <= len(edges) <= MAX_CATEGORIES + 1 and all(map(_finite, edges))
+            and all(float(a) < float(b) for a, b in zip(edges, edges[1:]))
+            and _finite(float(edges[-1]) - float(edges[0]))):
+        raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} finite, increasing numbers "
+                          "(as floats), their span finite too")
     scale = entry.get("scale", LINEAR)
     if scale not in (LINEAR, LOG):
         raise SchemaError(f"column {name!r}: 'scale' must be {LINEAR!r} or {LOG!r}")
@@ -375,18 +428,56 @@ def _column(entry: Any, index: int) -> Column:
                   missing=flags["missing"], clip=flags["clip"], scale=scale)
 
 
+def _finite(value: Any) -> bool:
+    """A JSON number that is a finite float: not a boolean, and not a whole number of 400 digits either,
+    which float() cannot hold."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def marginal_cells(schema: Schema, target: str) -> int:
+    """The cells of every marginal a table run may measure (the marginals synthesizer's `Layout`): each
+    column's, each pair's, and each other pair's with the target, in exact whole numbers."""
+    sizes = [column.size for column in schema.columns]
+    at = schema.names.index(target)
+    others = sizes[:at] + sizes[at + 1:]
+    return sum(sizes) + _pair_cells(sizes) + sizes[at] * _pair_cells(others)
+
+
+def _pair_cells(sizes: Sequence[int]) -> int:
+    """The cells of every pair of columns of these sizes."""
+    return (sum(sizes) ** 2 - sum(size * size for size in sizes)) // 2
+
+
+def check_cells(schema: Schema, target: str) -> None:
+    """Refuse, before a release is allocated, a schema whose marginals are too large to hold (MAX_CELLS):
+    10^3 categories in each of 100 columns would make each node's release tens of terabytes."""
+    cells = marginal_cells(schema, target)
+    if cells > MAX_CELLS:
+        raise SchemaError(f"the schema's marginals hold {cells:,} cells (each column, each pair of columns and each "
+                          f"pair with the target {target!r}), more than {MAX_CELLS:,}: give its columns fewer "
+                          "categories or bins, or model fewer columns")
+
+
 def is_table_path(source: str) -> bool:
     """Whether --data names a table file (or several, comma-separated) rather than digit images: an
     Excel or Parquet file, or a CSV (gzipped or not) whose header is not the images' node layout (a
-    label and 784 pixel columns)."""
+    label and 784 pixel columns). A CSV that is no regular file (a FIFO, a device), or a gzipped one
+    that does not unpack, is left to `read_table`, which says why."""
     first = Path(source.split(",")[0].strip())
     kind = table_format(first)
     if kind != "csv" or not first.is_file():
-        return kind not in (None, "csv")
+        return kind not in (None, "csv") or (kind == "csv" and first.exists())
     try:
         opener = gzip.open if first.name.lower().endswith(".gz") else open
         with opener(first, "rt", encoding="utf-8-sig", errors="replace") as handle:
             header = handle.readline(IMAGE_HEADER_CHARS)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        return True
     except OSError:
         return False
     return header.count(",") != IMAGE_COLUMNS - 1
@@ -401,12 +492,23 @@ def table_format(path: str | Path) -> str | None:
 def csv_separator(path: str | Path) -> str:
     """The separator of a CSV file: of SEPARATORS, the one that splits its header into the most cells and
     its first row into as many; a comma where none splits them alike."""
-    path = Path(path)
+    return _separator(_csv_sample(Path(path)))
+
+
+def _csv_sample(path: Path) -> str:
+    """The first IMAGE_HEADER_CHARS characters of a CSV, gunzipped, its line ends made one (a file saved
+    with carriage returns alone reads as lines)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
-        sample = handle.read(IMAGE_HEADER_CHARS)
-    widths = {separator: {len(row) for row in islice(filter(None, csv.reader(
-        io.StringIO(sample), delimiter=separator, skipinitialspace=True)), 2)} for separator in SEPARATORS}
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+        return handle.read(IMAGE_HEADER_CHARS)
+
+
+def _separator(sample: str) -> str:
+    try:
+        widths = {separator: {len(row) for row in islice(filter(None, csv.reader(
+            io.StringIO(sample), delimiter=separator, skipinitialspace=True)), 2)} for separator in SEPARATORS}
+    except csv.Error as error:
+        raise DataError(f"cannot read it as CSV: {error}") from None
     even = [separator for separator, found in widths.items() if len(found) == 1 and min(found) > 1]
     return max(even, key=lambda separator: min(widths[separator]), default=",")
 
@@ -415,28 +517,152 @@ def read_table(path: str | Path, kind: str | None = None, sheet: str | None = No
     """A table file as text cells (CSV with the separator `csv_separator` finds, gzipped CSV, an Excel
     `sheet`: never pandas' guess of a type, which turns '007' into 7 and 'true' into True) or typed
     columns (Parquet); empty cells are missing. `kind` (one of TABLE_FORMATS) is the file's format where
-    its name does not say it (a node's database); a file of another name is refused with those it may have."""
+    its name does not say it (a node's database); a file of another name is refused with those it may have.
+
+    The file comes from someone else (a node's owner, a shared file): it must be a regular file of at
+    most MAX_TABLE_BYTES, unpacking to no more, of at most MAX_COLUMNS distinct columns (the most a
+    schema describes); whatever its parser meets is a DataError that names the file."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a table: name one of its files")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size > MAX_TABLE_BYTES:
-        raise DataError(f"{path}: larger than {MAX_TABLE_BYTES >> 30} GiB")
+    regular_file(path, MAX_TABLE_BYTES)
     kind = kind or table_format(path)
     if kind is None:
         raise DataError(f"{path}: not a table file ppsdg reads: {TABLE_FILES}")
+    reader = {"parquet": _read_parquet, "excel": _read_excel}.get(kind, _read_csv)
     try:
-        if kind == "parquet":
-            return pd.read_parquet(path)
-        if kind == "excel":
-            return pd.read_excel(path, sheet_name=sheet or 0, dtype=str, keep_default_na=False, na_values=[""])
-        return pd.read_csv(path, sep=csv_separator(path), dtype=str, keep_default_na=False, na_values=[""],
-                           skipinitialspace=True, compression="infer", encoding="utf-8")
+        frame = reader(path, sheet)
+        _check_columns([str(name) for name in frame.columns])
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text: save it as CSV in UTF-8 (Excel: 'CSV UTF-8')") from error
-    except (OSError, EOFError, ValueError, ImportError) as error:
-        raise DataError(f"{path}: cannot read it as a table: {error}") from error
+    except Exception as error:  # a damaged file raises whatever its parser meets: zlib, zipfile, XML, pyarrow
+        raise DataError(f"{path}: cannot read it as a table: {str(error).strip()[:300]}") from error
+    return frame
+
+
+def regular_file(path: Path, limit: int) -> None:
+    """A file read whole must be a regular file (/dev/zero would be read for ever, a FIFO waited on for
+    ever) of at most `limit` bytes: a DataError names what it is instead."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it: {error.strerror}") from None
+    if not stat.S_ISREG(status.st_mode):
+        what = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file (a device, a FIFO or a socket)"
+        raise DataError(f"{path}: {what}: name a file")
+    if status.st_size > limit:
+        raise DataError(f"{path}: {status.st_size} bytes, more than {limit}")
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` of them (`regular_file`), read no further even if
+    the file grows meanwhile."""
+    regular_file(path, limit)
+    try:
+        with path.open("rb") as handle:
+            blob = handle.read(limit + 1)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it: {error.strerror}") from None
+    if len(blob) > limit:
+        raise DataError(f"{path}: more than {limit} bytes")
+    return blob
+
+
+def _check_columns(names: Sequence[str], cut: bool = False) -> None:
+    """A table's header (its first names, if `cut`): at most MAX_COLUMNS columns (an images CSV, a label
+    and 784 pixels, has 785), each named once (pandas would read a second 'age' as 'age.1', silently)."""
+    if len(names) > MAX_COLUMNS:
+        images = f": images (a label and {IMAGE_COLUMNS - 1} pixels) are not a table" \
+            if len(names) == IMAGE_COLUMNS and not cut else ""
+        raise DataError(f"{'over ' if cut else ''}{len(names)} columns, more than the {MAX_COLUMNS} a schema "
+                        f"describes{images}")
+    doubled = sorted(name for name, count in Counter(names).items() if count > 1)
+    if doubled:
+        raise DataError(f"column(s) named twice: {shown(doubled)}")
+
+
+def _read_csv(path: Path, sheet: str | None = None) -> pd.DataFrame:
+    """A CSV as text cells, its header (100,000 columns take pandas seconds) and its bytes
+    (`_check_bytes`) checked before pandas parses it; a row of more cells than the header is refused
+    (pandas would take its first cells for row labels and shift the rest)."""
+    sample = _csv_sample(path)
+    separator = _separator(sample)
+    rows = filter(None, csv.reader(io.StringIO(sample), delimiter=separator, skipinitialspace=True))
+    header = next(rows, [])
+    cut = "\n" not in sample and len(sample) == IMAGE_HEADER_CHARS
+    _check_columns(header[:-1] if cut else header, cut)
+    _check_bytes(path)
+    frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, na_values=[""],
+                        skipinitialspace=True, compression="infer", encoding="utf-8")
+    if not isinstance(frame.index, pd.RangeIndex):
+        raise DataError(f"rows with more cells than the header ({frame.shape[1]})")
+    return frame
+
+
+def _check_bytes(path: Path) -> None:
+    """A CSV's bytes, gunzipped if it is, read piece by piece before pandas parses them, in constant
+    memory: at most MAX_TABLE_BYTES (a gzip bomb is refused, never unpacked whole), and no NUL byte
+    (pandas' parser ends a cell at one, silently: '\\x0042' would read as a missing cell)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    read, lines = 0, 1
+    with opener(path, "rb") as stream:
+        while piece := stream.read(UNPACK_PIECE):
+            if b"\x00" in piece:
+                line = lines + piece.count(b"\n", 0, piece.index(b"\x00"))
+                raise DataError(f"a NUL byte on line {line}: a text file holds none (a binary file, or text not "
+                                "in UTF-8?)")
+            read, lines = read + len(piece), lines + piece.count(b"\n")
+            if read > MAX_TABLE_BYTES:
+                raise DataError(f"more than {MAX_TABLE_BYTES} bytes once unpacked")
+
+
+def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
+    """A sheet as text cells. An .xlsx is a zip of XML whose members are unpacked no further than their
+    declared sizes (zipfile stops there): those above MAX_TABLE_BYTES in all are refused unread."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+        if unpacked > MAX_TABLE_BYTES:
+            raise DataError(f"a workbook of {unpacked} bytes once unpacked, more than {MAX_TABLE_BYTES}")
+    return pd.read_excel(path, sheet_name=sheet or 0, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def _read_parquet(path: Path, sheet: str | None = None) -> pd.DataFrame:
+    """Typed columns, checked from the file's footer before any page is unpacked: distinct names, flat
+    types (`_flat`), and no more cells than a CSV of MAX_TABLE_BYTES holds (two bytes a cell, a
+    character and a separator), then every value (text that is not UTF-8). Rows are numbered from 0, as
+    a CSV's, whatever index pandas stored."""
+    from pyarrow import parquet
+
+    with parquet.ParquetFile(path) as file:
+        schema, rows = file.schema_arrow, file.metadata.num_rows
+    _check_columns(schema.names)
+    nested = [field.name for field in schema if not _flat(field.type)]
+    if nested:
+        raise DataError(f"column(s) {shown(nested)} hold lists, structures, maps or bytes, not text, numbers or "
+                        "dates: flatten them into columns of their own")
+    if rows * len(schema.names) > MAX_TABLE_BYTES // 2:
+        raise DataError(f"{rows} rows of {len(schema.names)} columns, more cells than a CSV of {MAX_TABLE_BYTES} "
+                        "bytes holds")
+    table = parquet.read_table(path)
+    table.validate(full=True)  # a damaged text column is refused here, not when pandas first compares it
+    return table.to_pandas().reset_index(drop=True)
+
+
+def _flat(kind: Any) -> bool:
+    """A Parquet (Arrow) type whose values are cells of a table: text, numbers, booleans, dates, times of
+    day, nothing; a dictionary of such values."""
+    from pyarrow import types
+
+    if types.is_dictionary(kind):
+        return _flat(kind.value_type)
+    return any(check(kind) for check in (types.is_string, types.is_large_string, types.is_string_view,
+                                          types.is_integer, types.is_floating, types.is_boolean, types.is_null,
+                                          types.is_decimal, types.is_date, types.is_timestamp))
 
 
 def encode(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, dict[str, int]]:
@@ -451,8 +677,8 @@ def encode(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, dict[str, i
     missing = [name for name in expected if name not in frame.columns]
     extra = [str(name) for name in frame.columns if name not in expected]
     if missing or extra:
-        parts = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"column(s) not in the schema: {', '.join(extra)}"] if extra else [])
+        parts = ([f"missing column(s) {shown(missing)}"] if missing else []) + \
+                ([f"column(s) not in the schema: {shown(extra)}"] if extra else [])
         raise DataError(f"the table does not fit the schema: {'; '.join(parts)}")
     mapped = {}
     for unit in (column for column in schema.fields if column.unit):
@@ -585,14 +811,19 @@ def draft(frame: pd.DataFrame, target: str | None = None, bins: int = DRAFT_BINS
       date column at the granularity its format gives, in `bins` equal spans between its first and
       last date.
     - Everything else is categorical, its categories sorted.
+
+    The draft is checked as a published schema is (`Schema.from_json`): a table of no rows drafts none.
     """
     if target is not None and target not in frame.columns:
         raise DataError(f"--target {target!r} is not a column of the table")
     unknown = [name for name in keep if name not in frame.columns]
     if unknown:
-        raise DataError(f"--keep: {', '.join(unknown)} not a column of the table")
+        raise DataError(f"--keep: {shown(unknown)} not a column of the table")
     columns = [_draft_column(str(name), frame[name], bins, name in keep) for name in frame.columns]
-    return Schema(tuple(columns), target)
+    try:
+        return Schema.from_json(Schema(tuple(columns), target).to_json())
+    except SchemaError as error:
+        raise SchemaError(f"the table drafts no schema that reads back: {error}") from None
 
 
 def notes(frame: pd.DataFrame, schema: Schema) -> list[str]:
@@ -636,6 +867,8 @@ def _draft_column(name: str, values: pd.Series, bins: int, keep: bool) -> Column
     present = present.astype(str).str.strip() if present.dtype == object or pd.api.types.is_string_dtype(present) \
         else present
     numbers = pd.to_numeric(present, errors="coerce")
+    # 'inf' and '1e999' are no numbers to `encode` either: a column holding them is text
+    numbers = numbers.where(np.isfinite(numbers.to_numpy(dtype=np.float64, na_value=np.nan)))
     missing = bool(values.isna().any())
     distinct = present.astype(str).unique()
     if not len(present):
@@ -643,8 +876,9 @@ def _draft_column(name: str, values: pd.Series, bins: int, keep: bool) -> Column
     if is_identifier(name, present, numbers):
         return Column(name, ID)
     if not numbers.isna().any():
-        if len(distinct) <= INTEGER_VALUES:
-            order = sorted(distinct, key=lambda value: (float(value), value))
+        if len(distinct) <= INTEGER_VALUES:  # ordered by value: Parquet's True is 1, not the text 'True'
+            value_of = dict(zip(present.astype(str), numbers.to_numpy(dtype=np.float64)))
+            order = sorted(distinct, key=lambda value: (value_of[value], value))
             return Column(name, CATEGORICAL, categories=tuple(order), missing=missing)
         whole = bool((numbers == numbers.round()).all())
         edges, scale = _draft_edges(numbers.to_numpy(dtype=np.float64), bins, whole)

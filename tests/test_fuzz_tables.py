@@ -1,0 +1,570 @@
+"""Hypothesis fuzzing of the table surfaces, where hostile or broken input arrives from someone else:
+the schema, a table file (--data, --test-data, `ppsdg schema`, a node's database), a node's marginals
+release as the central sees it, a table checkpoint for --resume, and `ppsdg evaluate` on a table.
+Every input ends in a named PpsdgError (or the one line a command prints for it) or in a correct
+acceptance, within the hostile suite's 10 s.
+"""
+import contextlib
+import copy
+import functools
+import gzip
+import io
+import json
+import math
+import os
+import signal
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from pyarrow import parquet
+
+import main
+from backends import codec
+from backends.vantage6 import CentralCommunicator
+from conftest import peak_traced_bytes
+from ppsdg import algorithm, checkpoint, coordination, data, evaluate, parser, synthesizers, tables
+from ppsdg.checkpoint import Checkpoint
+from ppsdg.errors import DataError, FederationError, PpsdgError
+from ppsdg.models import new_model
+from ppsdg.privacy import LocalDP
+from ppsdg.synthesizers import marginals
+from test_checkpoint import HOSTILE as HOSTILE_META
+from test_checkpoint import paths
+from test_dishonest_server import ORGANIZATION, TARGET, node, table_options, task
+from test_fuzz_surfaces import HOSTILE, FuzzedClient, b64json, mutated_text
+from test_tables import people
+
+SECONDS = 10
+FUZZ = settings(max_examples=40, deadline=SECONDS * 1000,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@contextlib.contextmanager
+def within(seconds: float = SECONDS) -> Iterator[None]:
+    """Fail, rather than hang, where an input is waited on for ever (a FIFO) or read for ever (/dev/zero)."""
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def command(function: Callable[[list[str]], int], argv: list[str]) -> tuple[int, str, str]:
+    """A command's exit status, stdout and stderr, run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), within():
+        status = function(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def one_error_line(err: str) -> str:
+    """The one line a command prints for a bad input: its notes aside, one error and no traceback."""
+    lines = [line for line in err.splitlines() if not line.startswith("ppsdg: note:")]
+    assert len(lines) == 1 and lines[0].startswith("ppsdg: error: ") and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+# 1. The schema: a JSON text (--schema, a task's options), read whole before anything else.
+
+SCHEMA = {"columns": [
+    {"name": "age", "type": "numeric", "edges": [18, 40, 60, 80], "integer": True, "clip": False},
+    {"name": "sex", "type": "categorical", "categories": ["F", "M"], "missing": False},
+    {"name": "seen", "type": "date", "format": "%Y-%m-%d", "granularity": "month",
+     "edges": ["2020-01-01", "2020-07-01", "2021-06-01"]},
+    {"name": "person", "type": "id", "unit": True},
+    {"name": "note", "type": "ignore"},
+    {"name": "weight", "type": "numeric", "edges": [0.5, 10, 1000], "scale": "log"},
+    {"name": "outcome", "type": "categorical", "categories": ["ill", "well"], "other": True}],
+    "target": "outcome"}
+SDV = {"columns": {
+    "age": {"sdtype": "numerical", "range_min": 18, "range_max": 80, "computer_representation": "Int64"},
+    "seen": {"sdtype": "datetime", "datetime_format": "%Y-%m", "range_min": "2020-01", "range_max": "2021-06"},
+    "smoker": {"sdtype": "boolean"}, "person": {"sdtype": "id"},
+    "outcome": {"sdtype": "categorical", "range_values": ["ill", "well", "other"]}}}
+# What a hostile schema may hold in a column's place: its kinds, flags, formats and dates, and the
+# values that break naive checks (unsorted or non-finite edges, a number float() cannot hold).
+SCHEMA_VALUES = HOSTILE | st.sampled_from([
+    *tables.KINDS, "day", "month", "year", "log", "linear", "%Y", "%Q", "%Y-%m-%d", "%d/%m/%Y", "2020-01-01",
+    "0001-01-01", "9999-12-31", "99999", [3, 1], [0, math.nan], [0, math.inf], [0, 10 ** 400], [-1e308, 1e308],
+    [2 ** 53, 2 ** 53 + 1], ["x", "x"], [str(i) for i in range(1001)], list(range(1002)), ["2020-01-01", "1990-01-01"],
+    ["1000-01-01", "9999-01-01"], [{"x": 1}], [[1]], {"sdtype": "numerical"}, {"sdtype": "datetime"}])
+
+
+def json_paths(value: Any, above: tuple = ()) -> Iterator[tuple]:
+    """Every place in a JSON value, below the top."""
+    if above:
+        yield above
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        yield from json_paths(inner, above + (key,))
+
+
+def text_mutation(draw: st.DrawFn, text: str) -> str:
+    """A schema's text cut short, with a character changed, a key doubled, or nested deeper than a reader
+    recurses."""
+    how = draw(st.sampled_from(["cut", "char", "double", "deep"]))
+    if how == "cut":
+        return text[:draw(st.integers(0, len(text)))]
+    at = draw(st.integers(0, len(text) - 1))
+    if how == "char":
+        return text[:at] + draw(st.sampled_from('{}[]",:\\ \x00é0-eNI')) + text[at + 1:]
+    if how == "double":
+        opening = text.find("{", at)
+        key = draw(st.sampled_from(['"name": "x", ', '"columns": [], ', '"type": "id", ', '"edges": [1, 0], ']))
+        return text if opening < 0 else text[:opening + 1] + key + text[opening + 1:]
+    return "[" * 100_000 + text + "]" * 100_000
+
+
+@st.composite
+def schema_texts(draw: st.DrawFn) -> str:
+    """A valid schema (ppsdg's own, or SDV's metadata) with one place replaced, deleted or added to, its
+    text perhaps mutated after."""
+    value = copy.deepcopy(draw(st.sampled_from([SCHEMA, SDV])))
+    path = draw(st.sampled_from(list(json_paths(value))))
+    *above, last = path
+    parent = functools.reduce(lambda node, step: node[step], above, value)
+    action = draw(st.sampled_from(["replace", "replace", "delete", "extra"]))
+    if action == "replace":
+        parent[last] = draw(SCHEMA_VALUES)
+    elif action == "delete":
+        del parent[last]
+    elif isinstance(parent[last], dict):
+        parent[last][draw(st.sampled_from(["name", "type", "edges", "unit", "x", "target"]))] = draw(SCHEMA_VALUES)
+    elif isinstance(parent[last], list):
+        parent[last].append(draw(SCHEMA_VALUES))
+    text = json.dumps(value)
+    return text_mutation(draw, text) if draw(st.integers(0, 4)) == 0 else text
+
+
+def assert_usable(schema: tables.Schema) -> None:
+    """What every party does with an accepted schema: hash its canonical text (which reads back as the same
+    schema), size its marginals (as the synthesizer's layout does), decode any codes into a table and encode
+    that table back into the schema's codes, or name the cell it cannot."""
+    assert tables.Schema.from_text(schema.text()) == schema
+    assert json.loads(json.dumps(schema.to_sdv()))
+    for target in schema.names:
+        assert tables.marginal_cells(schema, target) == marginals.Layout.of(schema, target).cells
+    rng = np.random.default_rng(0)
+    codes = np.stack([rng.integers(0, size, 20) for size in schema.shape], axis=1)
+    frame = tables.decode(codes, schema, rng)
+    for column in schema.fields:
+        if column.kind == tables.IGNORE:
+            frame[column.name] = None
+    try:
+        encoded, _ = tables.encode(frame[[column.name for column in schema.fields]], schema)
+    except DataError:
+        return
+    assert encoded.shape == codes.shape and ((encoded >= 0) & (encoded < np.array(schema.shape))).all()
+
+
+@settings(max_examples=150, deadline=SECONDS * 1000, suppress_health_check=[HealthCheck.too_slow])
+@given(schema_texts())
+def test_fuzzed_schema_is_usable_or_refused_by_name(text):
+    try:
+        schema = tables.Schema.from_text(text)
+    except tables.SchemaError as error:
+        event(f"refused: {str(error)[:40]}")
+        return
+    event("accepted")
+    assert_usable(schema)
+
+
+def big_product() -> str:
+    """100 columns of 1000 categories: a valid schema whose marginals hold 4.9 million million cells."""
+    return json.dumps({"columns": [{"name": f"c{i}", "type": "categorical", "categories": [str(j) for j in range(1000)]}
+                                   for i in range(100)], "target": "c0"})
+
+
+BAD_SCHEMAS = {
+    "a key named twice": ('{"columns": [{"name": "a", "type": "categorical", "categories": ["x"], "name": "b"}]}',
+                          "names the key\\(s\\) name twice in one object"),
+    "NaN edges": ('{"columns": [{"name": "a", "type": "numeric", "edges": [0, NaN]}]}', "'edges' must be 2 to"),
+    "unsorted edges": ('{"columns": [{"name": "a", "type": "numeric", "edges": [0, 5, 3]}]}', "increasing numbers"),
+    "edges equal as floats": ('{"columns": [{"name": "a", "type": "numeric", "edges": [9007199254740992, '
+                              '9007199254740993]}]}', "increasing numbers \\(as floats\\)"),
+    "an edge float() cannot hold": ('{"columns": [{"name": "a", "type": "numeric", "edges": [0, 1' + "0" * 400 + ']}]}',
+                                    "finite, increasing numbers"),
+    "a number of 5000 digits": ('{"columns": [{"name": "a", "type": "numeric", "edges": [0, ' + "9" * 5000 + ']}]}',
+                                "the schema is not JSON: Exceeds the limit"),
+    "10^6 categories": (json.dumps({"columns": [{"name": "a", "type": "categorical",
+                                                 "categories": [str(i) for i in range(10 ** 6)]}]}),
+                        "'categories' must be 1 to 1000 distinct texts"),
+    "a type that is a list": ('{"columns": [{"name": "a", "type": ["categorical"]}]}', "'type' must be one of"),
+    "a date format pandas does not read": ('{"columns": [{"name": "a", "type": "date", "format": "%Q", '
+                                           '"edges": ["1", "2"]}]}', "dates in '%Q' cannot be read or written"),
+    "SDV values that are not texts": ('{"columns": {"a": {"sdtype": "categorical", "range_values": [[1], {"x": 1}]}}}',
+                                      "a list of texts, numbers or booleans"),
+    "SDV bounds of 400 digits": ('{"columns": {"a": {"sdtype": "numerical", "range_min": 0, "range_max": 1'
+                                 + "0" * 400 + '}}}', "needs its public 'range_min' < 'range_max'"),
+    "nested deeper than a reader recurses": ("[" * 100_000 + "]" * 100_000, "the schema is not JSON: maximum recursion"),
+    "longer than a schema may be": (" " * (tables.MAX_SCHEMA_BYTES + 1), "characters long, more than 16777216"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SCHEMAS))
+def test_a_hostile_schema_is_refused_by_name_in_bounded_time_and_memory(name):
+    text, message = BAD_SCHEMAS[name]
+    started = time.perf_counter()
+    with pytest.raises(tables.SchemaError, match=message):
+        tables.Schema.from_text(text)
+    assert time.perf_counter() - started < SECONDS
+    assert peak_traced_bytes(lambda: tables.Schema.from_text(text)) < 500 << 20
+
+
+@pytest.fixture
+def hostile_paths(tmp_path) -> dict[str, Path]:
+    """What a path may name instead of a file: a device read for ever, a FIFO waited on for ever, a file
+    too large, a folder."""
+    os.mkfifo(tmp_path / "fifo.csv")
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as handle:
+        handle.truncate(tables.MAX_SCHEMA_BYTES + 1)
+    (tmp_path / "folder.csv").mkdir()
+    return {"/dev/zero": Path("/dev/zero"), "a FIFO": tmp_path / "fifo.csv", "a huge file": huge,
+            "a folder": tmp_path / "folder.csv"}
+
+
+@pytest.mark.parametrize("name, message", [("/dev/zero", "not a regular file"), ("a FIFO", "not a regular file"),
+                                           ("a huge file", "16777217 bytes, more than 16777216"),
+                                           ("a folder", "a folder: name a file")])
+def test_a_schema_path_that_is_no_schema_file_is_refused_by_name(hostile_paths, name, message, tmp_path):
+    with within(), pytest.raises(tables.SchemaError, match=message):
+        tables.Schema.read(hostile_paths[name])
+    people().to_csv(tmp_path / "data.csv", index=False)
+    status, _, err = command(tables.main, [str(tmp_path / "data.csv"), "--check", str(hostile_paths[name])])
+    assert status == 2 and message.split(":")[0] in one_error_line(err)
+
+
+def test_a_schema_whose_marginals_would_not_fit_is_refused_before_they_are_allocated(node, tmp_path):
+    """A valid schema of 100 columns of 1000 categories: each release would be 78 TB. The node, the central
+    and the command line refuse it, naming the cells, before a release or a model is allocated."""
+    schema = tables.Schema.from_text(big_product())
+    assert tables.marginal_cells(schema, "c0") == marginals.Layout.of(schema, "c0").cells > tables.MAX_CELLS
+    options = table_options()
+    kwargs = task(options, new_model(options).state_dict(), 1)
+    kwargs["options"].update(schema=big_product(), target="c0")
+    message = "the schema's marginals hold 4,870,527,562,901 cells .* more than 8,388,608"
+    with within(), pytest.raises(FederationError, match=f"organization {ORGANIZATION} .*{message}"):
+        algorithm.run_partial(ORGANIZATION, people(), kwargs)
+    with within(), pytest.raises(tables.SchemaError, match=message):
+        algorithm.run_central(None, {**kwargs["options"], "organizations": [ORGANIZATION]})
+    (tmp_path / "schema.json").write_text(big_product())
+    frame = pd.DataFrame({f"c{i}": ["1"] * 10 for i in range(100)})
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    status, _, err = command(main.main, ["--data", str(tmp_path / "data.csv"), "--schema", str(tmp_path / "schema.json"),
+                                         "--output", str(tmp_path / "out")])
+    assert status == 2 and "the schema's marginals hold" in one_error_line(err)
+
+
+@settings(max_examples=60, deadline=SECONDS * 1000)
+@given(st.lists(st.integers(1, 1001), min_size=1, max_size=12), st.data())
+def test_the_marginals_are_sized_as_the_synthesizers_layout_sizes_them(sizes, drawn):
+    schema = tables.Schema(tuple(tables.Column(f"c{i}", tables.CATEGORICAL, categories=tuple(map(str, range(size))),
+                                               missing=False) for i, size in enumerate(sizes)))
+    target = drawn.draw(st.sampled_from(schema.names))
+    assert tables.marginal_cells(schema, target) == marginals.Layout.of(schema, target).cells
+
+
+# 2. A table file: --data, --test-data, `ppsdg schema` (and --check), a node's database, read by read_table.
+
+ROWS = 40
+
+
+@functools.cache
+def valid_files() -> dict[str, bytes]:
+    """A small table of people as each format's bytes: a CSV, a gzipped one, Parquet (its columns typed:
+    a flag, a date, categories, whole numbers with a missing one) and Excel."""
+    frame = people(ROWS)
+    folder = Path(os.environ.get("TMPDIR", "/tmp"))
+    parquet_path, excel_path = folder / f"ppsdg-fuzz-{os.getpid()}.parquet", folder / f"ppsdg-fuzz-{os.getpid()}.xlsx"
+    frame.assign(smoker=frame["smoker"] == "yes", seen=pd.date_range("2020-01-01", periods=ROWS, freq="W"),
+                 sex=frame["sex"].astype("category"), age=frame["age"].astype("Int64").where(frame.index != 3)
+                 ).to_parquet(parquet_path)
+    frame.to_excel(excel_path, index=False)
+    files = {".csv": frame.to_csv(index=False).encode(), ".parquet": parquet_path.read_bytes(),
+             ".xlsx": excel_path.read_bytes()}
+    parquet_path.unlink(), excel_path.unlink()
+    files[".csv.gz"] = gzip.compress(files[".csv"], mtime=0)
+    return files
+
+
+@functools.cache
+def people_schema() -> str:
+    return tables.draft(people(ROWS), TARGET).text()
+
+
+# Bytes that break a CSV reader: a NUL, separators and quotes, line ends (a carriage return alone
+# included), bytes that are not UTF-8, a byte-order mark, a 200,000-character cell (more than the csv
+# module reads), a row of too many cells, a header cell named twice.
+INSERTS = [b"\x00", b",", b";", b"\t", b"|", b'"', b"\n", b"\r", b"\r\n", b"\n\n", b"\xff", b"\xc3", b"\xef\xbb\xbf",
+           b"x" * 200_000, b"\n1,2,3,4,5,6,7,8,9\n", b"age,", b",,,,", b'"a\nb"', b"NaN", b"1e999", b"-0"]
+
+
+def mutated_bytes(draw: st.DrawFn, blob: bytes) -> bytes:
+    """A file's bytes cut short, with a byte changed, or with a hostile piece inserted, one to three times."""
+    for _ in range(draw(st.integers(1, 3))):
+        how = draw(st.sampled_from(["cut", "byte", "insert", "insert"]))
+        at = draw(st.integers(0, len(blob)))
+        if how == "cut":
+            blob = blob[:at]
+        elif how == "byte" and at < len(blob):
+            blob = blob[:at] + bytes([draw(st.integers(0, 255))]) + blob[at + 1:]
+        else:
+            blob = blob[:at] + draw(st.sampled_from(INSERTS)) + blob[at:]
+    return blob
+
+
+@st.composite
+def table_files(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A table file's name and bytes: a valid one of each format, mutated; a CSV mutated then gzipped;
+    or a format's bytes under another format's name."""
+    suffix = draw(st.sampled_from(sorted(valid_files())))
+    blob = valid_files()[suffix]
+    how = draw(st.sampled_from(["mutated", "mutated", "mutated", "then gzipped", "misnamed"]))
+    if how == "then gzipped":
+        return ".csv.gz", gzip.compress(mutated_bytes(draw, valid_files()[".csv"]), mtime=0)
+    if how == "misnamed":
+        return draw(st.sampled_from(sorted(set(valid_files()) - {suffix}))), blob
+    return suffix, mutated_bytes(draw, blob)
+
+
+def assert_read(frame: pd.DataFrame) -> None:
+    """What every reader of a table relies on: rows numbered from 0, at most MAX_COLUMNS columns, each
+    named once by a text."""
+    assert isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0
+    assert frame.shape[1] <= tables.MAX_COLUMNS and frame.columns.is_unique
+
+
+@FUZZ
+@given(table_files())
+def test_fuzzed_table_file_is_read_or_refused_by_name(tmp_path_factory, named):
+    """`read_table`, then `ppsdg schema` (a draft that reads back) and `ppsdg schema --check`."""
+    suffix, blob = named
+    folder = tmp_path_factory.mktemp("table")
+    path = folder / f"table{suffix}"
+    path.write_bytes(blob)
+    (folder / "schema.json").write_text(people_schema())
+    try:
+        with within():
+            frame = tables.read_table(path)
+    except DataError as error:
+        event(f"refused: {str(error).split(': ', 1)[1][:30]}")
+        return
+    event("read")
+    assert_read(frame)
+    status, out, err = command(tables.main, [str(path)])
+    if status == 0:
+        assert tables.Schema.from_text(out).names
+    else:
+        one_error_line(err)
+    status, out, err = command(tables.main, [str(path), "--check", str(folder / "schema.json")])
+    assert out.startswith("the table fits the schema") if status == 0 else one_error_line(err)
+
+
+def idx_images(count: int = 3) -> bytes:
+    """An MNIST IDX images file (magic 2051, count, 28 x 28, then the pixels)."""
+    header = b"".join(value.to_bytes(4, "big") for value in (2051, count, 28, 28))
+    return header + bytes(range(256)) * (count * 784 // 256) + bytes(count * 784 % 256)
+
+
+def parquet_file(path: Path, table: pa.Table) -> Path:
+    parquet.write_table(table, path)
+    return path
+
+
+def gzip_bomb(path: Path, unpacked: int) -> Path:
+    """A table's header, then gzip members of 64 MiB of rows each, concatenated (a gzip reader unpacks
+    them one after the other): hundreds of times smaller than what they unpack to."""
+    member = gzip.compress(b"1,2\n" * (16 << 20), compresslevel=9, mtime=0)
+    path.write_bytes(gzip.compress(b"a,b\n", mtime=0) + member * -(-unpacked // (64 << 20)))
+    return path
+
+
+def zip_bomb(path: Path, declared: int) -> Path:
+    """An .xlsx whose sheet unpacks to `declared` bytes of spaces (zipfile writes the true size)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as sheet:
+            for _ in range(declared >> 20):
+                sheet.write(b" " * (1 << 20))
+    return path
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def text_file(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+# Files no table reader should take, and the words read_table names each with. The bombs are read
+# against a cap of CAP bytes (the mechanism is the one MAX_TABLE_BYTES sets, 2 GiB, at a smaller scale).
+CAP = 32 << 20
+MNIST_CSV = ",".join(data.CSV_COLUMNS) + "\n" + ",".join(["7"] + ["0"] * 784) + "\n"
+HOSTILE_FILES = {
+    "ragged rows": (lambda d: text_file(d / "t.csv", "a,b,c\n1,2,3\n1,2\n1,2,3,4,5\n"), "Expected 3 fields in line 4"),
+    "rows longer than the header": (lambda d: text_file(d / "t.csv", "a,b\n1,2,3\n4,5\n"),
+                                    "rows with more cells than the header"),
+    "a header cell named twice": (lambda d: text_file(d / "t.csv", "a,a,b\n1,2,3\n"), "column\\(s\\) named twice: a"),
+    "100,000 columns": (lambda d: text_file(d / "t.csv", ",".join(f"c{i}" for i in range(100_000)) + "\n"),
+                        "over \\d+ columns, more than the 100 a schema describes"),
+    "an MNIST CSV": (lambda d: text_file(d / "t.csv", MNIST_CSV),
+                     "785 columns, more than the 100 .*images \\(a label and 784 pixels\\) are not a table"),
+    "NUL bytes": (lambda d: text_file(d / "t.csv", b"age,sex\n\x0042,F\n"), "a NUL byte on line 2"),
+    "MNIST's IDX file named .csv": (lambda d: text_file(d / "t.csv", idx_images()), "a NUL byte on line 1"),
+    "MNIST's gzipped IDX file named .csv.gz": (lambda d: text_file(d / "t.csv.gz", gzip.compress(idx_images())),
+                                               "a NUL byte on line 1"),
+    "a gzip bomb": (lambda d: gzip_bomb(d / "t.csv.gz", 4 * CAP), f"more than {CAP} bytes once unpacked"),
+    "a damaged gzip": (lambda d: text_file(d / "t.csv.gz", gzip.compress(b"a,b\n" * 1000)[:-40]),
+                       "cannot read it as a table: Compressed file ended"),
+    "nested Parquet columns": (lambda d: parquet_file(d / "t.parquet", pa.table(
+        {"a": [[1, 2], [3]], "b": [{"x": 1}, {"x": 2}], "c": ["u", "v"]})),
+                               "column\\(s\\) a, b hold lists, structures, maps or bytes"),
+    "Parquet bytes": (lambda d: parquet_file(d / "t.parquet", pa.table({"a": pa.array([b"\xff", b"x"])})),
+                      "column\\(s\\) a hold lists"),
+    "Parquet of 101 columns": (lambda d: parquet_file(d / "t.parquet", pa.table({f"c{i}": [1] for i in range(101)})),
+                               "101 columns, more than the 100"),
+    "Parquet columns named twice": (lambda d: parquet_file(d / "t.parquet", pa.Table.from_arrays(
+        [pa.array([1]), pa.array([2])], names=["a", "a"])), "column\\(s\\) named twice: a"),
+    "a Parquet bomb": (lambda d: parquet_file(d / "t.parquet", pa.table({"a": pa.array(np.zeros(CAP, np.int8))})),
+                       f"{CAP} rows of 1 columns, more cells than a CSV of {CAP} bytes holds"),
+    "MNIST's IDX file named .parquet": (lambda d: text_file(d / "t.parquet", idx_images()), "Parquet magic bytes"),
+    "a workbook that is no zip": (lambda d: text_file(d / "t.xlsx", b"PK\x03\x04" + bytes(100)), "cannot read it as a table"),
+    "a workbook bomb": (lambda d: zip_bomb(d / "t.xlsx", 2 * CAP), f"unpacked, more than {CAP}"),
+    "/dev/zero": (lambda d: Path("/dev/zero"), "not a regular file"),
+    "a FIFO": (lambda d: fifo(d / "t.csv"), "not a regular file"),
+}
+
+
+@pytest.fixture
+def capped(monkeypatch):
+    monkeypatch.setattr(tables, "MAX_TABLE_BYTES", CAP)
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_FILES))
+def test_a_hostile_table_file_is_refused_by_name_in_bounded_time_and_memory(name, tmp_path, capped):
+    build, message = HOSTILE_FILES[name]
+    path = build(tmp_path)
+    started = time.perf_counter()
+    with within(), pytest.raises(DataError, match=message):
+        tables.read_table(path)
+    assert time.perf_counter() - started < SECONDS
+    with within():
+        assert peak_traced_bytes(lambda: tables.read_table(path)) < 64 << 20
+
+
+ACCEPTED_FILES = {
+    "lines ended by a carriage return alone": (b"age,sex\r42,F\r17,M\r", [["42", "F"], ["17", "M"]]),
+    "a 10 MB cell": (b"age,sex\n" + b"4" * (10 << 20) + b",F\n", [["4" * (10 << 20), "F"]]),
+}
+
+
+@pytest.mark.parametrize("name", list(ACCEPTED_FILES))
+def test_an_odd_but_whole_table_file_is_read_as_written_and_a_cell_that_does_not_fit_is_named(name, tmp_path):
+    """Read cell for cell as written; a cell the schema does not hold is named by its place in the file (a
+    CSV's line, or its record where the csv module cannot count the lines), never by its value."""
+    blob, cells = ACCEPTED_FILES[name]
+    path = text_file(tmp_path / "t.csv", blob)
+    started = time.perf_counter()
+    with within():
+        frame = tables.read_table(path)
+    assert frame.to_numpy().tolist() == cells and list(frame.columns) == ["age", "sex"]
+    schema = tables.Schema.from_json({"columns": [{"name": "age", "type": "numeric", "edges": [0, 100]},
+                                                  {"name": "sex", "type": "categorical", "categories": ["F", "M"]}]})
+    if name != "lines ended by a carriage return alone":
+        with pytest.raises(DataError, match="--data: (line|record) \\d.*column 'age': expected a number") as refused:
+            data.check_fits(frame, schema, str(path), "--data")
+        assert "4444" not in str(refused.value)
+    assert time.perf_counter() - started < SECONDS
+
+
+class Launched(Exception):
+    """A run the checks let through: the launch is replaced by this."""
+
+
+@pytest.fixture
+def surfaces(node, monkeypatch, tmp_path) -> Callable[[Path], dict[str, str]]:
+    """Every place a table file is given, each returning the error line (or refusal) it ends in; a surface
+    that takes the file fails the test. The others' files are valid: the table, its schema, a synthetic part."""
+    def launch(options) -> int:
+        raise Launched()
+
+    monkeypatch.setattr(main, "launch_gloo", launch)
+    monkeypatch.setattr(main, "launch_vantage6", launch)
+    good, synthetic, schema = tmp_path / "good.csv", tmp_path / "synthetic.csv", tmp_path / "schema.json"
+    people().to_csv(good, index=False)
+    people(100, seed=3).to_csv(synthetic, index=False)
+    schema.write_text(table_options().schema)
+    options = table_options()
+
+    def node_database(path: Path) -> str:
+        monkeypatch.setenv("USER_REQUESTED_DATABASE_LABELS", "table")
+        monkeypatch.setenv("TABLE_DATABASE_URI", str(path))
+        monkeypatch.setenv("TABLE_DATABASE_TYPE", tables.table_format(path) or "csv")
+        with within(), pytest.raises(FederationError) as refused:
+            algorithm.run_partial(ORGANIZATION, None, task(options, new_model(options).state_dict(), 1), on_node=True)
+        return str(refused.value)
+
+    def line(function: Callable[[list[str]], int], *argv: Any) -> str:
+        status, _, err = command(function, [str(arg) for arg in argv])
+        assert status == 2
+        return one_error_line(err)
+
+    return lambda path: {
+        "ppsdg schema": line(tables.main, path),
+        "--data": line(main.main, "--data", path, "--schema", schema, "--output", tmp_path / "out"),
+        "--test-data": line(main.main, "--data", good, "--test-data", path, "--schema", schema, "--output",
+                            tmp_path / "out"),
+        "a node's database": node_database(path),
+        "ppsdg evaluate's synthetic table": line(evaluate.main, path, "--data", good, "--schema", schema),
+        "ppsdg evaluate --data": line(evaluate.main, synthetic, "--data", path, "--schema", schema)}
+
+
+@pytest.mark.parametrize("name", [name for name in HOSTILE_FILES if "bomb" not in name])
+def test_a_hostile_table_file_is_refused_by_name_wherever_it_is_given(name, surfaces, tmp_path):
+    errors = surfaces(HOSTILE_FILES[name][0](tmp_path))
+    assert errors["a node's database"].endswith("this node's data do not fit the task (its schema); what does not "
+                                                "fit stays on the node: its owner finds it with `ppsdg schema DATA "
+                                                "--check SCHEMA`")
+    assert all(error for error in errors.values())
+
+
+@FUZZ
+@given(table_files())
+def test_fuzzed_node_database_is_read_or_refused_in_one_sentence(node, monkeypatch, named):
+    """A node's database as the node's configuration names it: the round is answered, or refused with the
+    one sentence that says nothing of the data."""
+    suffix, blob = named
+    path = Path(os.environ[algorithm.FOLDER]) / f"database{suffix}"
+    path.write_bytes(blob)
+    monkeypatch.setenv("USER_REQUESTED_DATABASE_LABELS", "table")
+    monkeypatch.setenv("TABLE_DATABASE_URI", str(path))
+    monkeypatch.setenv("TABLE_DATABASE_TYPE", tables.table_format(path))
+    options = table_options()
+    try:
+        with within():
+            reply = algorithm.run_partial(ORGANIZATION, None, task(options, new_model(options).state_dict(), 1),
+                                          on_node=True)
+    except FederationError as error:
+        event("refused")
+        assert "do not fit the task" in str(error) or "ledger" in str(error)
+        return
+    event("answered")
+    codec.decode_text(reply["message"])
