@@ -382,7 +382,7 @@ def progress_figures(record: RoundRecord) -> dict[str, str]:
     figures = {k: f"{record[k]:.4f}" for k in ("test_accuracy", "test_loss", "epsilon")
                if record.get(k) is not None}
     losses = [w["generator_loss"] for w in record["workers"] if w.get("generator_loss") is not None]
-    return figures or {"generator_loss": f"{sum(losses) / max(len(losses), 1):.4f}"}
+    return figures or ({"generator_loss": f"{sum(losses) / len(losses):.4f}"} if losses else {})
 
 
 def announce_start(comm: Communicator, last_round: int) -> None:

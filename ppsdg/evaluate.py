@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ppsdg import data, local, report, runtime, synthetic, table_evaluation, table_plots, tables
+from ppsdg import data, local, progress, report, runtime, synthetic, table_evaluation, table_plots, tables
 from ppsdg.errors import DataError, OptionsError, PpsdgError
 from ppsdg.parser import OptionParser
 from ppsdg.runtime import derive_seed
@@ -55,15 +56,18 @@ MAX_SYNTHETIC_BYTES = MAX_SYNTHETIC_ROWS * 4096
 
 def train_classifier(images: data.ImageSet, seed: int, epochs: int = EPOCHS) -> Net:
     """The protocol's one recipe (Adam, fixed batch and epochs), its initialization, order and dropout
-    all drawn from `seed`, so a figure depends on the images alone."""
+    all drawn from `seed`, so a figure depends on the images alone. A bar counts its batches (MNIST's
+    60,000 images: minutes)."""
     examples = local.Examples.from_images(images, CPU)
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), tqdm(total=epochs * -(-len(images) // BATCH_SIZE),
+                                                 desc="training a classifier", unit="batch", leave=False,
+                                                 disable=None) as batches:
         torch.manual_seed(seed)
         model = Net()
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
         for _ in range(epochs):
-            local.train_epoch(model, optimizer, local.shuffled_batches(examples, BATCH_SIZE, generator))
+            local.train_epoch(model, optimizer, local.shuffled_batches(examples, BATCH_SIZE, generator), batches)
     return model
 
 
@@ -176,25 +180,30 @@ def evaluate(synthetic: data.ImageSet, train: data.ImageSet, test: data.ImageSet
         if len(images) <= NEIGHBOURS:
             raise DataError(f"the {name} set holds {len(images)} images; the evaluation needs at least "
                             f"{NEIGHBOURS + 1}")
-    tstr_model = train_classifier(synthetic, classifier_seed(seed), epochs)
-    extractor = train_classifier(train, classifier_seed(seed), epochs)
-    real_features, synthetic_features = features(extractor, test), features(extractor, synthetic)
-    memorized, threshold = memorization(synthetic, train, test)
-    return {
-        "synthetic_images": len(synthetic), "train_images": len(train), "test_images": len(test),
-        "tstr_accuracy": accuracy(tstr_model, test),
-        "trtr_accuracy": accuracy(extractor, test),
-        "frechet_distance": frechet_distance(real_features, synthetic_features),
-        **manifold_figures(real_features, synthetic_features),
-        "memorized_share": _share(memorized),
-        "memorization_threshold": threshold,
-        "memorization_quantile": MEMORIZATION_QUANTILE,
-        "per_class": {str(label): class_figures(label, tstr_model, test, synthetic, real_features,
-                                                synthetic_features, memorized)
-                      for label in range(data.NUM_CLASSES)},
-        "protocol": {"optimizer": "Adam", "learning_rate": LEARNING_RATE, "batch_size": BATCH_SIZE,
-                     "epochs": epochs, "seed": seed, "neighbours": NEIGHBOURS},
-    }
+    with progress.Steps("measuring the synthetic images", 4) as steps:
+        steps.step("TSTR classifier")
+        tstr_model = train_classifier(synthetic, classifier_seed(seed), epochs)
+        steps.step("the real data's classifier")
+        extractor = train_classifier(train, classifier_seed(seed), epochs)
+        steps.step("features and memorization")
+        real_features, synthetic_features = features(extractor, test), features(extractor, synthetic)
+        memorized, threshold = memorization(synthetic, train, test)
+        steps.step("figures, overall and per class")
+        return {
+            "synthetic_images": len(synthetic), "train_images": len(train), "test_images": len(test),
+            "tstr_accuracy": accuracy(tstr_model, test),
+            "trtr_accuracy": accuracy(extractor, test),
+            "frechet_distance": frechet_distance(real_features, synthetic_features),
+            **manifold_figures(real_features, synthetic_features),
+            "memorized_share": _share(memorized),
+            "memorization_threshold": threshold,
+            "memorization_quantile": MEMORIZATION_QUANTILE,
+            "per_class": {str(label): class_figures(label, tstr_model, test, synthetic, real_features,
+                                                    synthetic_features, memorized)
+                          for label in range(data.NUM_CLASSES)},
+            "protocol": {"optimizer": "Adam", "learning_rate": LEARNING_RATE, "batch_size": BATCH_SIZE,
+                         "epochs": epochs, "seed": seed, "neighbours": NEIGHBOURS},
+        }
 
 
 def class_figures(label: int, tstr_model: Net, test: data.ImageSet, synthetic: data.ImageSet,

@@ -208,11 +208,13 @@ def end_report(summary: Mapping[str, Any], options: argparse.Namespace) -> str:
 
 
 def pictures(options: argparse.Namespace) -> dict[str, str]:
-    """The pictures a finished run leaves in its output folder, and what each shows."""
+    """The pictures worth a look that a finished run leaves in its output folder, and what each shows (a
+    GAN's accuracy_loss.png holds losses only where the WGAN-GP records them)."""
     if options.gan and options.synthesizer == "marginals":
         return table_plots.MEANINGS
     if options.gan:
-        return {SAMPLES: synthetic.SAMPLES_MEANING, PLOT: "the WGAN-GP's mean critic and generator losses per round"}
+        losses = {PLOT: "the critic's and the generator's losses per round"} if options.synthesizer == "wgan" else {}
+        return {SAMPLES: synthetic.SAMPLES_MEANING, **losses}
     return {PLOT: "test accuracy and loss per round"}
 
 

@@ -1,4 +1,5 @@
-"""What every process of a run sets up the same way: torch threads, the device, and seeds.
+"""What every process of a run sets up the same way: torch threads, the device, seeds, and quiet
+libraries.
 
 A gloo rank, the vantage6 central and partial functions and the researcher's side all start here,
 so that the same options give the same arithmetic on every backend.
@@ -6,6 +7,7 @@ so that the same options give the same arithmetic on every backend.
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -30,7 +32,15 @@ def set_up(options: argparse.Namespace, local_rank: int = 0) -> torch.device:
     so it comes from the options, never from the machine.
     """
     torch.set_num_threads(options.threads)
+    quiet_jax()
     return device_for(options, local_rank)
+
+
+def quiet_jax() -> None:
+    """Keep JAX's warnings from the user: a table's graphical model is fitted with JAX, whose CPU-only
+    jaxlib (the one ppsdg installs) warns at its first use on a machine with a GPU that it falls back
+    to the CPU, which is what ppsdg means it to do. Its errors still show."""
+    logging.getLogger("jax").setLevel(logging.ERROR)
 
 
 def device_for(options: argparse.Namespace, local_rank: int = 0) -> torch.device:

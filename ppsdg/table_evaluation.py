@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ppsdg import tables
+from ppsdg import progress, tables
 from ppsdg.errors import DataError
 from ppsdg.tables import CATEGORICAL, DATE, Column, Schema
 
@@ -318,15 +318,20 @@ def privacy_figures(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataF
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, schema: Schema,
              target: str) -> dict[str, Any]:
     """Every figure of the protocol, as one flat mapping (the keys of `ppsdg evaluate`'s JSON), with
-    `unavailable`: each figure that is None, and why."""
-    figures, reasons = fidelity_figures(synthetic, train, schema)
-    for prefix, part, name in (("tstr", synthetic, "the synthetic table"), ("trtr", train, "the training part")):
-        values, why = classifier_figures(part, test, schema, target, name)
-        figures.update({f"{prefix}_{key}": value for key, value in values.items()})
-        reasons.update({f"{prefix}_{key}": reason for key, reason in why.items()})
-    reason = empty_part({"the synthetic table": synthetic, "the training part": train, "the test part": test})
-    values, why = unavailable(PRIVACY_FIGURES, reason) if reason else \
-        (privacy_figures(synthetic, train, test, schema), {})
+    `unavailable`: each figure that is None, and why. A bar names the step running (55 columns: a
+    minute, most of it the classifiers)."""
+    with progress.Steps("measuring the synthetic table", 4) as steps:
+        steps.step("fidelity (TVD)")
+        figures, reasons = fidelity_figures(synthetic, train, schema)
+        for prefix, part, name in (("tstr", synthetic, "the synthetic table"), ("trtr", train, "the training part")):
+            steps.step(f"{prefix.upper()} classifier")
+            values, why = classifier_figures(part, test, schema, target, name)
+            figures.update({f"{prefix}_{key}": value for key, value in values.items()})
+            reasons.update({f"{prefix}_{key}": reason for key, reason in why.items()})
+        steps.step("privacy (closest records)")
+        reason = empty_part({"the synthetic table": synthetic, "the training part": train, "the test part": test})
+        values, why = unavailable(PRIVACY_FIGURES, reason) if reason else \
+            (privacy_figures(synthetic, train, test, schema), {})
     return {**figures, "target": target, **values, "unavailable": {**reasons, **why}}
 
 

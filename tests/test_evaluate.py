@@ -1,6 +1,8 @@
 """The evaluation protocol on small subsets of the embedded digits: memorization, distances, manifolds,
 TSTR, and the command."""
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +168,20 @@ def test_bad_input_ends_in_one_error_line(csv_files, capsys, tmp_path, problem):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and captured.err.startswith("ppsdg: error:")
+
+
+class Terminal(io.StringIO):
+    """stderr as a person's terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_measuring_shows_its_steps_and_the_classifiers_their_batches_on_a_terminal(digits, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    images = digits["train"].subset(np.arange(100))
+    evaluate.evaluate(images, digits["train"].subset(np.arange(100, 228)), digits["test"], SEED, 1)
+    said = sys.stderr.getvalue()
+    for shown in ("measuring the synthetic images", "TSTR classifier", "the real data's classifier", "4/4",
+                  "training a classifier", "2/2"):
+        assert shown in said

@@ -2,7 +2,9 @@
 any worker starts; the `ppsdg` command lists its commands; the help says what the defaults do; the end
 of a run says what each figure means."""
 import gzip
+import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 import main
 import train
-from ppsdg import data, output, parser, report, table_evaluation, tables
+from ppsdg import data, output, parser, report, table_evaluation, table_plots, tables
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import DataError, PpsdgError
 
@@ -332,3 +334,36 @@ def test_a_classifier_run_ends_with_its_test_accuracy(tmp_path, capsys):
     assert lines["test loss"].endswith("lower is better") and "1.3000" in lines["test loss"]
     assert lines["privacy"].endswith("no differential privacy (-ldp): nothing bounds what the releases reveal")
     assert "accuracy_loss.png" in lines and (tmp_path / "run" / "accuracy_loss.png").exists()
+
+
+def test_a_runs_process_keeps_jaxs_start_up_chatter_from_the_user():
+    """A CPU-only jaxlib on a machine with a GPU (made to see one here) warns at its first use, the
+    graphical model's fit, that it falls back to the CPU, unless the process was set up as a run's are."""
+    code = ("import jax._src.hardware_utils as hardware\nhardware.has_visible_nvidia_gpu = lambda: True\n"
+            "from ppsdg import parser, runtime\n{}import jax.numpy\njax.numpy.zeros(1).block_until_ready()\n")
+    set_up = "runtime.set_up(parser.parse(['--threads', '1']))\n"
+    said = [subprocess.run([sys.executable, "-c", code.format(prefix)], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).parent.parent).stderr for prefix in ("", set_up)]
+    assert "CUDA-enabled jaxlib is not installed" in said[0] and said[1] == ""
+
+
+class Terminal(io.StringIO):
+    """stderr as a person's terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_measuring_and_drawing_show_their_steps_on_a_terminal_and_nothing_in_a_log(monkeypatch, tmp_path):
+    frame = people()
+    schema = tables.draft(frame, "outcome")
+    said = {}
+    for stream in (Terminal(), io.StringIO()):
+        monkeypatch.setattr(sys, "stderr", stream)
+        table_evaluation.evaluate(frame.iloc[::2], frame, frame, schema, "outcome")
+        table_plots.plot(frame.iloc[::2], frame, schema, tmp_path)
+        said[stream.isatty()] = stream.getvalue()
+    assert said[False] == ""
+    for step in ("measuring the synthetic table", "fidelity (TVD)", "TSTR classifier", "TRTR classifier",
+                 "privacy (closest records)", "4/4", "drawing the pictures", "dependence.png", "2/2"):
+        assert step in said[True]
