@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", help="the column TSTR predicts (default: the schema's target, else the last)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the protocol's classifiers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--output", help=f"a folder to draw the pictures in (made if missing): a table's "
+    parser.add_argument("--output", metavar="DIR", help=f"a folder to draw the pictures in (made if missing): a table's "
                         f"{table_plots.COLUMNS_PLOT} and {table_plots.DEPENDENCE_PLOT}, images' {synthetic.SAMPLES}")
     return parser
 
@@ -312,6 +312,9 @@ def evaluate_table(options: argparse.Namespace, folder: Path | None) -> tuple[di
     figures = table_evaluation.evaluate(synthetic, train, test, schema, target)
     if folder is None:
         return figures, report.table(figures)
+    empty = table_evaluation.empty_part({"the synthetic table": synthetic, "the training part": train})
+    if empty:
+        return figures, report.table(figures, [("pictures", "none", empty)])
     table_plots.plot(synthetic, train, schema, folder)
     return figures, report.table(figures, report.pictures(table_plots.MEANINGS))
 

@@ -287,6 +287,13 @@ def test_evaluate_prints_strict_json_says_what_it_means_and_draws_the_pictures(t
     assert f"  2-way TVD       {figures['tvd_2way']:.4f}  mean gap" in said.err
     assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["columns.png", "dependence.png"]
     assert lines[-1].startswith("  dependence.png  ")
+    class_table(150, 2, 2).drop(columns="kind").iloc[:0].to_csv(paths["synthetic"], index=False)
+    assert main.main(["evaluate", str(paths["synthetic"]), "--data", str(paths["train"]), "--test-data",
+                      str(paths["test"]), "--schema", str(tmp_path / "schema.json"), "--output",
+                      str(tmp_path / "none")]) == 0
+    assert capsys.readouterr().err.splitlines()[-1].split() == ["pictures", "none", "the", "synthetic", "table", "has",
+                                                                "no", "rows"]
+    assert not any((tmp_path / "none").iterdir())
 
 
 def test_the_summary_is_strict_json_and_a_nan_is_refused_not_written(tmp_path: Path):

@@ -66,6 +66,12 @@ def test_a_numeric_column_reads_as_its_bins_lower_edges_then_missing():
     assert list(labels.values()) == ["0", "5k", "10k", "15k", "20k", "25k", "30k", "35k", "40k", "45k", "missing"]
 
 
+def test_a_date_column_reads_as_its_bins_first_days_in_its_format():
+    column = tables.Column("visit", "date", date_format="%d/%m/%Y", granularity="day", edges=(18262.0, 18628.0))
+    labels = table_plots.code_labels(column, pd.Series(["01/01/2020", "31/12/2020", None]), pd.Series(["05/05/2020"]))
+    assert list(labels.values())[:3] == ["01/01/2020", "06/02/2020", "14/03/2020"] and labels[10] == "missing"
+
+
 def test_a_column_of_many_values_keeps_the_largest_and_adds_up_the_others():
     values = [str(value) for value in range(40)]
     column = tables.Column("code", "categorical", categories=tuple(values))
