@@ -140,6 +140,23 @@ def test_the_tvd_equals_an_independent_pandas_scorer():
     assert 0.05 < figures["tvd_1way"] < figures["tvd_2way"] < figures["tvd_3way"] < 1
 
 
+def test_a_wide_tables_mean_tvd_runs_over_a_fixed_sample_that_estimates_the_full_mean():
+    """40 columns have 9,880 triples, beyond MAX_MARGINALS: the mean runs over that many distinct ones,
+    the same each time, and lands near the mean over all of them."""
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 3, (300, 40))
+    synthetic = np.where(rng.random((300, 40)) < 0.7, real, rng.integers(0, 3, (300, 40)))
+    sets = table_evaluation.marginal_sets(40, 3)
+    assert len(sets) == len(set(sets)) == table_evaluation.MAX_MARGINALS
+    assert sets == table_evaluation.marginal_sets(40, 3) and all(a < b < c for a, b, c in sets)
+    assert table_evaluation.marginal_sets(40, 2) == list(itertools.combinations(range(40), 2))
+    sizes = np.full(40, 3)
+    every = np.mean([0.5 * np.abs(table_evaluation.cell_shares(real, t, sizes)
+                                  - table_evaluation.cell_shares(synthetic, t, sizes)).sum()
+                     for t in itertools.combinations(range(40), 3)])
+    assert table_evaluation.mean_tvd(real, synthetic, 3) == pytest.approx(every, rel=0.01)
+
+
 def test_roc_auc_of_three_classes_is_the_macro_one_vs_rest_mean_of_a_hand_computed_case():
     classes = np.array(["a", "b", "c"])
     probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.5, 0.35, 0.15]])
