@@ -6,6 +6,7 @@ Node side (inside the partial function): `broadcast` returns the task's message,
 reply as the function's result. Tensors travel as codec text inside vantage6's JSON; nothing is
 pickled.
 """
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,8 @@ class CentralCommunicator(Communicator):
         # the reply template). vantage6 4 lets no algorithm kill a task (only a user may), so such a
         # run may still release its update; `late_replies` collects it once it does.
         self._unsettled: dict[int, tuple[dict[int, int], Tensors]] = {}
+        # Under DP, the digest of every reply taken in this run -> the organization that sent it.
+        self._seen: dict[str, int] = {}
 
     def organization_of(self, rank: int) -> int:
         return self.organizations[rank - 1]
@@ -86,7 +89,7 @@ class CentralCommunicator(Communicator):
                 self._failures[rank] = no_result(runs.get(organization))
                 continue
             try:
-                decoded[rank] = self._decode(replies[organization], reply_template)
+                decoded[rank] = self._fresh(self._decode(replies[organization], reply_template), organization)
             except FederationError as error:
                 self._failures[rank] = f"update rejected: {error}"
         # A run whose result came in is settled even if the server still listed it as running (its result
@@ -108,7 +111,8 @@ class CentralCommunicator(Communicator):
             replies = self._results_by_organization(task_id, {o: runs[o] for o in done})
             for organization, rank in done.items():
                 try:
-                    late.setdefault(rank, []).append(self._decode(replies.get(organization), template))
+                    late.setdefault(rank, []).append(self._fresh(self._decode(replies.get(organization), template),
+                                                                 organization))
                 except FederationError:
                     continue
             still = {o: r for o, r in running.items() if o not in done}
@@ -184,6 +188,23 @@ class CentralCommunicator(Communicator):
             return json.loads(base64s_to_bytes(entry["result"]))
         except (ValueError, TypeError):
             return None
+
+    def _fresh(self, reply: Tensors, organization: int) -> Tensors:
+        """The reply, unless it repeats one taken earlier in this run: under DP each release draws its noise
+        afresh, so a reply equal tensor for tensor to an earlier one (of this node or another) is replayed,
+        and would have the server count one draw of noise as two."""
+        if not self.options.get("local_dp"):
+            return reply
+        digest = hashlib.sha256()
+        for name, tensor in sorted(reply.items()):
+            digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)}:".encode() + tensor.numpy().tobytes())
+        key = digest.hexdigest()
+        if key in self._seen:
+            raise FederationError(f"the result repeats, tensor for tensor, one that organization {self._seen[key]} "
+                                  "sent earlier in this run: a DP release draws its noise afresh, so this one is "
+                                  "replayed")
+        self._seen[key] = organization
+        return reply
 
     @staticmethod
     def _decode(reply: Any, template: Tensors) -> Tensors:

@@ -20,7 +20,7 @@ from backends import Communicator, Tensors
 from ppsdg import local, synthesizers
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import FederationError
-from ppsdg.privacy import HistoryEntry, Ledger, LocalDP
+from ppsdg.privacy import HistoryEntry, Ledger, LocalDP, release_entry
 from ppsdg.runtime import derive_seed, every_core
 from ppsdg.models import new_model, state_copy
 
@@ -215,11 +215,11 @@ def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, 
     for rank, reply_message in messages.items():
         try:
             replies[rank] = Reply.from_message(reply_message)
-            if dp is not None:
-                checked_entry(dp, replies[rank].figures)
+            entry = checked_entry(dp, replies[rank].figures) if dp is not None else None
             if synthesizer is not None:
                 synthesizer.check_release(replies[rank].update, replies[rank].num_samples, synthesizer.release_std(dp),
                                           model.state_dict())
+                check_planned_release(dp, entry)
         except FederationError as error:
             replies.pop(rank, None)
             failures[rank] = str(error)
@@ -233,6 +233,19 @@ def checked_entry(dp: LocalDP, figures: Mapping[str, float]) -> HistoryEntry:
         return dp.entry(dict(figures))
     except FederationError as error:
         raise FederationError(f"update rejected: {error}") from error
+
+
+def check_planned_release(dp: LocalDP | None, entry: HistoryEntry | None) -> None:
+    """A statistics release spends one release of the run's planned noise, which the server knows (the
+    release's declared noise variance is checked against it): a reply whose accountant entry says other
+    would have the server charge what the node did not spend, less where it claims more noise or a smaller
+    sample rate."""
+    if dp is None or entry is None:
+        return
+    planned = release_entry(dp.release_noise())
+    if not (math.isclose(entry[0], planned[0], rel_tol=1e-9) and tuple(entry[1:]) == planned[1:]):
+        raise FederationError(f"update rejected: its DP spending {entry} (noise multiplier, sample rate, steps) is "
+                              f"not the planned release's {planned}")
 
 
 def reply_figures(message: Mapping[str, torch.Tensor]) -> dict[str, float]:
