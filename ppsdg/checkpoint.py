@@ -7,6 +7,7 @@ task's input and result.
 """
 import argparse
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ppsdg import local, parser, synthesizers
 from ppsdg.errors import CodecError, FederationError, OptionsError, PpsdgError
 from ppsdg.files import write_atomically
 from ppsdg.models import new_model
-from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, out_of_reach, planned_target
+from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, out_of_reach, planned_target, release_entry
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
@@ -98,9 +99,11 @@ def decode(blob: bytes, options: argparse.Namespace, model_template: Tensors) ->
         _check_statistics(parts[MODEL], records, options, "model")
         for when, snapshot in snapshots.items():
             _check_statistics(snapshot, records[:when], options, f"generator snapshot of round {when}")
+    histories = _histories(meta["histories"], options, round_)
+    _check_charged(histories, records, options)
     return Checkpoint(round=round_, model=parts[MODEL], records=records,
                       optimizer=_optimizer_state(parts[OPTIMIZER], meta["optimizer"], options, fresh),
-                      histories=_histories(meta["histories"], options, round_), snapshots=snapshots)
+                      histories=histories, snapshots=snapshots)
 
 
 def read(blob: bytes, options: argparse.Namespace) -> Checkpoint:
@@ -258,6 +261,34 @@ def _histories(histories: Any, options: argparse.Namespace, round_: int) -> dict
             raise CheckpointError(f"the checkpoint's privacy history of worker {rank} {_brief(history)} is out of "
                                   f"the {options.accountant} accountant's reach: no run can go on from it")
     return checked
+
+
+def _check_charged(histories: dict[int, list[HistoryEntry]], records: list[dict[str, Any]],
+                   options: argparse.Namespace) -> None:
+    """The records' workers are the run's (ranks 1..num_nodes-1), and under DP the histories charge what
+    they released: at least one entry a round a worker's reply was taken (a history that forgets one
+    would have the resumed run report less than was spent), and for a statistics release exactly the
+    planned release, which the server knows (one that claims more noise would charge less)."""
+    workers = range(1, options.num_nodes)
+    ranks = [worker.get("rank") for record in records for worker in record["workers"]]
+    stray = next((rank for rank in ranks if not (_is_int(rank) and rank in workers)), None)
+    if stray is not None or None in ranks:
+        raise CheckpointError(f"the checkpoint's records list a worker of rank {_brief(stray)}, not a whole number "
+                              f"in 1..{options.num_nodes - 1}")
+    if not options.local_dp:
+        return
+    for rank, released in sorted(Counter(ranks).items()):
+        if len(histories.get(rank, [])) < released:
+            raise CheckpointError(f"the checkpoint's privacy history charges {len(histories.get(rank, []))} "
+                                  f"release(s) of worker {rank}, who released in {released} round(s)")
+    if synthesizers.releases_statistics(options):
+        planned = release_entry(LocalDP(options).release_noise())
+        for rank, history in histories.items():
+            wrong = next((entry for entry in history if not (math.isclose(entry[0], planned[0], rel_tol=1e-9)
+                                                             and tuple(entry[1:]) == planned[1:])), None)
+            if wrong is not None:
+                raise CheckpointError(f"the checkpoint's privacy history of worker {rank} has the entry {wrong}, "
+                                      f"which is not the planned release's {planned}")
 
 
 def _history_entry(entry: Any, rank: int) -> HistoryEntry:
