@@ -538,7 +538,7 @@ def read_table(path: str | Path, kind: str | None = None, sheet: str | None = No
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text: save it as CSV in UTF-8 (Excel: 'CSV UTF-8')") from error
     except Exception as error:  # a damaged file raises whatever its parser meets: zlib, zipfile, XML, pyarrow
-        raise DataError(f"{path}: cannot read it as a table: {str(error).strip()[:300]}") from error
+        raise DataError(f"{path}: cannot read it as a table: {' '.join(str(error).split())[:300]}") from error
     return frame
 
 

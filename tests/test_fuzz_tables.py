@@ -32,20 +32,20 @@ import main
 from backends import codec
 from backends.vantage6 import CentralCommunicator
 from conftest import peak_traced_bytes
-from ppsdg import algorithm, checkpoint, coordination, data, evaluate, parser, synthesizers, tables
+from ppsdg import algorithm, checkpoint, coordination, data, evaluate, synthesizers, tables
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import DataError, FederationError, PpsdgError
 from ppsdg.models import new_model
-from ppsdg.privacy import LocalDP
+from ppsdg.privacy import LocalDP, release_entry
 from ppsdg.synthesizers import marginals
 from test_checkpoint import HOSTILE as HOSTILE_META
 from test_checkpoint import paths
-from test_dishonest_server import ORGANIZATION, TARGET, node, table_options, task
+from test_dishonest_server import ORGANIZATION, TARGET, node, table_options, task  # noqa: F401 (node: a fixture)
 from test_fuzz_surfaces import HOSTILE, FuzzedClient, b64json, mutated_text
 from test_tables import people
 
 SECONDS = 10
-FUZZ = settings(max_examples=40, deadline=SECONDS * 1000,
+FUZZ = settings(max_examples=80, deadline=SECONDS * 1000,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -211,7 +211,8 @@ BAD_SCHEMAS = {
                                       "a list of texts, numbers or booleans"),
     "SDV bounds of 400 digits": ('{"columns": {"a": {"sdtype": "numerical", "range_min": 0, "range_max": 1'
                                  + "0" * 400 + '}}}', "needs its public 'range_min' < 'range_max'"),
-    "nested deeper than a reader recurses": ("[" * 100_000 + "]" * 100_000, "the schema is not JSON: maximum recursion"),
+    "nested deeper than a reader recurses": ("[" * 100_000 + "]" * 100_000,
+                                             "the schema is not JSON: maximum recursion"),
     "longer than a schema may be": (" " * (tables.MAX_SCHEMA_BYTES + 1), "characters long, more than 16777216"),
 }
 
@@ -266,8 +267,8 @@ def test_a_schema_whose_marginals_would_not_fit_is_refused_before_they_are_alloc
     (tmp_path / "schema.json").write_text(big_product())
     frame = pd.DataFrame({f"c{i}": ["1"] * 10 for i in range(100)})
     frame.to_csv(tmp_path / "data.csv", index=False)
-    status, _, err = command(main.main, ["--data", str(tmp_path / "data.csv"), "--schema", str(tmp_path / "schema.json"),
-                                         "--output", str(tmp_path / "out")])
+    status, _, err = command(main.main, ["--data", str(tmp_path / "data.csv"), "--schema",
+                                         str(tmp_path / "schema.json"), "--output", str(tmp_path / "out")])
     assert status == 2 and "the schema's marginals hold" in one_error_line(err)
 
 
@@ -290,17 +291,14 @@ def valid_files() -> dict[str, bytes]:
     """A small table of people as each format's bytes: a CSV, a gzipped one, Parquet (its columns typed:
     a flag, a date, categories, whole numbers with a missing one) and Excel."""
     frame = people(ROWS)
-    folder = Path(os.environ.get("TMPDIR", "/tmp"))
-    parquet_path, excel_path = folder / f"ppsdg-fuzz-{os.getpid()}.parquet", folder / f"ppsdg-fuzz-{os.getpid()}.xlsx"
+    typed, workbook = io.BytesIO(), io.BytesIO()
     frame.assign(smoker=frame["smoker"] == "yes", seen=pd.date_range("2020-01-01", periods=ROWS, freq="W"),
                  sex=frame["sex"].astype("category"), age=frame["age"].astype("Int64").where(frame.index != 3)
-                 ).to_parquet(parquet_path)
-    frame.to_excel(excel_path, index=False)
-    files = {".csv": frame.to_csv(index=False).encode(), ".parquet": parquet_path.read_bytes(),
-             ".xlsx": excel_path.read_bytes()}
-    parquet_path.unlink(), excel_path.unlink()
-    files[".csv.gz"] = gzip.compress(files[".csv"], mtime=0)
-    return files
+                 ).to_parquet(typed)
+    frame.to_excel(workbook, index=False)
+    text = frame.to_csv(index=False).encode()
+    return {".csv": text, ".csv.gz": gzip.compress(text, mtime=0), ".parquet": typed.getvalue(),
+            ".xlsx": workbook.getvalue()}
 
 
 @functools.cache
@@ -446,7 +444,8 @@ HOSTILE_FILES = {
     "a Parquet bomb": (lambda d: parquet_file(d / "t.parquet", pa.table({"a": pa.array(np.zeros(CAP, np.int8))})),
                        f"{CAP} rows of 1 columns, more cells than a CSV of {CAP} bytes holds"),
     "MNIST's IDX file named .parquet": (lambda d: text_file(d / "t.parquet", idx_images()), "Parquet magic bytes"),
-    "a workbook that is no zip": (lambda d: text_file(d / "t.xlsx", b"PK\x03\x04" + bytes(100)), "cannot read it as a table"),
+    "a workbook that is no zip": (lambda d: text_file(d / "t.xlsx", b"PK\x03\x04" + bytes(100)),
+                                  "cannot read it as a table"),
     "a workbook bomb": (lambda d: zip_bomb(d / "t.xlsx", 2 * CAP), f"unpacked, more than {CAP}"),
     "/dev/zero": (lambda d: Path("/dev/zero"), "not a regular file"),
     "a FIFO": (lambda d: fifo(d / "t.csv"), "not a regular file"),
@@ -568,3 +567,389 @@ def test_fuzzed_node_database_is_read_or_refused_in_one_sentence(node, monkeypat
         return
     event("answered")
     codec.decode_text(reply["message"])
+
+
+# 3. A node's marginals release as the central sees it: a vantage6 result, decoded against the round's
+# template, then checked as a release of the round's kind (coordination.exchange).
+
+RUN = 100 + ORGANIZATION
+
+
+@functools.cache
+def honest_releases() -> dict[str, tuple[dict[str, torch.Tensor], str]]:
+    """The central's state sent and the node's reply text, for the survey (round 1) and a measurement
+    (round 2, the plan its survey selects), as a node makes them."""
+    options = table_options()
+    survey = algorithm.run_partial(ORGANIZATION, people(), task(options, new_model(options).state_dict(), 1))
+    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
+    sums = {**new_model(options).state_dict(), **codec.decode_text(survey["message"])[0]}
+    plan = marginals.select({name: sums[name] for name in marginals.STATISTICS}, layout, options.num_rounds - 1)
+    measuring = {**new_model(options).state_dict(), "plan": torch.from_numpy(plan)}
+    measured = algorithm.run_partial(ORGANIZATION, people(), task(options, measuring, 2))
+    return {"survey": (new_model(options).state_dict(), survey["message"]),
+            "measurement": (measuring, measured["message"])}
+
+
+def planned_std() -> float:
+    options = table_options()
+    return synthesizers.for_options(options).release_std(LocalDP.from_options(options))
+
+
+Mutation = Callable[[dict[str, torch.Tensor], str, str], None]
+
+
+def changed(which: str, change: Callable[[torch.Tensor], torch.Tensor]) -> Mutation:
+    """Change a tensor of a reply: the round's own cells ('cells'), the other kind's ('other cells'), the
+    round's declared noise variance ('noise'), or a tensor by its name."""
+    def mutate(tensors: dict[str, torch.Tensor], cells: str, noise: str) -> None:
+        other = "measured" if cells == "survey" else "survey"
+        key = {"cells": cells, "other cells": other, "noise": noise}.get(which, which)
+        tensors[key] = change(tensors[key].clone())
+    return mutate
+
+
+def first_cell(value: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    def change(cells: torch.Tensor) -> torch.Tensor:
+        cells[cells.nonzero()[0]] = value
+        return cells
+    return change
+
+
+# Releases no honest node makes: each must be rejected, in either round.
+DISHONEST = {
+    "scaled 1000x": changed("cells", lambda t: t * 1000),
+    "negated": changed("cells", lambda t: -t),
+    "a count of -1e6": changed("cells", first_cell(-1e6)),
+    "a count of 1e300": changed("cells", first_cell(1e300)),
+    "a NaN count": changed("cells", first_cell(math.nan)),
+    "an infinite count": changed("cells", first_cell(-math.inf)),
+    "a cell short": changed("cells", lambda t: t[:-1]),
+    "a cell more": changed("cells", lambda t: torch.cat([t, t[:1]])),
+    "float32 cells": changed("cells", lambda t: t.float()),
+    "cells as a matrix": changed("cells", lambda t: t[None]),
+    "a quarter of the planned noise variance": changed("noise", lambda t: t / 4),
+    "no noise": changed("noise", lambda t: t * 0),
+    "4x the planned noise variance": changed("noise", lambda t: t * 4),
+    "a plan": changed("plan", lambda t: t + 0.1),
+    "the other kind's cells too": changed("other cells", lambda t: t + 1),
+    "1000x the records it has": changed(coordination.NUM_SAMPLES, lambda t: t * 1000),
+    "no record": changed(coordination.NUM_SAMPLES, lambda t: t * 0),
+    "2^40 records": changed(coordination.NUM_SAMPLES, lambda t: t * 0 + 2.0 ** 40),
+    "half a record more": changed(coordination.NUM_SAMPLES, lambda t: t + 0.5),
+    "an accountant entry of no noise": changed("extra.dp_noise_multiplier", lambda t: t * 0),
+    "an accountant entry of more noise than planned": changed("extra.dp_noise_multiplier", lambda t: t * 50),
+    "an accountant entry of a smaller sample rate": changed("extra.dp_sample_rate", lambda t: t / 100),
+}
+ROUNDS = {"survey": (1, "survey", "survey_noise"), "measurement": (2, "measured", "measure_noise")}
+
+
+def mutated_release(round_: str, mutate: Mutation) -> str:
+    tensors, _ = codec.decode_text(honest_releases()[round_][1], require_finite=False)
+    mutate(tensors, *ROUNDS[round_][1:])
+    return codec.encode_text(tensors)
+
+
+def client_of(text: Any) -> FuzzedClient:
+    """A server whose round subtask has this organization's run, completed, with this result."""
+    return FuzzedClient([{"id": RUN, "organization": {"id": ORGANIZATION}, "status": "completed", "log": None}],
+                        [{"id": RUN, "result": b64json({"rank": 1, "message": text})}])
+
+
+def central_sees(round_: str, client: FuzzedClient, comm: CentralCommunicator | None = None
+                 ) -> tuple[dict[int, coordination.Reply], dict[int, str]]:
+    """The round as the central runs it on vantage6: the subtask's result decoded against the round's
+    template, then checked (coordination.exchange): the replies it takes and why it takes no other."""
+    options = table_options()
+    model = new_model(options)
+    model.load_state_dict(honest_releases()[round_][0])
+    comm = comm or CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(options), round_timeout_s=0.0,
+                                       poll_s=0.0)
+    replies, failures, _ = coordination.exchange(comm, model, options, ROUNDS[round_][0], [1],
+                                                 LocalDP.from_options(options))
+    return replies, failures
+
+
+def assert_plausible(reply: coordination.Reply, round_: str) -> None:
+    """What a taken release must be for the sum and the privacy report to hold: finite, its own kind's
+    cells only, within what its rows and the planned noise allow (the loosest clique weight), the planned
+    noise variance declared, and the planned release's accountant entry."""
+    options = table_options()
+    _, cells, noise = ROUNDS[round_]
+    update = reply.update
+    assert all(bool(torch.isfinite(tensor).all()) for tensor in update.values())
+    assert not update["plan"].any() and all(not update[name].any() for name in marginals.STATISTICS
+                                            if name not in ("plan", cells, noise))
+    share = 1.0 if round_ == "survey" else 1 / (options.num_rounds - 1)
+    assert float(update[noise]) == pytest.approx((planned_std() * share) ** 2, rel=1e-9)
+    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
+    slack = 6 * planned_std() * share * math.sqrt(len(layout.found))
+    assert bool((update[cells].abs() <= reply.num_samples * share + slack).all())
+    planned = LocalDP.from_options(options).release_noise()
+    assert coordination.checked_entry(LocalDP.from_options(options), reply.figures) == (planned, 1.0, 1)
+
+
+@pytest.mark.parametrize("round_", list(ROUNDS))
+def test_an_honest_release_is_taken(node, round_):
+    replies, failures = central_sees(round_, client_of(honest_releases()[round_][1]))
+    assert failures == {} and list(replies) == [1]
+    assert_plausible(replies[1], round_)
+
+
+@pytest.mark.parametrize("name", list(DISHONEST))
+@pytest.mark.parametrize("round_", list(ROUNDS))
+def test_a_release_no_honest_node_makes_is_rejected_by_name(node, round_, name):
+    replies, failures = central_sees(round_, client_of(mutated_release(round_, DISHONEST[name])))
+    assert replies == {} and failures[1].startswith("update rejected: "), failures
+
+
+@pytest.mark.parametrize("round_, sent", [("measurement", "survey"), ("survey", "measurement")])
+def test_a_release_of_the_other_kind_of_round_is_rejected_by_name(node, round_, sent):
+    replies, failures = central_sees(round_, client_of(honest_releases()[sent][1]))
+    expected = {"measurement": "the round asked for the measurement and the release holds survey cells",
+                "survey": "the round asked for the survey and the release holds measured cells"}[round_]
+    assert replies == {} and expected in failures[1]
+
+
+def test_a_replayed_release_is_rejected_by_name(node):
+    """A node that sends its round-2 measurement again in round 3, as it is or re-encoded: under DP an honest
+    release draws its noise afresh, so one equal to a release taken earlier is replayed."""
+    options = table_options()
+    client = client_of(honest_releases()["measurement"][1])
+    comm = CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(options), round_timeout_s=0.0,
+                               poll_s=0.0)
+    assert list(central_sees("measurement", client, comm)[0]) == [1]
+    tensors, _ = codec.decode_text(honest_releases()["measurement"][1])
+    for text in (honest_releases()["measurement"][1], codec.encode_text(dict(reversed(tensors.items())))):
+        client.entries = [{"id": RUN, "result": b64json({"rank": 1, "message": text})}]
+        replies, failures = central_sees("measurement", client, comm)
+        assert replies == {} and failures[1] == (f"update rejected: the result repeats, tensor for tensor, one that "
+                                                 f"organization {ORGANIZATION} sent earlier in this run: a DP release "
+                                                 "draws its noise afresh, so this one is replayed")
+
+
+@st.composite
+def releases(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A round, a result as its node's run hands it in, and what it is: honest, one no honest node makes,
+    the other round's, or damaged (its text mutated, a cell moved or scaled by a drawn amount, a hostile
+    value in place of the message)."""
+    round_ = draw(st.sampled_from(sorted(ROUNDS)))
+    honest = honest_releases()[round_][1]
+    how = draw(st.sampled_from(["honest", "dishonest", "dishonest", "other round", "text", "cell", "scaled",
+                                "hostile"]))
+    if how == "honest":
+        return round_, honest, how
+    if how == "dishonest":
+        return round_, mutated_release(round_, DISHONEST[draw(st.sampled_from(sorted(DISHONEST)))]), how
+    if how == "other round":
+        return round_, honest_releases()[next(r for r in ROUNDS if r != round_)][1], how
+    if how == "text":
+        return round_, mutated_text(draw, honest), how
+    if how == "cell":
+        at, by = draw(st.integers(0, 200)), draw(st.floats(-20, 20) | st.floats())
+        return round_, mutated_release(round_, changed("cells", lambda t: t.index_put_((torch.tensor(at),),
+                                                                                       t[at] + by))), how
+    if how == "scaled":
+        by, what = draw(st.floats(0.9, 1.1) | st.floats(-10, 10)), draw(st.sampled_from(["cells", "noise"]))
+        return round_, mutated_release(round_, changed(what, lambda t: t * by)), how
+    return round_, draw(HOSTILE), how
+
+
+@FUZZ
+@given(releases())
+def test_fuzzed_release_is_taken_only_if_plausible(node, release):
+    """An honest release is taken; one no honest node makes, or of the other round, is rejected by name; any
+    other is rejected by name, or taken only within what its rows and the planned noise allow."""
+    round_, text, how = release
+    replies, failures = central_sees(round_, client_of(text))
+    event(f"{how}: {'taken' if replies else 'rejected'}")
+    if how == "honest":
+        assert list(replies) == [1]
+    if how in ("dishonest", "other round"):
+        assert replies == {}
+    if replies:
+        assert_plausible(replies[1], round_)
+    else:
+        assert isinstance(failures[1], str) and failures[1]
+
+
+# 4. A table run's checkpoint for --resume: checked whole against the run's options and the sums of
+# the releases its records list.
+
+@functools.cache
+def table_checkpoint() -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
+    """The options, tensors and metadata of a 3-node table run's checkpoint after round 2 of 3: two
+    workers' releases summed, the plan the survey selects, a snapshot after each round, the histories
+    the server charged."""
+    options = table_options(num_nodes=3)
+    synthesizer, model, dp = synthesizers.for_options(options), new_model(options), LocalDP.from_options(options)
+    schema = tables.Schema.from_text(options.schema)
+    parts = [people().iloc[:300], people().iloc[300:]]
+    records, snapshots = [], {}
+    for round_ in (1, 2):
+        updates = []
+        for rank, part in enumerate(parts, start=1):
+            torch.manual_seed(10 * round_ + rank)
+            codes = torch.from_numpy(tables.encode(part, schema)[0])
+            updates.append(synthesizer.local_update(model, codes, codes[:, -1], options, dp, None, 0.0, None)[0])
+        state = model.state_dict()
+        model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
+        synthesizer.after_round(model, round_)
+        snapshots[round_] = synthesizer.generator_state(model)
+        records.append({"round": round_, "test_loss": None, "test_accuracy": None, "failed": [],
+                        "workers": [{"rank": rank, "num_samples": len(part), "averaged": True}
+                                    for rank, part in enumerate(parts, start=1)]})
+    histories = {rank: [release_entry(dp.release_noise())] * 2 for rank in (1, 2)}
+    point = Checkpoint(2, synthesizer.generator_state(model), records, histories=histories, snapshots=snapshots)
+    tensors, meta = codec.decode(checkpoint.encode(point, options), max_meta_bytes=checkpoint.META_BYTES)
+    return options, tensors, meta
+
+
+def read_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Checkpoint:
+    options = table_options(num_nodes=3)
+    blob = codec.encode(tensors, meta, max_meta_bytes=checkpoint.META_BYTES)
+    return checkpoint.read(blob, options)
+
+
+def assert_resumable(point: Checkpoint) -> None:
+    """What a resumed table run relies on: a round within the run, one record a round, statistics that load
+    into the run's model, and each worker's history charging one planned release a round it took part in."""
+    options, _, _ = table_checkpoint()
+    assert 0 <= point.round <= options.num_rounds and len(point.records) == point.round
+    new_model(options).load_state_dict(point.model)
+    planned = release_entry(LocalDP.from_options(options).release_noise())
+    for record in point.records:
+        for worker in record["workers"]:
+            assert point.histories.get(worker["rank"], [])[:1] == [planned]
+    assert all(entry == planned for history in point.histories.values() for entry in history)
+    assert all(1 <= when <= point.round for when in point.snapshots)
+
+
+def test_a_valid_table_checkpoint_comes_back_whole():
+    _, tensors, meta = table_checkpoint()
+    point = read_checkpoint(dict(tensors), copy.deepcopy(meta))
+    assert_resumable(point)
+    assert point.round == 2 and point.model["plan"].any() and sorted(point.snapshots) == [1, 2]
+
+
+def scaled(name: str, by: float) -> Callable[[dict, dict], None]:
+    return lambda tensors, meta: tensors.__setitem__(name, tensors[name] * by)
+
+
+def set_field(path: tuple, value: Any) -> Callable[[dict, dict], None]:
+    def mutate(tensors: dict, meta: dict) -> None:
+        *above, last = path
+        functools.reduce(lambda node, step: node[step], above, meta)[last] = value
+    return mutate
+
+
+POISONED = {
+    "survey scaled 1000x": (scaled("model.survey", 1000), "model is not the sum of the releases"),
+    "measured cells scaled 1000x": (scaled("model.measured", 1000), "model is not the sum of the releases"),
+    "survey negated": (scaled("model.survey", -1), "model is not the sum of the releases"),
+    "a quarter of the measurements' noise": (scaled("model.measure_noise", 0.25), "noise_variance"),
+    "a plan the survey does not select": (lambda tensors, meta: tensors.__setitem__(
+        "model.plan", torch.flip(tensors["model.plan"], [0])), "not the one that the survey selects|plan may not"),
+    "a NaN cell": (lambda tensors, meta: tensors.__setitem__("model.survey", tensors["model.survey"].clone().index_fill_(
+        0, torch.tensor([0]), math.nan)), "holds NaN or Inf"),
+    "a poisoned snapshot": (scaled("snapshot.1.survey", 1000), "generator snapshot of round 1 is not the sum"),
+    "1000x the records a worker has": (set_field(("records", 0, "workers", 0, "num_samples"), 300_000),
+                                       "model is not the sum of the releases"),
+    "a worker's release left out of the records": (lambda tensors, meta: meta["records"][1]["workers"].pop(),
+                                                    "model is not the sum of the releases"),
+    "another schema": (set_field(("options", "schema"), big_product()), "made with other options"),
+    "another target": (set_field(("options", "target"), "sex"), "made with other options"),
+    "a history of more noise than planned": (set_field(("histories", "1", 0, 0), 50.0),
+                                             "is not the planned release's"),
+    "a history of a smaller sample rate": (set_field(("histories", "1", 1, 1), 0.01), "is not the planned release's"),
+    "a history that forgets a release": (lambda tensors, meta: meta["histories"]["2"].pop(),
+                                         "charges 1 release\\(s\\) of worker 2, who released in 2 round\\(s\\)"),
+    "no history at all": (set_field(("histories",), {}), "charges 0 release\\(s\\) of worker 1"),
+}
+
+
+@pytest.mark.parametrize("name", list(POISONED))
+def test_a_poisoned_table_checkpoint_is_refused_by_name(name):
+    mutate, message = POISONED[name]
+    _, tensors, meta = table_checkpoint()
+    tensors, meta = dict(tensors), copy.deepcopy(meta)
+    mutate(tensors, meta)
+    with within(), pytest.raises(PpsdgError, match=message):
+        read_checkpoint(tensors, meta)
+
+
+@st.composite
+def poisoned_checkpoints(draw: st.DrawFn) -> tuple[dict, dict]:
+    """The valid table checkpoint with a place in its metadata replaced, deleted or added to, or a tensor
+    scaled, shifted, reshaped or renamed."""
+    _, tensors, meta = table_checkpoint()
+    tensors, meta = dict(tensors), copy.deepcopy(meta)
+    if draw(st.booleans()):
+        path = draw(st.sampled_from([p for p in paths(meta) if p]))
+        *above, last = path
+        parent = functools.reduce(lambda node, step: node[step], above, meta)
+        action = draw(st.sampled_from(["replace", "delete", "extra"]))
+        if action == "replace":
+            parent[last] = draw(HOSTILE_META)
+        elif action == "delete":
+            del parent[last]
+        elif isinstance(parent[last], (dict, list)):
+            set_field((*path, len(parent[last]) if isinstance(parent[last], list) else "x"), draw(HOSTILE_META))(
+                tensors, meta) if isinstance(parent[last], dict) else parent[last].append(draw(HOSTILE_META))
+        return tensors, meta
+    name = draw(st.sampled_from(sorted(tensors)))
+    how = draw(st.sampled_from(["scale", "shift", "reshape", "rename", "dtype"]))
+    if how == "scale":
+        tensors[name] = tensors[name] * draw(st.floats(-2, 2) | st.sampled_from([0.0, 1000.0, math.inf]))
+    elif how == "shift":
+        tensors[name] = tensors[name] + draw(st.floats(-5, 5))
+    elif how == "reshape":
+        tensors[name] = tensors[name].flatten()[:draw(st.integers(0, 3))]
+    elif how == "rename":
+        tensors[draw(st.sampled_from(["model.x", "snapshot.3.survey", "snapshot.0.plan", "optimizer.0.x", "x"]))] = \
+            tensors.pop(name)
+    else:
+        tensors[name] = tensors[name].float()
+    return tensors, meta
+
+
+@FUZZ
+@given(poisoned_checkpoints())
+def test_fuzzed_table_checkpoint_is_resumable_or_refused_by_name(poisoned):
+    try:
+        with within():
+            point = read_checkpoint(*poisoned)
+    except PpsdgError as error:
+        event(f"refused: {str(error)[:40]}")
+        return
+    event("accepted")
+    assert_resumable(point)
+
+
+# 5. `ppsdg evaluate` on a table: the synthetic table, the real data and test part, the schema.
+
+@settings(FUZZ, max_examples=40)
+@given(st.sampled_from(["synthetic", "--data", "--test-data", "--schema"]), table_files(), schema_texts())
+def test_fuzzed_evaluation_input_is_scored_or_refused_in_one_line(tmp_path_factory, which, named, schema_text):
+    folder = tmp_path_factory.mktemp("evaluate")
+    inputs = {"synthetic": folder / "synthetic.csv", "--data": folder / "data.csv", "--test-data": folder / "test.csv",
+              "--schema": folder / "schema.json"}
+    people(100, seed=3).to_csv(inputs["synthetic"], index=False)
+    people(200).to_csv(inputs["--data"], index=False)
+    people(60, seed=4).to_csv(inputs["--test-data"], index=False)
+    inputs["--schema"].write_text(people_schema())
+    if which == "--schema":
+        inputs[which].write_text(schema_text)
+    else:
+        suffix, blob = named
+        inputs[which] = folder / f"fuzzed{suffix}"
+        inputs[which].write_bytes(blob)
+    argv = [str(inputs["synthetic"])] + [str(part) for name in ("--data", "--test-data", "--schema")
+                                        for part in (name, inputs[name])]
+    status, out, err = command(evaluate.main, argv)
+    event(f"{which}: {'scored' if status == 0 else 'refused'}")
+    if status == 0:
+        figures = json.loads(out)
+        assert all(key in figures["unavailable"] for key, value in figures.items() if value is None)
+        assert all(math.isfinite(value) for value in figures.values() if isinstance(value, float))
+    else:
+        assert status == 2 and one_error_line(err)
