@@ -32,7 +32,7 @@ import argparse
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,8 @@ MAX_MARGINALS = 5000
 DIVERGED_L2 = 1.0
 DISTANCE_SAMPLE = 2000
 MEMORIZED_QUANTILE = 0.05
-CHUNK = 256
+# Cells of one block of the closest-record distances (float32: 64 MB).
+DISTANCE_BLOCK = 1 << 24
 INDEPENDENT = "tvd_2way_independent"
 CLASSIFIER_FIGURES = ("accuracy", "auc")
 PRIVACY_FIGURES = ("memorized_share", "closer_to_train_share", "exact_copy_share", "holdout_exact_copy_share")
@@ -281,28 +282,53 @@ def roc_auc(labels: np.ndarray, probabilities: np.ndarray, classes: np.ndarray,
                           for index, label in enumerate(classes) if label in present])), None
 
 
-def _distance_space(frame: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> torch.Tensor:
-    """Records as vectors whose L1 distance is the evaluation's: numeric columns over their training
-    range (missing far from any number), categories one-hot at half weight (a mismatch costs 1)."""
-    parts = []
+class DistanceSpace(NamedTuple):
+    """Records as the evaluation's distance reads them: each categorical column one-hot (its training
+    values, missing, and any other value), and the numeric columns over their training range with a
+    missing flag each."""
+
+    onehot: torch.Tensor
+    numbers: torch.Tensor
+
+
+def _distance_space(frame: pd.DataFrame, train: pd.DataFrame, schema: Schema) -> DistanceSpace:
+    """`frame` in the space whose distance (`_closest`) is the evaluation's: categories one-hot at half
+    weight (a mismatch costs 1), numeric columns over their training range (missing far from any number)."""
+    onehots, numbers = [np.zeros((len(frame), 0))], [np.zeros((len(frame), 0))]
     for column in schema.columns:
         values = frame[column.name]
         if column.kind == CATEGORICAL:
             known = sorted(set(train[column.name].dropna().astype(str)))
             text = values.astype(object).where(values.notna(), None)
-            onehot = np.stack([(text == value).to_numpy() for value in known] + [values.isna().to_numpy()], axis=1)
-            parts.append(onehot.astype(np.float64) * 0.5)
+            ones = [(text == value).to_numpy() for value in known] + [values.isna().to_numpy()]
+            onehots.append(np.stack(ones + [~np.any(ones, axis=0)], axis=1))
             continue
         reference = pd.Series(column_numbers(train[column.name], column))
         low, span = float(reference.min()), float(reference.max() - reference.min()) or 1.0
-        numbers = (column_numbers(values, column) - low) / span
-        parts.append(np.stack([np.nan_to_num(numbers, nan=0.0), np.isnan(numbers) * 1.0], axis=1))
-    return torch.from_numpy(np.concatenate(parts, axis=1))
+        scaled = (column_numbers(values, column) - low) / span
+        numbers.append(np.stack([np.nan_to_num(scaled, nan=0.0), np.isnan(scaled) * 1.0], axis=1))
+    return DistanceSpace(*(torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
+                           for parts in (onehots, numbers)))
 
 
-def _closest(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.cdist(queries[start:start + CHUNK], references, p=1).min(dim=1).values
-                      for start in range(0, len(queries), CHUNK)])
+def _closest(queries: DistanceSpace, references: DistanceSpace) -> torch.Tensor:
+    """Each query's distance to its closest reference, in float32. The one-hot part's L1 distance at half
+    weight is counted by a matrix product (|q - r| = |q| + |r| - 2 q.r for 0/1 vectors), the numbers'
+    by torch.cdist, a block of queries at a time that keeps each distance matrix near DISTANCE_BLOCK
+    cells: 2,000 records against 1,000,000 in about a minute, where an L1 cdist over the one-hot in
+    float64 took minutes."""
+    reference_ones = 0.5 * references.onehot.sum(dim=1)
+    step = max(1, DISTANCE_BLOCK // max(len(references.onehot), 1))
+    closest = []
+    for start in range(0, len(queries.onehot), step):
+        block = queries.onehot[start:start + step]
+        distance = torch.cdist(queries.numbers[start:start + step], references.numbers, p=1) \
+            if queries.numbers.shape[1] else torch.zeros(len(block), len(references.onehot))
+        distance += reference_ones
+        distance += 0.5 * block.sum(dim=1, keepdim=True)
+        distance.addmm_(block, references.onehot.T, alpha=-1)
+        closest.append(distance.min(dim=1).values)
+    return torch.cat(closest)
 
 
 def _row_keys(frame: pd.DataFrame, names: Sequence[str]) -> pd.Series:

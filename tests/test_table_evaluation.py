@@ -157,6 +157,34 @@ def test_a_wide_tables_mean_tvd_runs_over_a_fixed_sample_that_estimates_the_full
     assert table_evaluation.mean_tvd(real, synthetic, 3) == pytest.approx(every, rel=0.01)
 
 
+def test_closest_record_distances_equal_the_definitions_brute_force():
+    """The blocked matrix-product distance is the definition's: a category mismatch (an unseen value and
+    missing included) costs 1, numbers their difference over the training range, missing apart."""
+    rng = np.random.default_rng(0)
+    schema = schema_of([categorical("a", ["x", "y", "z"]), numeric("b"), categorical("c", ["p", "q"])])
+
+    def frame(rows: int, values: list[str]) -> pd.DataFrame:
+        numbers = rng.uniform(0, 10, rows)
+        numbers[rng.random(rows) < 0.1] = np.nan
+        return pd.DataFrame({"a": pd.Series(rng.choice(values, rows)).where(rng.random(rows) > 0.1),
+                             "b": numbers, "c": rng.choice(["p", "q"], rows)})
+
+    train, queries = frame(400, ["x", "y", "z"]), frame(150, ["x", "y", "z", "w"])
+    found = table_evaluation._closest(table_evaluation._distance_space(queries, train, schema),
+                                      table_evaluation._distance_space(train, train, schema))
+    low, span = train["b"].min(), train["b"].max() - train["b"].min()
+
+    def distance(q: pd.Series, r: pd.Series) -> float:
+        cost = sum(0.0 if (pd.isna(q[c]) and pd.isna(r[c])) or q[c] == r[c] else 1.0 for c in ("a", "c"))
+        if pd.isna(q["b"]) or pd.isna(r["b"]):
+            return cost + (0.0 if pd.isna(q["b"]) and pd.isna(r["b"]) else
+                           1.0 + abs(0.0 - ((q["b"] if pd.notna(q["b"]) else r["b"]) - low) / span))
+        return cost + abs(q["b"] - r["b"]) / span
+
+    expected = [min(distance(q, r) for _, r in train.iterrows()) for _, q in queries.head(40).iterrows()]
+    assert found[:40].double().numpy() == pytest.approx(expected, abs=1e-5)
+
+
 def test_roc_auc_of_three_classes_is_the_macro_one_vs_rest_mean_of_a_hand_computed_case():
     classes = np.array(["a", "b", "c"])
     probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.5, 0.35, 0.15]])
