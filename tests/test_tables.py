@@ -1,6 +1,7 @@
 """Tables as node data: the schema, encoding, the marginals synthesizer's rounds and privacy, the
 evaluation, and the commands, on a small seeded table (and Adult where the figure needs real data)."""
 import io
+import itertools
 import json
 import math
 from pathlib import Path
@@ -141,6 +142,33 @@ def test_federated_marginals_equal_the_pooled_ones_without_noise(table_files):
         exact = tables.marginal(codes, layout.schema.shape, layout.found[index])
         assert np.allclose(layout.part(pooled["measured"].numpy(), index), exact)
     assert pooled["plan"].square().sum().item() == pytest.approx(1.0)
+
+
+def test_the_plan_joins_columns_in_a_triple_only_where_the_survey_shows_more_tie_than_noise():
+    """Without noise every pair is measured with the target (the tree and every further pair); with
+    noise, only the strongly tied pair keeps its triple, and the columns the survey shows no tie for
+    are measured with the target alone: a triple of noise would be read as dependence by the model."""
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    a = rng.integers(0, 4, rows)
+    columns = {"a": a, "b": np.where(rng.random(rows) < 0.9, a, rng.integers(0, 4, rows)),
+               "c": rng.integers(0, 4, rows), "d": rng.integers(0, 4, rows)}
+    frame = pd.DataFrame({name: np.char.add("v", values.astype(str)) for name, values in columns.items()})
+    frame["t"] = np.where(rng.random(rows) < 0.2 + 0.2 * a, "yes", "no")
+    layout = marginals.Layout.of(tables.draft(frame, "t"), "t")
+    survey = marginals.release(tables.encode(frame, layout.schema)[0], layout, layout.survey_weights(), 0.0, None)
+    zero = torch.zeros((), dtype=torch.float64)
+
+    def planned(survey_noise: float) -> set[tuple[str, ...]]:
+        state = {"survey": torch.from_numpy(survey), "measured": torch.zeros(layout.cells, dtype=torch.float64),
+                 "plan": torch.zeros(len(layout.found), dtype=torch.float64),
+                 "survey_noise": torch.tensor(survey_noise, dtype=torch.float64), "measure_noise": zero}
+        plan = marginals.select(state, layout, 2)
+        assert np.square(plan).sum() == pytest.approx(1.0) and layout.plannable()[plan > 0].all()
+        return {tuple(layout.schema.names[c] for c in layout.found[i]) for i in np.flatnonzero(plan)}
+
+    assert planned(0.0) == {(*pair, "t") for pair in itertools.combinations("abcd", 2)}
+    assert planned(3 * 20.0 ** 2) == {("a", "b", "t"), ("c", "t"), ("d", "t")}
 
 
 def test_the_noise_of_a_release_has_the_planned_spread(table_files):

@@ -9,10 +9,12 @@ multiplier m, which the ledger composes like a moments release (one full-batch s
 
 Round 1 surveys every 1-way and 2-way marginal (the 1-way ones weighted up: the model is built on
 them). The server then selects, from those noisy tables alone (post-processing: no node's raw
-score, no extra privacy cost), the 2-way cliques worth measuring: a maximum spanning tree of the
-noise-corrected dependence of each pair, then the strongest further pairs while the graphical
-model stays small. Later rounds measure only those, with the rest of the budget. Everything after
-the releases (selection, estimation, sampling, decoding) is post-processing.
+score, no extra privacy cost), the 2-way cliques worth measuring with the target: the edges of a
+maximum spanning tree of the noise-corrected dependence of each pair, then the strongest further
+pairs, each only where its dependence exceeds the noise its measurement would carry (a column left
+out is measured with the target alone), while the graphical model stays small. Later rounds
+measure only those, with the rest of the budget. Everything after the releases (selection,
+estimation, sampling, decoding) is post-processing.
 """
 from __future__ import annotations
 
@@ -147,34 +149,50 @@ def dependence(state: Tensors, layout: Layout) -> dict[tuple[int, int], float]:
 
 def select(state: Tensors, layout: Layout, measuring_rounds: int) -> np.ndarray:
     """The plan of the measuring rounds, from the survey alone (post-processing): a tree-augmented
-    naive Bayes, then more. A maximum spanning tree of the other columns' dependence, each of its
-    edges measured together with the target; then further pairs, strongest first, each with the
-    target, while a pair's dependence exceeds the noise its measurement would carry and the model
-    stays within MAX_MODEL_MB. All weighted alike (squares summing to 1)."""
+    naive Bayes where the survey shows the tree, naive Bayes where it does not, then more. A maximum
+    spanning tree of the other columns' dependence; each of its edges, strongest first, measured
+    together with the target where the pair's dependence exceeds the noise that measurement would
+    carry (`noise_l1`), each column that no such triple holds measured with the target alone (a
+    triple of weak dependence only adds noise the model reads as dependence); then further pairs,
+    strongest first, each with the target, while the same test holds and the model stays within
+    MAX_MODEL_MB. All weighted alike (squares summing to 1)."""
     scores = dependence(state, layout)
     target = layout.target
     features = [c for c in range(len(layout.schema.columns)) if c != target]
     index = {clique: i for i, clique in enumerate(layout.found)}
+    unit = math.sqrt(float(state["survey_noise"]) / max(measuring_rounds, 1))
 
-    def with_target(pair: tuple[int, ...]) -> int:
-        return index[tuple(sorted({*pair, target}))]
+    def with_target(columns: Iterable[int]) -> int:
+        return index[tuple(sorted({*columns, target}))]
 
     tree = spanning_tree({pair: score for pair, score in scores.items() if target not in pair}, features)
-    chosen = [with_target(pair) for pair in tree] or [with_target((features[0],))]
-    unit = math.sqrt(float(state["survey_noise"]) / max(measuring_rounds, 1))
+    triples: list[int] = []
+    joined: set[int] = set()
+    for pair in sorted(tree, key=lambda p: (-scores[p], p)):
+        planned = len(triples) + 1 + sum(1 for c in features if c not in joined | set(pair))
+        if scores[pair] > noise_l1(layout, with_target(pair), unit, planned):
+            triples.append(with_target(pair))
+            joined |= set(pair)
+    chosen = triples + [with_target((c,)) for c in features if c not in joined]
     for pair in sorted(scores, key=scores.get, reverse=True):
         if target in pair or pair in tree:
             continue
         candidate = with_target(pair)
-        cells = layout.starts[candidate + 1] - layout.starts[candidate]
-        noise = cells * unit * math.sqrt(len(chosen) + 1) * math.sqrt(2 / math.pi)
-        if scores[pair] <= noise:
+        if scores[pair] <= noise_l1(layout, candidate, unit, len(chosen) + 1):
             break
         if model_mb(layout, [layout.found[i] for i in chosen + [candidate]]) <= MAX_MODEL_MB:
             chosen.append(candidate)
     plan = np.zeros(len(layout.found))
     plan[chosen] = 1 / math.sqrt(len(chosen))
     return plan
+
+
+def noise_l1(layout: Layout, index: int, unit: float, planned: int) -> float:
+    """The expected L1 size of the noise that measuring clique `index` in a plan of `planned` cliques
+    (weights 1/sqrt(planned)) sums into its cells, unit being the measuring rounds' summed noise at
+    weight 1: what a pair's dependence must exceed for its measurement to tell more than it blurs."""
+    cells = int(layout.starts[index + 1] - layout.starts[index])
+    return cells * unit * math.sqrt(planned) * math.sqrt(2 / math.pi)
 
 
 def spanning_tree(scores: dict[tuple[int, int], float], nodes: Sequence[int]) -> list[tuple[int, int]]:
