@@ -177,13 +177,16 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
         if options.stochastic_gradient:
             return batch_gradient(model, examples, options.batch_size, generator)
         batches_per_epoch = -(-len(examples) // options.batch_size)
-        with tqdm(total=options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
+        releases = synthesizer is not None and synthesizer.aggregation == "sum"
+        with tqdm(total=1 if releases else options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
                   position=rank, leave=False, disable=None) as progress:
             if synthesizer is not None:
-                return synthesizer.local_update(
+                update = synthesizer.local_update(
                     model, examples.images, examples.labels, options, dp,
                     lambda: shuffled_batches(examples, options.batch_size, generator), round_lr(options, round_),
                     progress)
+                progress.update(progress.total - progress.n)
+                return update
             return classifier_update(model, examples, options, dp, round_lr(options, round_), generator,
                                      progress)
 
