@@ -5,15 +5,28 @@ for each worker with its own deadline and name the one that died or hangs. Witho
 died, the others go on (as --min-workers allows); one that hangs ends the run.
 
 Each buffer travels in chunks of at most CHUNK_BYTES, each waited for before the next is posted.
-Gloo (in torch 2.13) fails a transfer whose peer died only while the transfer waits for the peer;
-a send the socket took only in part when the peer died is never failed, and waits out
---worker-timeout (600 s by default). A chunk that fits the socket's buffer is taken whole or not at
-all, so a worker that dies mid-round is noticed at once.
+
+Gloo (in torch 2.13) fails a transfer whose peer died only while the transfer waits for the peer
+(a receive not yet answered, a send the peer has not asked for). It never fails a send it queued
+after a write that did not go through whole: the socket was full, or the peer had died just before
+the send was posted, before gloo's event loop read the closed connection (the write's EPIPE is
+swallowed); nor a receive it had begun to read. Such a transfer waits out its deadline. So the
+server does not rely on its transfers to see a worker die: it waits for them on a thread
+(`Transfers`) while it watches the worker (`watch_peer`): a receive from the worker on a gloo group
+of its own, which the worker never answers and gloo fails as soon as the worker's connection
+closes, within milliseconds of its process ending. Transfers left behind by a dead worker wait
+without a deadline: a gloo deadline that passes closes every connection of its group, the live
+workers' too.
 """
 import os
 import socket
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -26,6 +39,10 @@ NO_DEADLINE = timedelta(days=7)
 # chunk whole wherever the receiver has read the one before. A model of 4.8 MB is 37 chunks: a few
 # milliseconds more a transfer on one machine.
 CHUNK_BYTES = 128 * 1024
+# How long a worker's transfers may take to return once its connection closed: those its last
+# bytes completed return within milliseconds, the others fail or never return. Generous, for a
+# loaded machine.
+SETTLE_S = 2.0
 
 
 class GlooCommunicator(Communicator):
@@ -40,6 +57,10 @@ class GlooCommunicator(Communicator):
                                 timeout=timedelta(seconds=worker_timeout_s))
         self.worker_timeout = timedelta(seconds=worker_timeout_s)
         self._lost: dict[int, str] = {}
+        # Collective: every rank creates it, in the same order; only a sender of broadcasts and
+        # receiver of gathers (the server) posts on it.
+        self._liveness = dist.new_group(backend="gloo", timeout=self.worker_timeout)
+        self._ended: dict[int, Future] = {}
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
         flats = self._flatten(tensors)
@@ -89,24 +110,38 @@ class GlooCommunicator(Communicator):
         return members
 
     def _exchange(self, rank: int, transfers: Iterator[dist.Work], doing: str) -> bool:
-        """Post one worker's transfers one at a time, each waited for up to the deadline.
+        """Post one worker's transfers one at a time, on a thread of their own, watching the worker.
 
-        A worker that died (here, or already when a transfer is posted) is lost for good and the
-        others go on. A timeout ends the run: gloo closes every connection of the process group
-        after one, so no other worker could be reached either.
+        A worker that died (before or during the transfers) is lost for good and the others go on.
+        One that made no progress within the deadline ends the run: gloo cannot withdraw a posted
+        transfer, so a worker that woke up would go on mid-message.
         """
-        try:
-            for work in transfers:
-                work.wait(self.worker_timeout)
+        ended = self._watch(rank)
+        error = ended.exception() if ended.done() else self._outcome(rank, Transfers(transfers), ended)
+        if error is None:
             return True
-        except RuntimeError as error:
-            if "Timed out" in str(error):
-                raise FederationError(f"{self.describe(rank)}: no answer within "
-                                      f"{self.worker_timeout.total_seconds():g} s (--worker-timeout)") from error
-            reason = f"lost while {doing} it ({str(error).splitlines()[0]})"
-            self._lost[rank] = reason
-            self._failures[rank] = reason
-            return False
+        reason = f"lost while {doing} it ({str(error).splitlines()[0]})"
+        self._lost[rank] = reason
+        self._failures[rank] = reason
+        return False
+
+    def _watch(self, rank: int) -> Future:
+        """Done once the worker's connection closed; watched from the first exchange with it on."""
+        if rank not in self._ended:
+            self._ended[rank] = in_background(lambda: watch_peer(self._liveness, rank))
+        return self._ended[rank]
+
+    def _outcome(self, rank: int, transfers: "Transfers", ended: Future) -> BaseException | None:
+        """None once the transfers are done; else the error that lost the worker."""
+        deadline = self.worker_timeout.total_seconds()
+        while not transfers.done.done():
+            left = transfers.moved + deadline - time.monotonic()
+            if left <= 0:
+                raise FederationError(f"{self.describe(rank)}: no answer within {deadline:g} s (--worker-timeout)")
+            wait([transfers.done, ended], timeout=left, return_when=FIRST_COMPLETED)
+            if ended.done():
+                return settled(transfers.done, ended)
+        return lost_by(transfers.done)
 
     def _flatten(self, tensors: Tensors) -> list[tuple[list[str], torch.Tensor]]:
         """One contiguous buffer per dtype, so a round costs few transfers besides the chunks.
@@ -119,6 +154,62 @@ class GlooCommunicator(Communicator):
             by_dtype.setdefault(tensors[name].dtype, []).append(name)
         return [(names, torch.cat([tensors[n].detach().reshape(-1) for n in names]).to(self.device))
                 for _, names in sorted(by_dtype.items(), key=lambda item: str(item[0]))]
+
+
+class Transfers:
+    """One worker's transfers, each posted once the one before is done, on a daemon thread: the
+    server watches the worker meanwhile. `moved` is when the last one was done, for the deadline."""
+
+    def __init__(self, works: Iterator[dist.Work]) -> None:
+        self.moved = time.monotonic()
+        self.done = in_background(lambda: self._run(works))
+
+    def _run(self, works: Iterator[dist.Work]) -> None:
+        for work in works:
+            work.wait(NO_DEADLINE)
+            self.moved = time.monotonic()
+
+
+def watch_peer(group: dist.ProcessGroup, peer: int) -> NoReturn:
+    """Wait on a receive from `peer` that it never answers; gloo fails it when the peer's connection
+    closes, which its process's end does."""
+    dist.irecv(torch.zeros(1), src=peer, group=group).wait(NO_DEADLINE)
+    raise FederationError("it sent a message on the connection that watches it, where none is due")
+
+
+def settled(transfers: Future, ended: Future) -> BaseException | None:
+    """The transfers' outcome once the worker's connection closed: what its last bytes completed
+    returns at once, and what was still waiting for it fails, or never returns (gloo)."""
+    try:
+        transfers.exception(timeout=SETTLE_S)
+    except FutureTimeout:
+        return ended.exception()
+    return lost_by(transfers)
+
+
+def lost_by(transfers: Future) -> BaseException | None:
+    """The transport error that ended finished transfers, None if they went through; another error
+    is a fault of this program, raised as it is."""
+    error = transfers.exception()
+    if error is not None and not isinstance(error, RuntimeError):
+        raise error
+    return error
+
+
+def in_background(action: Callable[[], object]) -> Future:
+    """`action` on a daemon thread, its outcome in a Future: a gloo wait on a dead peer may never
+    return, and must neither block the server nor keep its process from exiting (an executor's
+    threads would)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(action())
+        except BaseException as error:  # the waiting thread decides what it means
+            future.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
 
 
 def local_world_size(world_size: int) -> int:

@@ -7,9 +7,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 
+from backends import gloo
 from backends.gloo import free_port
 from conftest import ROUNDS, run_main
 from ppsdg import data, output
@@ -47,25 +49,53 @@ def test_subgroups_average_only_the_drawn_workers(tmp_path):
         assert [w["averaged"] for w in record["workers"]] == [r in record["group"] for r in (1, 2)]
 
 
-def serve_to_a_stopped_peer(port: int, go, sending, result) -> None:
-    """Rank 0: broadcast to rank 1, once it is stopped, a message larger than the sockets can hold."""
-    from backends.gloo import GlooCommunicator
+# 64 MB: more than a sending and a receiving socket buffer hold together (8 + 32 MiB at most here).
+MESSAGE_FLOATS, WORKER_TIMEOUT_S = 16_000_000, 300.0
+# Chunk sizes: the transport's own, and the whole message in one piece, which the sockets take only
+# in part. Gloo never fails a send it wrote in part, nor a receive it read in part, when the peer dies.
+CHUNKINGS = {"chunked": gloo.CHUNK_BYTES, "one-piece": MESSAGE_FLOATS * 4}
 
+
+def message() -> dict[str, torch.Tensor]:
+    return {"weights": torch.zeros(MESSAGE_FLOATS)}
+
+
+def join_as(rank: int, port: int, chunk_bytes: int) -> gloo.GlooCommunicator:
+    """This process as `rank` of a world of 2, its transfers cut in chunks of `chunk_bytes`."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    comm = GlooCommunicator(0, 2, worker_timeout_s=WORKER_TIMEOUT_S)
+    gloo.CHUNK_BYTES = chunk_bytes
+    return gloo.GlooCommunicator(rank, 2, worker_timeout_s=WORKER_TIMEOUT_S)
+
+
+def serve(port: int, chunk_bytes: int, direction: str, go, started, result) -> None:
+    """Rank 0: once `go` is set, broadcast the message to rank 1 or gather it from rank 1; put the
+    failures and the seconds it took."""
+    comm = join_as(0, port, chunk_bytes)
     go.wait()
-    sending.set()
-    comm.broadcast({"weights": torch.zeros(MESSAGE_FLOATS)}, src=0, group=[1])
-    result.put(comm.failures)
+    started.set()
+    began = time.monotonic()
+    if direction == "broadcast":
+        comm.broadcast(message(), src=0, group=[1])
+    else:
+        comm.gather(message(), dst=0, group=[1])
+    result.put((comm.failures, time.monotonic() - began))
 
 
-def stop_after_posting_a_receive(port: int) -> None:
-    """Rank 1: post the receive of the broadcast's first chunk, as a worker does, then stop."""
-    from backends.gloo import GlooCommunicator, _chunks
+def stop_after_posting_a_receive(port: int, chunk_bytes: int, started) -> None:
+    """Rank 1: post the receive of the broadcast's first chunk, as a worker does, then stop, before
+    the server sends (`started` is not waited for)."""
+    join_as(1, port, chunk_bytes)
+    dist.irecv(gloo._chunks(message()["weights"])[0], src=0)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    GlooCommunicator(1, 2, worker_timeout_s=WORKER_TIMEOUT_S)
-    dist.irecv(_chunks(torch.zeros(MESSAGE_FLOATS))[0], src=0)
+
+def stop_after_sending_in_part(port: int, chunk_bytes: int, started) -> None:
+    """Rank 1: once the server waits for its reply, post the send of the reply's first chunk, then
+    stop: the socket has taken what it holds of the chunk, the rest waits in gloo."""
+    join_as(1, port, chunk_bytes)
+    started.wait()
+    time.sleep(0.5)
+    dist.isend(gloo._chunks(message()["weights"])[0], dst=0)
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
@@ -76,27 +106,33 @@ def wait_until_stopped(pid: int) -> None:
         time.sleep(0.05)
 
 
-# 64 MB: more than a sending and a receiving socket buffer hold together (8 + 32 MiB at most here).
-MESSAGE_FLOATS, WORKER_TIMEOUT_S = 16_000_000, 300.0
+WORKERS = {"broadcast": stop_after_posting_a_receive, "gather": stop_after_sending_in_part}
 
 
-def test_a_worker_that_dies_mid_transfer_is_lost_at_once_not_after_the_timeout():
-    """Gloo fails a send to a peer that died only while the send waits for the peer's receive. Sent in
-    one piece, a message the socket had taken in part waited out the 300 s timeout here."""
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+@pytest.mark.parametrize("direction", WORKERS)
+def test_a_worker_that_dies_mid_transfer_is_lost_at_once_not_after_the_timeout(direction, chunking):
+    """The worker stops in the middle of a transfer and is killed there. Gloo fails a transfer to a
+    peer that died only while it waits for the peer; one-piece messages, which the sockets took in
+    part, waited out the 300 s timeout here before the server watched its workers' connections."""
     context = multiprocessing.get_context("spawn")
-    port, go, sending, result = free_port(), context.Event(), context.Event(), context.Queue()
-    server = context.Process(target=serve_to_a_stopped_peer, args=(port, go, sending, result))
-    worker = context.Process(target=stop_after_posting_a_receive, args=(port,))
+    port, go, started, result = free_port(), context.Event(), context.Event(), context.Queue()
+    server = context.Process(target=serve, args=(port, CHUNKINGS[chunking], direction, go, started, result))
+    worker = context.Process(target=WORKERS[direction], args=(port, CHUNKINGS[chunking], started))
     server.start()
     worker.start()
     try:
-        wait_until_stopped(worker.pid)
+        if direction == "broadcast":  # the worker stops with its receive posted before the server sends
+            wait_until_stopped(worker.pid)
         go.set()
-        assert sending.wait(timeout=60)
+        assert started.wait(timeout=60)
+        wait_until_stopped(worker.pid)  # gather: the worker stops once the server has its reply in part
         time.sleep(0.5)
         worker.kill()
-        failures = result.get(timeout=60)
+        failures, seconds = result.get(timeout=60)
     finally:
         server.kill()
         worker.kill()
-    assert list(failures) == [1] and failures[1].startswith("lost while sending to it"), failures
+    doing = "sending to" if direction == "broadcast" else "waiting for"
+    assert list(failures) == [1] and failures[1].startswith(f"lost while {doing} it"), failures
+    assert seconds < 30
