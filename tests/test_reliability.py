@@ -84,16 +84,19 @@ def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
     assert train.resume_point(parser.from_mapping({"output": str(tmp_path), "num_rounds": 5})).round == 2
 
 
-def start_ranks(tmp_path: Path, *argv: str) -> list[subprocess.Popen]:
-    """Server and two workers as separate processes, the way torchrun starts them."""
+def start_ranks(tmp_path: Path, *argv: str, last_dies_at: list[str] | None = None) -> list[subprocess.Popen]:
+    """Server and two workers as separate processes, the way torchrun starts them; with
+    `last_dies_at` (a point of tests/die_at.py and a round), worker 2 dies there."""
     port = free_port()
     processes = []
     for rank in range(3):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port)}
+        entry = [str(ROOT / "tests" / "die_at.py"), *last_dies_at] if last_dies_at and rank == 2 else [
+            str(ROOT / "main.py")]
         processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "--backend", "gloo", "-nn", "3", "--output", str(tmp_path),
-             *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            [sys.executable, *entry, "--backend", "gloo", "-nn", "3", "--output", str(tmp_path), *argv],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
 
 
@@ -130,11 +133,13 @@ def test_gloo_worker_that_hangs_stops_the_server_naming_worker_and_round(tmp_pat
     assert not (tmp_path / output.SUMMARY).exists()
 
 
-def test_gloo_worker_that_dies_is_left_out_when_min_workers_allows(tmp_path, small_csv):
-    processes = start_ranks(tmp_path, "--data", str(small_csv), "-nr", "4", "--min-workers", "1")
+@pytest.mark.parametrize("point", ["before-broadcast", "between-chunks", "awaiting-update"])
+def test_gloo_worker_that_dies_is_left_out_when_min_workers_allows(tmp_path, small_csv, point):
+    """Worker 2 dies in round 2 at a named point; the server goes on with worker 1 within seconds.
+    --worker-timeout 60: a death the server missed ends the run naming the timeout."""
+    processes = start_ranks(tmp_path, "--data", str(small_csv), "-nr", "4", "--min-workers", "1",
+                            "--worker-timeout", "60", last_dies_at=[point, "2"])
     try:
-        after_first_round(tmp_path, processes)
-        processes[2].kill()
         _, error = processes[0].communicate(timeout=120)
     finally:
         for process in processes:
@@ -142,10 +147,10 @@ def test_gloo_worker_that_dies_is_left_out_when_min_workers_allows(tmp_path, sma
     assert processes[0].returncode == 0, error[-3000:]
     records = [json.loads(line) for line in (tmp_path / output.METRICS).read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2, 3, 4]
-    lost = [r for r in records if r["failed"]]
-    assert lost and lost[-1]["round"] == 4
-    assert all(r["failed"][0]["rank"] == 2 and [w["rank"] for w in r["workers"]] == [1] for r in lost)
-    assert "lost while" in lost[0]["failed"][0]["reason"]
+    assert [[w["rank"] for w in r["workers"]] for r in records] == [[1, 2], [1], [1], [1]]
+    assert [[f["rank"] for f in r["failed"]] for r in records] == [[], [2], [2], [2]]
+    doing = "waiting for" if point == "awaiting-update" else "sending to"
+    assert records[1]["failed"][0]["reason"].startswith(f"lost while {doing} it ("), records[1]["failed"]
 
 
 NODE_FRAMES = {
