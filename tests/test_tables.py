@@ -165,7 +165,10 @@ def test_the_plan_joins_columns_in_a_triple_only_where_the_survey_shows_more_tie
                  "survey_noise": torch.tensor(survey_noise, dtype=torch.float64), "measure_noise": zero}
         plan = marginals.select(state, layout, 2)
         assert np.square(plan).sum() == pytest.approx(1.0) and layout.plannable()[plan > 0].all()
-        return {tuple(layout.schema.names[c] for c in layout.found[i]) for i in np.flatnonzero(plan)}
+        one_way = plan[[len(clique) == 1 for clique in layout.found]]
+        assert np.square(one_way).sum() == pytest.approx(marginals.PLAN_ONE_WAY_SHARE) and (one_way > 0).all()
+        return {tuple(layout.schema.names[c] for c in layout.found[i]) for i in np.flatnonzero(plan)
+                if len(layout.found[i]) > 1}
 
     assert planned(0.0) == {(*pair, "t") for pair in itertools.combinations("abcd", 2)}
     assert planned(3 * 20.0 ** 2) == {("a", "b", "t"), ("c", "t"), ("d", "t")}
