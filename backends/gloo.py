@@ -18,6 +18,7 @@ closes, within milliseconds of its process ending. Transfers left behind by a de
 without a deadline: a gloo deadline that passes closes every connection of its group, the live
 workers' too.
 """
+import contextlib
 import os
 import socket
 import threading
@@ -43,6 +44,10 @@ CHUNK_BYTES = 128 * 1024
 # bytes completed return within milliseconds, the others fail or never return. Generous, for a
 # loaded machine.
 SETTLE_S = 2.0
+# The tag of the receive that `expire` posts, which no transfer of a round uses.
+EXPIRY_TAG = 1
+# The name of the threads that wait on gloo for the server.
+WAIT_THREAD = "gloo wait"
 
 
 class GlooCommunicator(Communicator):
@@ -61,6 +66,7 @@ class GlooCommunicator(Communicator):
         # receiver of gathers (the server) posts on it.
         self._liveness = dist.new_group(backend="gloo", timeout=self.worker_timeout)
         self._ended: dict[int, Future] = {}
+        self._waits: list[Future] = []
 
     def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
         flats = self._flatten(tensors)
@@ -96,6 +102,7 @@ class GlooCommunicator(Communicator):
 
     def close(self) -> None:
         if dist.is_initialized():
+            self._end_waits()
             dist.destroy_process_group()
 
     def _members(self, group: Sequence[int] | None, root: int) -> list[int]:
@@ -117,7 +124,7 @@ class GlooCommunicator(Communicator):
         transfer, so a worker that woke up would go on mid-message.
         """
         ended = self._watch(rank)
-        error = ended.exception() if ended.done() else self._outcome(rank, Transfers(transfers), ended)
+        error = ended.exception() if ended.done() else self._outcome(rank, self._transfers(transfers), ended)
         if error is None:
             return True
         reason = f"lost while {doing} it ({str(error).splitlines()[0]})"
@@ -128,8 +135,31 @@ class GlooCommunicator(Communicator):
     def _watch(self, rank: int) -> Future:
         """Done once the worker's connection closed; watched from the first exchange with it on."""
         if rank not in self._ended:
-            self._ended[rank] = in_background(lambda: watch_peer(self._liveness, rank))
+            self._ended[rank] = self._track(in_background(lambda: watch_peer(self._liveness, rank)))
         return self._ended[rank]
+
+    def _track(self, future: Future) -> Future:
+        """Keep `future`, a wait on a thread, until it is done: `close` ends those still waiting."""
+        self._waits = [waiting for waiting in self._waits if not waiting.done()] + [future]
+        return future
+
+    def _end_waits(self) -> None:
+        """Fail the gloo waits that the server's threads are in, and let those threads end (SETTLE_S
+        at most): a thread that leaves a gloo wait while the interpreter shuts down aborts the
+        process, and a worker's watch ends when the worker does, which may be just then. The waits
+        that gloo never fails (module docstring) stay where they are, for good."""
+        if all(future.done() for future in self._waits):
+            return
+        peers = [rank for rank in range(self.world_size) if rank != self.rank]
+        transfers = [dist.group.WORLD] if dist.get_backend() == "gloo" else []
+        for group in [self._liveness, *transfers]:
+            expire(group, peers)
+        wait(self._waits, timeout=SETTLE_S)
+
+    def _transfers(self, works: Iterator[dist.Work]) -> "Transfers":
+        transfers = Transfers(works)
+        self._track(transfers.done)
+        return transfers
 
     def _outcome(self, rank: int, transfers: "Transfers", ended: Future) -> BaseException | None:
         """None once the transfers are done; else the error that lost the worker."""
@@ -177,6 +207,15 @@ def watch_peer(group: dist.ProcessGroup, peer: int) -> NoReturn:
     raise FederationError("it sent a message on the connection that watches it, where none is due")
 
 
+def expire(group: dist.ProcessGroup, peers: Sequence[int]) -> None:
+    """Fail every waiting transfer of `group`: once a deadline passes in a gloo group, gloo fails the
+    waiting transfers of all its connections. A receive that no peer answers, given 1 ms, does it;
+    a peer whose connection is closed already refuses it at once, and the next one is tried."""
+    for peer in peers:
+        with contextlib.suppress(RuntimeError):
+            dist.irecv(torch.zeros(1), src=peer, group=group, tag=EXPIRY_TAG).wait(timedelta(milliseconds=1))
+
+
 def settled(transfers: Future, ended: Future) -> BaseException | None:
     """The transfers' outcome once the worker's connection closed: what its last bytes completed
     returns at once, and what was still waiting for it fails, or never returns (gloo)."""
@@ -208,7 +247,7 @@ def in_background(action: Callable[[], object]) -> Future:
         except BaseException as error:  # the waiting thread decides what it means
             future.set_exception(error)
 
-    threading.Thread(target=run, daemon=True).start()
+    threading.Thread(target=run, name=WAIT_THREAD, daemon=True).start()
     return future
 
 

@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -136,3 +137,36 @@ def test_a_worker_that_dies_mid_transfer_is_lost_at_once_not_after_the_timeout(d
     doing = "sending to" if direction == "broadcast" else "waiting for"
     assert list(failures) == [1] and failures[1].startswith(f"lost while {doing} it"), failures
     assert seconds < 30
+
+
+def serve_and_close(port: int, result) -> None:
+    """Rank 0: one broadcast, which starts the watch on rank 1, then close; put the names of the
+    threads still waiting on gloo."""
+    comm = join_as(0, port, gloo.CHUNK_BYTES)
+    comm.broadcast({"weights": torch.zeros(10)}, src=0)
+    comm.close()
+    result.put([thread.name for thread in threading.enumerate() if thread.name == gloo.WAIT_THREAD])
+
+
+def receive_and_linger(port: int) -> None:
+    """Rank 1: receive the broadcast, then outlive the server's close."""
+    comm = join_as(1, port, gloo.CHUNK_BYTES)
+    comm.broadcast({"weights": torch.zeros(10)}, src=0)
+    time.sleep(30)
+
+
+def test_the_server_closes_with_no_thread_left_in_a_gloo_wait():
+    """A thread that leaves a gloo wait while the interpreter shuts down aborts the process
+    ("terminate called without an active exception"): a worker's watch ends as the worker does,
+    which may be while the server exits. close ends the watch of a worker still running."""
+    context = multiprocessing.get_context("spawn")
+    port, result = free_port(), context.Queue()
+    server = context.Process(target=serve_and_close, args=(port, result))
+    worker = context.Process(target=receive_and_linger, args=(port,))
+    server.start()
+    worker.start()
+    try:
+        assert result.get(timeout=60) == []
+    finally:
+        server.kill()
+        worker.kill()
