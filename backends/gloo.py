@@ -157,6 +157,7 @@ class GlooCommunicator(Communicator):
         wait(self._waits, timeout=SETTLE_S)
 
     def _transfers(self, works: Iterator[dist.Work]) -> "Transfers":
+        """The transfers started on their thread, whose wait `close` ends if they are left behind."""
         transfers = Transfers(works)
         self._track(transfers.done)
         return transfers
