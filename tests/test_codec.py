@@ -518,7 +518,7 @@ def test_a_larger_meta_passes_only_where_the_receiver_allows_it():
     allows more: 5,000 rounds of 10 workers."""
     from ppsdg import checkpoint, models, parser
 
-    options = parser.from_mapping({"num_rounds": 5000})
+    options = parser.from_mapping({"num_rounds": 5000, "num_nodes": 11})
     state = models.state_copy(models.new_model(options))
     records = [{"round": r, "test_loss": 0.5, "test_accuracy": 0.9, "workers": [{"rank": w, "num_samples": 100, "train_loss": 0.1} for w in range(1, 11)],
                 "failed": []} for r in range(1, 5001)]
