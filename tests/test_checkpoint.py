@@ -336,6 +336,12 @@ def mutated_meta(draw: st.DrawFn) -> tuple[str, Tensors, Meta]:
     """A valid checkpoint with one place in its metadata replaced, deleted, or given an extra field."""
     kind = draw(st.sampled_from(sorted(KINDS)))
     tensors, meta = parts(kind)
+    mutate_meta(draw, meta)
+    return kind, tensors, meta
+
+
+def mutate_meta(draw: st.DrawFn, meta: Meta) -> None:
+    """One place of `meta` replaced, deleted, or given an extra field or item, in place."""
     path = draw(st.sampled_from([p for p in paths(meta) if p]))
     *above, last = path
     parent = functools.reduce(lambda node, step: node[step], above, meta)
@@ -348,7 +354,6 @@ def mutated_meta(draw: st.DrawFn) -> tuple[str, Tensors, Meta]:
         parent[last][draw(st.text(max_size=4))] = draw(HOSTILE)
     elif isinstance(parent[last], list):
         parent[last].append(draw(HOSTILE))
-    return kind, tensors, meta
 
 
 def accepted_or_named(kind: str, tensors: Tensors, meta: Meta) -> None:

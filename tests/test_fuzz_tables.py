@@ -38,8 +38,7 @@ from ppsdg.errors import DataError, FederationError, PpsdgError
 from ppsdg.models import new_model
 from ppsdg.privacy import LocalDP, release_entry
 from ppsdg.synthesizers import marginals
-from test_checkpoint import HOSTILE as HOSTILE_META
-from test_checkpoint import paths
+from test_checkpoint import mutate_meta
 from test_dishonest_server import ORGANIZATION, TARGET, node, table_options, task  # noqa: F401 (node: a fixture)
 from test_fuzz_surfaces import HOSTILE, FuzzedClient, b64json, mutated_text
 from test_tables import people
@@ -884,17 +883,7 @@ def poisoned_checkpoints(draw: st.DrawFn) -> tuple[dict, dict]:
     _, tensors, meta = table_checkpoint()
     tensors, meta = dict(tensors), copy.deepcopy(meta)
     if draw(st.booleans()):
-        path = draw(st.sampled_from([p for p in paths(meta) if p]))
-        *above, last = path
-        parent = functools.reduce(lambda node, step: node[step], above, meta)
-        action = draw(st.sampled_from(["replace", "delete", "extra"]))
-        if action == "replace":
-            parent[last] = draw(HOSTILE_META)
-        elif action == "delete":
-            del parent[last]
-        elif isinstance(parent[last], (dict, list)):
-            set_field((*path, len(parent[last]) if isinstance(parent[last], list) else "x"), draw(HOSTILE_META))(
-                tensors, meta) if isinstance(parent[last], dict) else parent[last].append(draw(HOSTILE_META))
+        mutate_meta(draw, meta)
         return tensors, meta
     name = draw(st.sampled_from(sorted(tensors)))
     how = draw(st.sampled_from(["scale", "shift", "reshape", "rename", "dtype"]))
