@@ -206,8 +206,10 @@ def model_frame(frame: pd.DataFrame, schema: Schema, features: Sequence[str]) ->
         column = schema.column(name)
         if column.kind == CATEGORICAL:
             categories = list(column.categories) + (["other"] if column.other else [])
-            columns[name] = pd.Categorical(frame[name].astype(object).where(frame[name].notna(), None),
-                                           categories=categories)
+            values = frame[name].astype(object)
+            # A value outside the schema's categories is missing to the classifier, said so rather than left
+            # to pandas, which deprecates it (a Pandas4Warning; an error in pandas 4).
+            columns[name] = pd.Categorical(values.where(values.isin(categories), None), categories=categories)
         else:
             columns[name] = column_numbers(frame[name], column)
     return pd.DataFrame(columns)
