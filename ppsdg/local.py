@@ -177,7 +177,7 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
         if options.stochastic_gradient:
             return batch_gradient(model, examples, options.batch_size, generator)
         batches_per_epoch = -(-len(examples) // options.batch_size)
-        releases = synthesizer is not None and synthesizer.aggregation == "sum"
+        releases = synthesizer is not None and synthesizer.releases_statistics
         with tqdm(total=1 if releases else options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
                   position=rank, leave=False, disable=None) as progress:
             if synthesizer is not None:

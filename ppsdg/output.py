@@ -163,7 +163,7 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
     Both backends end here, so a run's files do not depend on the transport.
     """
     extra = dict(extra or {})
-    if options.gan and options.synthesizer == "marginals":
+    if _table_run(options):
         extra.update(finish_table(output, options, point))
     elif options.gan:
         synthesizer = synthesizers.for_options(options)
@@ -200,7 +200,7 @@ def end_report(summary: Mapping[str, Any], options: argparse.Namespace) -> str:
     """The block that ends a run (`ppsdg.report`): the synthetic data's figures or the classifier's, each
     with what it measures and which way is better, then the run's privacy and its pictures."""
     extra = [report.privacy(summary), *report.pictures(pictures(options))]
-    if options.gan and options.synthesizer == "marginals":
+    if _table_run(options):
         return report.table(summary["evaluation"], extra)
     if options.gan:
         return report.images(summary["evaluation"], extra)
@@ -210,12 +210,17 @@ def end_report(summary: Mapping[str, Any], options: argparse.Namespace) -> str:
 def pictures(options: argparse.Namespace) -> dict[str, str]:
     """The pictures worth a look that a finished run leaves in its output folder, and what each shows (a
     GAN's accuracy_loss.png holds losses only where the WGAN-GP records them)."""
-    if options.gan and options.synthesizer == "marginals":
+    if _table_run(options):
         return table_plots.MEANINGS
     if options.gan:
         losses = {PLOT: "the critic's and the generator's losses per round"} if options.synthesizer == "wgan" else {}
         return {SAMPLES: synthetic.SAMPLES_MEANING, **losses}
     return {PLOT: "test accuracy and loss per round"}
+
+
+def _table_run(options: argparse.Namespace) -> bool:
+    """A --gan run of the marginals synthesizer: a table's, whose end is a table and its pictures."""
+    return options.gan and options.synthesizer == "marginals"
 
 
 def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,

@@ -36,6 +36,12 @@ class Synthesizer(ABC):
     aggregation = "average"
     sensitivity = 1.0
 
+    @property
+    def releases_statistics(self) -> bool:
+        """Whether its workers release statistics once a round (summed by the server, one full-batch
+        Gaussian release each for the accountant) rather than train a model that FedAvg averages."""
+        return self.aggregation == "sum"
+
     @abstractmethod
     def new_model(self) -> nn.Module:
         """The initial global state; call under a fixed seed (models.new_model does)."""
@@ -114,9 +120,8 @@ def check_noise_variance(value: torch.Tensor, noise_std: float) -> None:
 
 
 def releases_statistics(options: argparse.Namespace) -> bool:
-    """Whether this run's workers release statistics once a round (summed by the server, one full-batch
-    Gaussian release each for the accountant) rather than train a model that FedAvg averages."""
-    return options.gan and for_options(options).aggregation == "sum"
+    """Whether this run's synthesizer releases statistics (`Synthesizer.releases_statistics`)."""
+    return options.gan and for_options(options).releases_statistics
 
 
 def for_options(options: argparse.Namespace) -> Synthesizer:
