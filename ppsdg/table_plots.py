@@ -182,8 +182,8 @@ def cramers_v(codes: np.ndarray) -> np.ndarray:
     result = np.eye(count)
     sizes = codes.max(axis=0) + 1 if len(codes) else np.ones(count, dtype=np.int64)
     for a, b in itertools.combinations(range(count), 2):
-        table = np.bincount(codes[:, a] * sizes[b] + codes[:, b], minlength=int(sizes[a] * sizes[b]))
-        result[a, b] = result[b, a] = corrected_v(table.reshape(int(sizes[a]), int(sizes[b])))
+        table = tables.marginal(codes, sizes, (a, b)).reshape(int(sizes[a]), int(sizes[b]))
+        result[a, b] = result[b, a] = corrected_v(table)
     return result
 
 
