@@ -47,12 +47,14 @@ if __name__ == "__main__" and gloo_launch_ahead(sys.argv[1:]):
 
 # The imports below take about 2 s; the forkserver started above does the same meanwhile.
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import getpass  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -61,30 +63,33 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, data, evaluate, output, parser, privacy, runtime, tables  # noqa: E402
+from ppsdg import checkpoint, commands, data, output, parser, privacy, runtime, tables  # noqa: E402
+from ppsdg.config import Config, Server, Source, Table  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
+from ppsdg.job import Job  # noqa: E402
 
 TASKS_PER_PAGE = 1000
 
 
-def launch_gloo(options) -> int:
+def launch_gloo(config: Config) -> int:
     """Under torchrun, be the rank it asked for; otherwise start server and workers on this machine.
 
     The run lasts as long as the server: it names a worker that dies or hangs, and the workers
     end when it does. Each rank sends its named error here, to be printed last (`report_errors`).
     """
     if launched_by_torchrun():
-        train.run_from_env(options)
+        train.run_from_env(config)
         return 0
-    if options.resume:
-        train.resume_point(options)
+    if config.run.resume:
+        train.resume_point(config)
+    nodes = config.run.num_nodes
     address = os.environ.get("MASTER_ADDR", "127.0.0.1")
     port = free_port()
     start_rank_server()
     context = multiprocessing.get_context("forkserver")
-    pipes = [context.Pipe(duplex=False) for _ in range(options.num_nodes)]
+    pipes = [context.Pipe(duplex=False) for _ in range(nodes)]
     ranks = [context.Process(target=run_rank_at, daemon=rank > 0, args=(
-        address, port, rank, options.num_nodes, options, pipes[rank][1])) for rank in range(options.num_nodes)]
+        address, port, rank, nodes, config, pipes[rank][1])) for rank in range(nodes)]
     try:
         for process in ranks:
             process.start()
@@ -116,57 +121,63 @@ def report_errors(server_finished: bool, ends: list[train.RankEnd | None]) -> No
         raise PpsdgError(ends[0].line)
 
 
-def run_rank_at(address: str, port: int, rank: int, world_size: int, options, errors: Connection) -> None:
+def run_rank_at(address: str, port: int, rank: int, world_size: int, config: Config, errors: Connection) -> None:
     """One rank started by launch_gloo. The ranks fork from a forkserver that imported this module
     once, so a launch does not pay one interpreter start and import per rank; they inherit the
     forkserver's environment, not this launch's, so the rendezvous address comes as arguments. The
     rank sends how it ended through `errors`, for launch_gloo to print last."""
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
-    train.run_rank_process(rank, world_size, options, errors)
+    train.run_rank_process(rank, world_size, config, errors)
 
 
-def launch_vantage6(options) -> int:
+def launch_vantage6(config: Config) -> int:
     """Run the central function on a real server, or through vantage6's mock client; save its result."""
-    kwargs = json.loads(json.dumps(parser.task_options(options)))
-    if options.resume:
-        train.resume_point(options)
-        kwargs["checkpoint"] = codec.to_text(checkpoint.load(Path(options.output)))
-    result = run_on_server(options, kwargs) if options.server_url else run_on_mock(options, kwargs)
-    save_central_result(options, result)
+    kwargs = json.loads(json.dumps(config.task_options()))
+    if config.run.resume:
+        train.resume_point(config)
+        kwargs["checkpoint"] = codec.to_text(checkpoint.load(Path(config.run.output)))
+    target = config.job.target if isinstance(config.job, Table) else None
+    result = (run_on_server(config.server, kwargs) if config.server.server_url else
+              run_on_mock(mock_databases(config.source, target, config.run.workers, config.run.seed), kwargs))
+    save_central_result(config, result)
     return 0
 
 
-def write_partitions(options, folder: Path) -> list[Path]:
+def write_partitions(source: Source, target: str | None, workers: int, seed: int, folder: Path) -> list[Path]:
     """Worker r's partition as the CSV database a node holds (`worker{r}.csv`), in rank order.
 
     The mock run and a real federation's nodes take their databases from this one function, so
     both train on identical bytes.
     """
     paths = []
-    for rank, images in enumerate(data.worker_sets(options), start=1):
+    for rank, images in enumerate(data.worker_sets(source, workers, seed, target), start=1):
         path = folder / f"worker{rank}.csv"
         data.to_frame(images).to_csv(path, index=False)
         paths.append(path)
     return paths
 
 
-def mock_databases(options, folder: Path) -> list[list[dict[str, Any]]]:
-    """The mock client's organizations, one per worker, each holding its partition as the CSV database
-    a node holds; a table's read as text, as a node reads it (`algorithm.read_database`), where the
-    mock would guess its columns' types."""
-    table = options.synthesizer == "marginals"
-    return [[{"database": tables.read_table(path) if table else str(path), "db_type": "csv"}]
-            for path in write_partitions(options, folder)]
+MockDatabases = Callable[[Path], list[list[dict[str, Any]]]]
 
 
-def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
+def mock_databases(source: Source, target: str | None, workers: int, seed: int) -> MockDatabases:
+    """The mock client's organizations, one per worker, each holding its partition (written in the
+    folder it is given) as the CSV database a node holds; a table's (`target` not None) read as text, as
+    a node reads it (`algorithm.read_database`), where the mock would guess its columns' types."""
+    def databases(folder: Path) -> list[list[dict[str, Any]]]:
+        return [[{"database": tables.read_table(path) if target is not None else str(path), "db_type": "csv"}]
+                for path in write_partitions(source, target, workers, seed, folder)]
+
+    return databases
+
+
+def run_on_mock(databases: MockDatabases, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One mock organization per worker (`mock_databases`) with a temporary folder for the job (a
     node's privacy ledger lives there), as a node would."""
     from backends.mock import ForgetfulMockClient
 
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
-        client = ForgetfulMockClient(datasets=mock_databases(options, Path(folder)), module="ppsdg",
-                                     job_root=Path(folder))
+        client = ForgetfulMockClient(datasets=databases(Path(folder)), module="ppsdg", job_root=Path(folder))
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
             task = client.task.create(input_={"method": "central", "kwargs": kwargs},
@@ -174,26 +185,26 @@ def run_on_mock(options, kwargs: dict[str, Any]) -> dict[str, Any]:
             return client.wait_for_results(task["id"])[0]
 
 
-def run_on_server(options, kwargs: dict[str, Any]) -> dict[str, Any]:
+def run_on_server(server: Server, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Create the central task on a real vantage6 server as a researcher, wait, return its result."""
     from vantage6.client import UserClient
 
-    missing = [flag for flag, value in (("--username", options.username), ("--collaboration",
-               options.collaboration), ("--image", options.image)) if value is None]
+    missing = [flag for flag, value in (("--username", server.username), ("--collaboration",
+               server.collaboration), ("--image", server.image)) if value is None]
     if missing:
         raise OptionsError(f"--server-url also needs {', '.join(missing)}")
-    client = UserClient(options.server_url, options.server_port, options.api_path, log_level="warn")
-    client.authenticate(options.username, options.password or os.environ.get("VANTAGE6_PASSWORD")
-                        or getpass.getpass(f"vantage6 password for {options.username}: "))
+    client = UserClient(server.server_url, server.server_port, server.api_path, log_level="warn")
+    client.authenticate(server.username, server.password or os.environ.get("VANTAGE6_PASSWORD")
+                        or getpass.getpass(f"vantage6 password for {server.username}: "))
     client.setup_encryption(None)
-    organizations = options.organizations or sorted(
-        o["id"] for o in client.organization.list(collaboration=options.collaboration, per_page=1000)["data"])
+    organizations = server.organizations or sorted(
+        o["id"] for o in client.organization.list(collaboration=server.collaboration, per_page=1000)["data"])
     kwargs = {**kwargs, "organizations": organizations, "num_nodes": len(organizations) + 1}
-    task = client.task.create(collaboration=options.collaboration, organizations=organizations[:1],
-                              name="ppsdg", image=options.image, description="ppsdg federated training",
-                              input_={"method": "central", "kwargs": kwargs}, databases=[{"label": options.database}])
+    task = client.task.create(collaboration=server.collaboration, organizations=organizations[:1],
+                              name="ppsdg", image=server.image, description="ppsdg federated training",
+                              input_={"method": "central", "kwargs": kwargs}, databases=[{"label": server.database}])
     try:
-        wait_for_task(client, task["id"], options.task_timeout)
+        wait_for_task(client, task["id"], server.task_timeout)
     finally:
         stopped = stop_unfinished(client, task["id"])
         if stopped:
@@ -259,25 +270,28 @@ def central_error(client: Any, task_id: int) -> str:
     return last_error(logs) or "the central function left no error message: see the central node's log"
 
 
-def save_central_result(options, result: dict[str, Any]) -> None:
+def save_central_result(config: Config, result: dict[str, Any]) -> None:
     """Write the central function's rounds and checkpoint as a gloo run writes its own; if an error
     stopped it, keep every finished round and say how to go on."""
-    runtime.set_up(options)
+    run = config.run
+    runtime.set_up(run.threads, run.use_cuda)
+    job = Job.of_config(config)
+    fixed = config.fixed_options()
     try:
         text, error = result.get("checkpoint"), result.get("error")
-        point = None if text is None else checkpoint.read(codec.from_text(text), options)
+        point = None if text is None else checkpoint.read(codec.from_text(text), fixed, run, job)
     except (AttributeError, TypeError, codec.CodecError) as failure:
         raise FederationError(f"the central function's result is not usable: {failure}") from failure
     if point is None:
         raise FederationError(error or "the central function returned no checkpoint")
-    run = output.RunOutput(options.output, options)
+    written = output.RunOutput(run, config.summary())
     for index, record in enumerate(point.records):
-        run.add_round(record, checkpoint.encode(point, options) if index == len(point.records) - 1 else None)
+        written.add_round(record, checkpoint.encode(point, fixed) if index == len(point.records) - 1 else None)
     if error is not None:
-        raise FederationError(f"{error}. Rounds 1..{point.round} are saved in {options.output}: go on "
+        raise FederationError(f"{error}. Rounds 1..{point.round} are saved in {run.output}: go on "
                               "with --resume")
-    output.finish_run(run, options, point, {"organizations": result.get("organizations"),
-                                            "attribution": result.get("attribution")})
+    output.finish_run(written, point, job, config.source, run.seed,
+                      {"organizations": result.get("organizations"), "attribution": result.get("attribution")})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,9 +323,9 @@ def ppsdg_command(argv: list[str]) -> int:
 def command(name: str, argv: list[str]) -> int:
     """One of parser.COMMANDS, with its own options."""
     if name == "schema":
-        return tables.main(argv)
+        return commands.schema(argv)
     if name == "evaluate":
-        return evaluate.main(argv)
+        return commands.evaluate_command(argv)
     return run(argv, "ppsdg run")
 
 
@@ -319,25 +333,28 @@ def run(argv: list[str], prog: str = "main.py") -> int:
     """A job: its options and then its inputs checked (`data.check_inputs`) before any worker starts, so
     that a mistake is named in seconds; then the launch. `prog` is the command its help shows."""
     try:
-        options = parser.parse(argv, prog)
-        data.prepare_table(options)
-        if options.local_dp and not options.secure_noise and options.server_url is None:
+        config = parser.parse(argv, prog)
+        if isinstance(config.job, Table):
+            config = dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+        run, dp = config.run, config.privacy
+        if dp.local_dp and not dp.secure_noise and config.server.server_url is None:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise (a real vantage6 node draws it "
                   "securely unless its owner allows the seed).", file=sys.stderr)
-        if privacy.default_target_applies(options):
+        if privacy.default_target_applies(dp):
             print(f"ppsdg: note: -ldp without --noise-multiplier or --target-epsilon: the noise is planned for the "
-                  f"default target epsilon {privacy.DEFAULT_TARGET_EPSILON:g} over the run's {options.num_rounds} "
+                  f"default target epsilon {privacy.DEFAULT_TARGET_EPSILON:g} over the run's {run.num_rounds} "
                   "round(s)", file=sys.stderr)
-        output.check_directory(options)
-        if options.server_url is None:
-            data.check_inputs(options)
-        code = launch_gloo(options) if options.backend == "gloo" else launch_vantage6(options)
+        output.check_directory(run.output, config.source.data)
+        if config.server.server_url is None:
+            data.check_inputs(config.source, config.job if isinstance(config.job, Table) else None, run.workers,
+                              run.seed)
+        code = launch_gloo(config) if run.backend == "gloo" else launch_vantage6(config)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)
         return 2
     if code == 0 and int(os.environ.get("RANK", "0")) == 0:
-        print(f"results in {options.output}/")
+        print(f"results in {run.output}/")
     return code
 
 

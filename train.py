@@ -3,7 +3,6 @@
 `main.py --backend gloo` starts every rank on this machine; on several machines, torchrun starts
 `main.py` once per rank (see the README), which lands here.
 """
-import argparse
 import os
 import sys
 from multiprocessing.connection import Connection
@@ -13,6 +12,8 @@ from typing import NamedTuple
 from backends.gloo import GlooCommunicator
 from ppsdg import checkpoint, coordination, data, local, output, runtime
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.config import Config, Table
+from ppsdg.job import Job
 from ppsdg.errors import DataError, OptionsError, PpsdgError
 
 
@@ -24,33 +25,37 @@ class RankEnd(NamedTuple):
     line: str
 
 
-def run_rank(rank: int, world_size: int, options: argparse.Namespace) -> None:
+def run_rank(rank: int, world_size: int, config: Config) -> None:
     """Rank 0 serves, checkpoints every round and writes the output; the others work."""
-    device = runtime.set_up(options, int(os.environ.get("LOCAL_RANK", rank)))
-    comm = GlooCommunicator(rank, world_size, device, options.worker_timeout)
+    run, source = config.run, config.source
+    device = runtime.set_up(run.threads, run.use_cuda, int(os.environ.get("LOCAL_RANK", rank)))
+    comm = GlooCommunicator(rank, world_size, device, run.worker_timeout)
+    job = Job.of(config.job, config.privacy, run.num_rounds, source.data)
     try:
         if rank == 0:
-            resume = resume_point(options) if options.resume else None
-            run = output.RunOutput(options.output, options, resume.records if resume else [])
+            fixed = config.fixed_options()
+            resume = resume_point(config) if run.resume else None
+            written = output.RunOutput(run, config.summary(), resume.records if resume else [])
             coordination.announce_start(comm, resume.round if resume else 0)
             point = coordination.serve(
-                comm, options, local.test_examples(options, device),
-                lambda record, point: run.add_round(record, checkpoint.encode(point, options)), resume)
-            output.finish_run(run, options, point)
+                comm, run, job, local.test_examples(source, job.classifier is not None, device),
+                lambda record, point: written.add_round(record, checkpoint.encode(point, fixed)), resume)
+            output.finish_run(written, point, job, source, run.seed)
         else:
-            coordination.work(comm, options, local.worker_examples(options, rank, device))
+            table = config.job if isinstance(config.job, Table) else None
+            coordination.work(comm, run, job, local.worker_examples(source, table, run.workers, run.seed, rank, device))
     finally:
         comm.close()
 
 
-def run_rank_process(rank: int, world_size: int, options: argparse.Namespace, errors: Connection) -> None:
+def run_rank_process(rank: int, world_size: int, config: Config, errors: Connection) -> None:
     """run_rank as a child process of main.py: errors end in one line (`rank_error`), or a worker's in
     the server's loss, and an exit status. The line goes to the launcher through `errors` as a RankEnd,
     for it to print the run's cause last and alone (`main.report_errors`)."""
     try:
-        run_rank(rank, world_size, options)
+        run_rank(rank, world_size, config)
     except PpsdgError as error:
-        errors.send(RankEnd(True, rank_error(rank, options, error)))
+        errors.send(RankEnd(True, rank_error(rank, config.source.data, error)))
         sys.exit(2)
     except RuntimeError as error:
         if rank == 0:
@@ -59,28 +64,31 @@ def run_rank_process(rank: int, world_size: int, options: argparse.Namespace, er
         sys.exit(3)
 
 
-def rank_error(rank: int, options: argparse.Namespace, error: PpsdgError) -> str:
-    """A rank's error as its one line: a worker's names the worker, and a data error the file it read,
-    whose owner is the one to correct it."""
+def rank_error(rank: int, source: str, error: PpsdgError) -> str:
+    """A rank's error as its one line: a worker's names the worker, and a data error the file it read
+    (of --data `source`), whose owner is the one to correct it."""
     if rank == 0:
         return str(error)
-    files = data.data_files(options.data)
+    files = data.data_files(source)
     source = f" ({files[rank - 1] if len(files) > 1 else files[0]})" if isinstance(error, DataError) else ""
     return f"worker {rank}{source}: {error}"
 
 
-def resume_point(options: argparse.Namespace) -> Checkpoint:
-    """The checkpoint in --output, checked against these options and this model."""
-    return checkpoint.read(checkpoint.load(Path(options.output)), options)
+def resume_point(config: Config) -> Checkpoint:
+    """The checkpoint in --output, checked against this run and a fresh model of its job."""
+    run = config.run
+    job = Job.of_config(config)
+    fixed = config.fixed_options()
+    return checkpoint.read(checkpoint.load(Path(run.output)), fixed, run, job)
 
 
-def run_from_env(options: argparse.Namespace) -> None:
+def run_from_env(config: Config) -> None:
     """The rank that torchrun (or any launcher setting RANK and WORLD_SIZE) asked this process to be."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if world_size != options.num_nodes:
+    if world_size != config.run.num_nodes:
         raise OptionsError(f"the launcher started {world_size} processes but --num-nodes is "
-                           f"{options.num_nodes}: they must be equal")
+                           f"{config.run.num_nodes}: they must be equal")
     try:
-        run_rank(rank, world_size, options)
+        run_rank(rank, world_size, config)
     except PpsdgError as error:
-        raise PpsdgError(rank_error(rank, options, error)) from error
+        raise PpsdgError(rank_error(rank, config.source.data, error)) from error

@@ -32,6 +32,7 @@ import torch
 import inprocess
 import runs
 from ppsdg import data, local, parser
+from ppsdg.config import Config
 from ppsdg.runtime import derive_seed
 from ppsdg.models import new_model
 
@@ -69,9 +70,9 @@ def settings(clients: int, fraction: float, lr_fedavg: float, lr_fedsgd: float, 
 
 def run_setting(setting: Setting, source: str, targets: list[float], budget_s: float) -> dict[str, Any]:
     """One curve, until the last target, its round limit or the time budget."""
-    options = parser.parse([*setting.argv, "--data", source])
-    torch.set_num_threads(options.threads)
-    passes = 1 if setting.centralized or options.stochastic_gradient else options.epochs
+    config = parser.parse([*setting.argv, "--data", source])
+    torch.set_num_threads(config.run.threads)
+    passes = 1 if setting.centralized or config.job.stochastic_gradient else config.job.epochs
     started = time.perf_counter()
     curve: list[dict[str, float]] = []
 
@@ -87,7 +88,7 @@ def run_setting(setting: Setting, source: str, targets: list[float], budget_s: f
             raise Stop
 
     try:
-        (centralized if setting.centralized else inprocess.run)(options, on_round)
+        (centralized if setting.centralized else inprocess.run)(config, on_round)
     except Stop:
         pass
     return {"label": setting.label, "argv": list(setting.argv), "curve": cumulative(curve),
@@ -102,17 +103,18 @@ def cumulative(curve: list[dict[str, float]]) -> list[dict[str, float]]:
     return curve
 
 
-def centralized(options: argparse.Namespace, on_round: Any) -> None:
+def centralized(config: Config, on_round: Any) -> None:
     """One model on the union of the training data, plain SGD, an evaluation per epoch."""
-    train_set, _ = data.load(options.data)
+    classifier, seed = config.job, config.run.seed
+    train_set, _ = data.load(config.source.data)
     examples = local.Examples.from_images(train_set, torch.device("cpu"))
-    test_set = local.test_examples(options, torch.device("cpu"))
-    model = new_model(options)
-    optimizer = local.make_optimizer(model, options.learning_rate, options.momentum)
-    generator = torch.Generator().manual_seed(derive_seed(options.seed, 0, 0))
-    for epoch in range(1, options.num_rounds + 1):
-        local.train_epoch(model, optimizer, local.shuffled_batches(examples, options.batch_size, generator))
-        accuracy = local.test(model, test_set, options.test_batch_size)[1]
+    test_set = local.test_examples(config.source, True, torch.device("cpu"))
+    model = new_model(None, seed)
+    optimizer = local.make_optimizer(model, classifier.learning_rate, classifier.momentum)
+    generator = torch.Generator().manual_seed(derive_seed(seed, 0, 0))
+    for epoch in range(1, config.run.num_rounds + 1):
+        local.train_epoch(model, optimizer, local.shuffled_batches(examples, classifier.batch_size, generator))
+        accuracy = local.test(model, test_set, classifier.test_batch_size)[1]
         on_round({"round": epoch, "test_accuracy": accuracy, "workers": [{"num_samples": len(examples)}]}, None)
 
 

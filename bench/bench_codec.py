@@ -254,10 +254,10 @@ def half_accuracy(rounds: int, source: str, threads: int, seeds: int) -> list[di
     for several seeds: one run's difference could be luck either way."""
     results = []
     for seed in range(1, seeds + 1):
-        options = parser.parse(["-nr", str(rounds), "--data", source, "--threads", str(threads), "-s", str(seed)])
+        config = parser.parse(["-nr", str(rounds), "--data", source, "--threads", str(threads), "-s", str(seed)])
         for label, dtype in (("float32", None), ("float16", torch.float16)):
             records: list[dict] = []
-            inprocess.run(options, lambda record, point: records.append(record), dtype)
+            inprocess.run(config, lambda record, point: records.append(record), dtype)
             results.append({"seed": seed, "messages": label, "test_accuracy": records[-1]["test_accuracy"],
                             "test_loss": records[-1]["test_loss"],
                             "best_test_accuracy": max(r["test_accuracy"] for r in records)})

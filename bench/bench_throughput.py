@@ -17,6 +17,7 @@ import runs
 from ppsdg import local, parser
 from ppsdg.runtime import device_for
 from ppsdg.models import new_model
+from ppsdg.job import Job
 
 WORKERS = 2
 
@@ -35,12 +36,14 @@ def devices() -> list[tuple[str, torch.device, int]]:
 def samples_per_second(device: torch.device, threads: int, batch_size: int, source: str, seconds: float) -> float:
     """Worker 1's rounds from the same global model until `seconds` have passed; median over rounds."""
     torch.set_num_threads(threads)
-    options = parser.parse(["-nn", str(WORKERS + 1), "-bs", str(batch_size), "--data", source,
-                            *(["-uc"] if device.type == "cuda" else [])])
+    config = parser.parse(["-nn", str(WORKERS + 1), "-bs", str(batch_size), "--data", source,
+                           *(["-uc"] if device.type == "cuda" else [])])
+    run = config.run
     if device.type == "cuda":
-        device = device_for(options)
-    examples = local.worker_examples(options, 1, device)
-    model = new_model(options, device)
+        device = device_for(run.use_cuda)
+    job = Job.of_config(config)
+    examples = local.worker_examples(config.source, None, run.workers, run.seed, 1, device)
+    model = new_model(job.synthesizer, run.seed, device)
     start_state = {k: v.clone() for k, v in model.state_dict().items()}
     rates, spent, round_ = [], 0.0, 0
     while spent < seconds or len(rates) < 3:
@@ -48,12 +51,12 @@ def samples_per_second(device: torch.device, threads: int, batch_size: int, sour
         model.load_state_dict(start_state)
         synchronize(device)
         started = time.perf_counter()
-        local.local_update(model, examples, options, round_, 1)
+        local.local_update(model, examples, job, run.seed, round_, 1)
         synchronize(device)
         elapsed = time.perf_counter() - started
         spent += elapsed
         if round_ > 1:
-            rates.append(options.epochs * len(examples) / elapsed)
+            rates.append(config.job.epochs * len(examples) / elapsed)
     return statistics.median(rates)
 
 

@@ -10,6 +10,7 @@ message's float tensors through half precision, both ways, to measure what a hal
 transport would cost in accuracy.
 """
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,8 @@ from torch import nn
 from backends import Communicator, Tensors, group_of
 from ppsdg import checkpoint, coordination, data, local, parser
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.config import Config, Table
+from ppsdg.job import Job
 from ppsdg.output import RunOutput, finish_run
 from ppsdg.runtime import device_for, set_up
 from ppsdg.models import new_model
@@ -48,9 +51,9 @@ class InProcess(Communicator):
     on), and rounded through `transport_dtype` when one is given.
     """
 
-    def __init__(self, options: argparse.Namespace, transport_dtype: torch.dtype | None = None) -> None:
-        super().__init__(0, options.num_nodes)
-        self.options = options
+    def __init__(self, config: Config, job: Job, transport_dtype: torch.dtype | None = None) -> None:
+        super().__init__(0, config.run.num_nodes)
+        self.config, self.job = config, job
         self.transport_dtype = transport_dtype
         self._staged: Tensors = {}
         self._workers: dict[int, tuple[nn.Module, local.Examples]] = {}
@@ -66,13 +69,15 @@ class InProcess(Communicator):
 
     def _worker_reply(self, rank: int) -> Tensors:
         """Worker `rank`'s round on its own long-lived model and partition, as a gloo worker keeps them."""
+        run = self.config.run
         if rank not in self._workers:
-            device = device_for(self.options)
-            self._workers[rank] = (new_model(self.options, device),
-                                   local.worker_examples(self.options, rank, device))
+            device = device_for(run.use_cuda)
+            table = self.config.job if isinstance(self.config.job, Table) else None
+            self._workers[rank] = (new_model(self.job.synthesizer, run.seed, device),
+                                   local.worker_examples(self.config.source, table, run.workers, run.seed, rank, device))
         model, examples = self._workers[rank]
         mailbox = Mailbox(rank, self.world_size, self._staged)
-        coordination.worker_round(mailbox, model, examples, self.options)
+        coordination.worker_round(mailbox, model, examples, run, self.job)
         return mailbox.reply
 
     def _carry(self, tensors: Tensors) -> Tensors:
@@ -84,11 +89,13 @@ class InProcess(Communicator):
         return {name: carried(tensor) for name, tensor in tensors.items()}
 
 
-def run(options: argparse.Namespace, on_round: OnRound = lambda record, point: None,
+def run(config: Config, on_round: OnRound = lambda record, point: None,
         transport_dtype: torch.dtype | None = None) -> Checkpoint:
     """Train as the backends do, in this process; on_round may raise to stop early."""
-    test_set = local.test_examples(options, set_up(options))
-    return coordination.serve(InProcess(options, transport_dtype), options, test_set, on_round)
+    job = Job.of_config(config)
+    test_set = local.test_examples(config.source, job.classifier is not None,
+                                   set_up(config.run.threads, config.run.use_cuda))
+    return coordination.serve(InProcess(config, job, transport_dtype), config.run, job, test_set, on_round)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,12 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     cli = argparse.ArgumentParser(add_help=False)
     cli.add_argument("--transport-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     known, rest = cli.parse_known_args(argv)
-    options = parser.parse(rest)
-    data.prepare_table(options)
+    config = parser.parse(rest)
+    if isinstance(config.job, Table):
+        config = dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
     dtype = None if known.transport_dtype == "float32" else getattr(torch, known.transport_dtype)
-    output = RunOutput(options.output, options)
-    point = run(options, lambda record, point: output.add_round(record, checkpoint.encode(point, options)), dtype)
-    finish_run(output, options, point)
+    output = RunOutput(config.run, config.summary())
+    fixed = config.fixed_options()
+    point = run(config, lambda record, point: output.add_round(record, checkpoint.encode(point, fixed)), dtype)
+    finish_run(output, point, Job.of_config(config), config.source, config.run.seed)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,17 @@ from federation.server import API_PATH, Server
 from federation.shell import HarnessError, say
 from main import wait_for_task
 from ppsdg import coordination, models, parser
+from ppsdg.job import Job
 
 ROUND_TIMEOUT_S = 300
 
 
 def round_message(argv: list[str]) -> str:
     """The codec text of round 1's message for these options: the size a ppsdg round moves."""
-    options = parser.parse(argv)
-    return codec.encode_text({coordination.ROUND: torch.tensor(1), **models.new_model(options).state_dict()})
+    config = parser.parse(argv)
+    synthesizer = Job.of_config(config).synthesizer
+    model = models.new_model(synthesizer, config.run.seed)
+    return codec.encode_text({coordination.ROUND: torch.tensor(1), **model.state_dict()})
 
 
 def echo_round(client: UserClient, federation: Federation, message: str) -> float:

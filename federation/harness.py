@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import main
 from federation import accounts, checks, floor, images, nodes, runs, table_job, timing, toolenv, watch
 from federation.engine import DockerEngine, bridge_gateway
 from federation.faults import FaultRun
@@ -24,7 +23,6 @@ from federation.nodes import Nodes
 from federation.policy_runs import PolicyRuns, policy_runs
 from federation.server import Server
 from federation.shell import say, tail, time_limit
-from ppsdg import parser
 
 RUN_TIMEOUT_S = 600
 FEDERATION_LIMIT_S = 2700
@@ -114,7 +112,7 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
             names = nodes.node_names(2)
             federation = accounts.create(server.url, server.port, names)
             images_job = runs.Job("images", training(argv.rounds), nodes.IMAGES,
-                                  main.write_partitions(parser.parse(training(argv.rounds)), work))
+                                  runs.write_partitions(training(argv.rounds), work))
             table = table_job.write_job(argv.adult, work, len(names))
             databases = [{images_job.database: image, table.database: part}
                          for image, part in zip(images_job.partitions, table.partitions)]

@@ -19,7 +19,8 @@ from federation.nodes import Nodes
 from federation.runs import Run
 from federation.server import Server
 from federation.shell import say
-from ppsdg import checkpoint, data, parser, privacy, synthesizers
+from ppsdg import checkpoint, privacy
+from ppsdg.job import Job
 from ppsdg.policy import MAX_EPSILON, REQUIRE_DP
 
 NOISE_MULTIPLIER = 1.5
@@ -47,11 +48,11 @@ class PolicyRuns:
 
     def budget(self) -> float:
         """Between what one round and two rounds of the guarded node's releases spend: room for one."""
-        options = parser.parse([*self.job.arguments, *self.dp_arguments()])
-        data.prepare_table(options)
-        entry = privacy.LocalDP(options).planned_entry(len(pd.read_csv(self.job.partitions[-1])),
-                                                       synthesizers.releases_statistics(options))
-        one, two = (privacy.epsilon([entry] * rounds, options.delta, options.accountant) for rounds in (1, 2))
+        config = runs.configuration([*self.job.arguments, *self.dp_arguments()])
+        job = Job.of_config(config)
+        entry = job.dp.planned_entry(len(pd.read_csv(self.job.partitions[-1])), job.releases_statistics)
+        one, two = (privacy.epsilon([entry] * rounds, config.privacy.delta, config.privacy.accountant)
+                    for rounds in (1, 2))
         return (one + two) / 2
 
     def guard(self, environment: dict[str, str]) -> None:

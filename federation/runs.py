@@ -1,5 +1,6 @@
 """`python main.py` as a user runs it, over the real federation, the mock client and gloo, with the same
 training options; and what each run wrote."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import torch
 
+import main
 from federation.accounts import Federation
 from federation.images import ALGORITHM
 from federation.nodes import IMAGES
 from federation.server import API_PATH, Server
 from federation.shell import HarnessError, say, stop_process, tail
+from ppsdg import data, parser
+from ppsdg.config import Config, Table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,6 +56,22 @@ class Job:
     arguments: list[str]
     database: str
     partitions: list[Path]
+
+
+def configuration(arguments: list[str]) -> Config:
+    """The configuration main.py runs `arguments` with: a table's schema and target fixed as it fixes them."""
+    config = parser.parse(arguments)
+    if isinstance(config.job, Table):
+        return dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+    return config
+
+
+def write_partitions(arguments: list[str], folder: Path) -> list[Path]:
+    """Each worker's part of the data of main.py `arguments`, written to `folder` as the mock client
+    writes its organizations' databases (`main.write_partitions`), by rank."""
+    config = configuration(arguments)
+    target = config.job.target if isinstance(config.job, Table) else None
+    return main.write_partitions(config.source, target, config.run.workers, config.run.seed, folder)
 
 
 def server_arguments(server: Server, federation: Federation, database: str = IMAGES) -> list[str]:

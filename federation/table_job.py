@@ -4,13 +4,12 @@ under DP, over the federation and through the mock client, with the same seed an
 """
 from pathlib import Path
 
-import main
 from federation import checks, runs
 from federation.accounts import Federation
 from federation.nodes import TABLE
 from federation.server import Server
 from federation.shell import HarnessError
-from ppsdg import parser, tables
+from ppsdg import tables
 
 TRAIN, TEST = "adult-train.csv.gz", "adult-test.csv.gz"
 TARGET = "income"
@@ -44,7 +43,7 @@ def write_job(adult: Path, work: Path, node_count: int) -> runs.Job:
     tables.read_table(adult / TEST)[COLUMNS].iloc[:TEST_ROWS].to_csv(test, index=False)
     arguments = ["--data", ",".join(map(str, parts)), "--test-data", str(test), "--schema", str(schema),
                  "--target", TARGET, "--threads", "1"]
-    return runs.Job("table", arguments, TABLE, main.write_partitions(parser.parse(arguments), folder))
+    return runs.Job("table", arguments, TABLE, runs.write_partitions(arguments, folder))
 
 
 def compare(work: Path, server: Server, federation: Federation, job: runs.Job, timeout_s: float) -> None:

@@ -1,7 +1,7 @@
 """The vantage6 algorithm: `central` runs the server's rounds, one subtask per round; `partial` runs
 one worker's round on the node's own data. Both are thin: the round itself is coordination's."""
-import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -18,10 +18,13 @@ from vantage6.algorithm.tools.wrappers import load_data
 
 from backends import codec
 from backends.mock import ForgetfulMockClient
-from backends.vantage6 import CentralCommunicator, NodeCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, data, local, parser, privacy, runtime, synthesizers, synthetic, tables
+from backends.vantage6 import CentralCommunicator, node_communicator, node_result
+from ppsdg import checkpoint, coordination, data, local, parser, runtime, synthetic, tables
 from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.config import Config, Table
+from ppsdg.job import Job
+from ppsdg.synthesizers.base import Synthesizer
 from ppsdg.errors import DataError, FederationError, OptionsError, PpsdgError
 from ppsdg.models import new_model
 
@@ -63,41 +66,44 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     resume_text = kwargs.pop("checkpoint", None)
     organizations = organization_ids(kwargs.pop("organizations", None), client)
     kwargs.setdefault("num_nodes", len(organizations) + 1)
-    options = parser.from_mapping({**kwargs, "backend": "vantage6"})
-    if options.num_nodes != len(organizations) + 1:
-        raise OptionsError(f"num_nodes is {options.num_nodes} but {len(organizations)} organizations "
+    config = parser.from_mapping({**kwargs, "backend": "vantage6"})
+    run = config.run
+    if run.num_nodes != len(organizations) + 1:
+        raise OptionsError(f"num_nodes is {run.num_nodes} but {len(organizations)} organizations "
                            "were given: it must be their number plus one (the server)")
-    if options.synthesizer == "marginals":
-        check_table_task(options)
-    device = runtime.set_up(options)
-    latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), options)]
-    comm = CentralCommunicator(client, organizations, round_options(options), options.round_timeout)
+    if isinstance(config.job, Table):
+        check_table_task(config.job)
+    device = runtime.set_up(run.threads, run.use_cuda)
+    job = Job.of_config(config)
+    fixed = config.fixed_options()
+    latest = [None if resume_text is None else checkpoint.read(codec.from_text(resume_text), fixed, run, job)]
+    comm = CentralCommunicator(client, organizations, round_options(config, job), run.round_timeout)
 
     def keep(record: coordination.RoundRecord, point: Checkpoint) -> None:
         for worker in record["workers"] + record["failed"] + record.get("late", []):
             worker["organization"] = comm.organization_of(worker["rank"])
         latest[0] = point
 
+    test_set = local.test_examples(config.source, job.classifier is not None, device)
     try:
-        coordination.serve(comm, options, local.test_examples(options, device), keep, latest[0])
+        coordination.serve(comm, run, job, test_set, keep, latest[0])
     except FederationError as error:
-        return central_result(latest[0], options, organizations, comm.attribution, error=str(error))
-    return central_result(latest[0], options, organizations, comm.attribution)
+        return central_result(latest[0], fixed, job, run.seed, organizations, comm.attribution, error=str(error))
+    return central_result(latest[0], fixed, job, run.seed, organizations, comm.attribution)
 
 
-def round_options(options: argparse.Namespace) -> dict[str, Any]:
+def round_options(config: Config, job: Job) -> dict[str, Any]:
     """The options each round's subtask carries to the nodes. A statistics release's noise does not
     depend on a node's data, so a target epsilon becomes here, once, the noise multiplier every node
     would plan for it: a node runs each round in a fresh container, which would otherwise import the
     accountant and search for that noise again, seconds a round. (DP-SGD's noise follows each node's
     row count: its target travels as it is; so does a noise below what a task may ask for, and a
     target out of the planner's reach, which each node refuses by name in round 1.)"""
-    task = parser.task_options(options)
-    if not (options.local_dp and privacy.planned_target(options) is not None
-            and synthesizers.releases_statistics(options)):
+    task = config.task_options()
+    if not (job.dp is not None and job.dp.target_epsilon is not None and job.releases_statistics):
         return task
     try:
-        noise = privacy.LocalDP(options).release_noise()
+        noise = job.dp.release_noise()
     except OptionsError:
         return task
     if noise >= parser.MIN_NOISE_MULTIPLIER:
@@ -114,31 +120,31 @@ def organization_ids(given: Any, client: Any) -> list[int]:
     return given
 
 
-def central_result(point: Checkpoint | None, options: Any, organizations: list[int], attribution: str,
-                   error: str | None = None) -> dict[str, Any]:
+def central_result(point: Checkpoint | None, fixed: dict[str, Any], job: Job, seed: int, organizations: list[int],
+                   attribution: str, error: str | None = None) -> dict[str, Any]:
     """What the central function returns: the metrics, the checkpoint to save or resume from, how its
     results were attributed to organizations, and the error that stopped it, if one did (the
     researcher then still gets every finished round)."""
     result: dict[str, Any] = {"organizations": organizations, "attribution": attribution,
                               "metrics": point.records if point else [],
-                              "checkpoint": codec.to_text(checkpoint.encode(point, options)) if point else None}
+                              "checkpoint": codec.to_text(checkpoint.encode(point, fixed)) if point else None}
     if error is not None:
         result["error"] = error
-    elif point is not None and options.synthesizer == "marginals":
-        result["synthetic"] = synthetic_table(point, options)
+    elif point is not None and isinstance(job.settings, Table):
+        result["synthetic"] = synthetic_table(point, job.settings, job.synthesizer, seed)
     return result
 
 
-def synthetic_table(point: Checkpoint, options: argparse.Namespace) -> dict[str, Any]:
+def synthetic_table(point: Checkpoint, table: Table, synthesizer: Synthesizer, seed: int) -> dict[str, Any]:
     """The synthetic table a vantage6 user reads from the result with vantage6's own tools, without
     ppsdg: its records as CSV text (as many as the nodes' pooled rows of the last round, or
     --synthetic-samples), the schema they follow, and the run's epsilon and delta. Drawing them is
     post-processing of the released marginals, here on the server: no privacy cost, the same records
     as `main.py` writes for the same seed."""
     last = point.records[-1]
-    count = options.synthetic_samples or sum(worker["num_samples"] for worker in last["workers"])
-    frame, _ = synthetic.drawn(point, options, count)
-    return {"csv": frame.to_csv(index=False), "rows": count, "schema": json.loads(options.schema),
+    count = table.synthetic_samples or sum(worker["num_samples"] for worker in last["workers"])
+    frame, _ = synthetic.drawn(point, synthesizer, seed, count)
+    return {"csv": frame.to_csv(index=False), "rows": count, "schema": json.loads(table.schema),
             **{key: last[key] for key in ("epsilon", "delta") if key in last}}
 
 
@@ -152,22 +158,24 @@ def run_partial(organization: int, frame: pd.DataFrame | None, kwargs: dict[str,
     sets it in the environment."""
     comm = node_communicator(organization, kwargs)
     try:
-        options = parser.from_mapping(kwargs.get("options") or {})
+        config = parser.from_mapping(kwargs.get("options") or {})
+        run = config.run
         environment = node_environment()
         if temporary_folder is not None:
             environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
-        table = options.synthesizer == "marginals"
-        if table:
-            check_table_task(options)
-        with owner_only(on_node, table):
-            frame = read_database(table) if frame is None else frame
-        policy.admit(options, len(frame), environment, organization)
-        options.secure_noise = policy.secure(options, on_node)
-        device = runtime.set_up(options)
-        with owner_only(on_node, table):
-            examples = local.Examples.from_frame(frame, options, device, quiet=on_node)
-        coordination.worker_round(comm, new_model(options, device), examples, options)
+        table = config.job if isinstance(config.job, Table) else None
+        if table is not None:
+            check_table_task(table)
+        with owner_only(on_node, table is not None):
+            frame = read_database(table is not None) if frame is None else frame
+        secure = dataclasses.replace(config.privacy, secure_noise=policy.secure(config.privacy, on_node))
+        job = Job.of(config.job, secure, run.num_rounds, config.source.data)
+        policy.admit(run, job, len(frame), environment, organization)
+        device = runtime.set_up(run.threads, run.use_cuda)
+        with owner_only(on_node, table is not None):
+            examples = local.Examples.from_frame(frame, table, device, quiet=on_node)
+        coordination.worker_round(comm, new_model(job.synthesizer, run.seed, device), examples, run, job)
     except PpsdgError as error:
         kind = PolicyError if isinstance(error, PolicyError) else FederationError
         raise kind(f"organization {organization} (worker rank {comm.rank}): {error}") from error
@@ -190,18 +198,18 @@ def node_environment() -> dict[str, str]:
     return environment
 
 
-def check_table_task(options: argparse.Namespace) -> None:
+def check_table_task(table: Table) -> None:
     """A table task carries its schema and target: the node maps its rows with them, and never drafts
     a schema of its own, which would read the domain off its private rows. Their marginals must fit
     (`tables.check_cells`) before the central or a node allocates them."""
-    if options.schema is None or options.target is None:
-        missing = " and ".join(name for name in ("schema", "target") if getattr(options, name) is None)
+    if table.schema is None or table.target is None:
+        missing = " and ".join(name for name in ("schema", "target") if getattr(table, name) is None)
         raise OptionsError(f"a table task needs its {missing} (the task's options 'schema' and 'target'): a node "
                            "never drafts a schema from its own rows")
-    schema = tables.Schema.from_text(options.schema)
-    if options.target not in schema.names:
-        raise OptionsError(f"the task's target {options.target!r} is not a column of its schema")
-    tables.check_cells(schema, options.target)
+    schema = tables.Schema.from_text(table.schema)
+    if table.target not in schema.names:
+        raise OptionsError(f"the task's target {table.target!r} is not a column of its schema")
+    tables.check_cells(schema, table.target)
 
 
 class DataRefusal(FederationError):

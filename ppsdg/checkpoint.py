@@ -5,9 +5,9 @@ snapshots, and as metadata the round, the round records, every worker's privacy 
 options that must not change on resume. The same bytes are a file on gloo and text in a vantage6
 task's input and result.
 """
-import argparse
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from backends import Tensors, codec
-from ppsdg import local, parser, synthesizers
+from ppsdg import local
+from ppsdg.config import Run
 from ppsdg.errors import CodecError, FederationError, OptionsError, PpsdgError
 from ppsdg.files import write_atomically
+from ppsdg.job import Job
 from ppsdg.models import new_model
-from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, out_of_reach, planned_target, release_entry
+from ppsdg.privacy import ENTRY_KEYS, HistoryEntry, LocalDP, out_of_reach, release_entry
 
 FILE = "checkpoint.msgpack"
 MODEL, OPTIMIZER, SNAPSHOT = "model.", "optimizer.", "snapshot."
@@ -33,9 +35,6 @@ PARAMETER_STATE = ("momentum_buffer",)
 BRIEF = 200
 # A checkpoint's meta holds every round's record: room for tens of thousands of rounds of many workers.
 META_BYTES = 64 << 20
-# Options that do not change the training: a resumed run may set them anew.
-RESUMABLE = ("num_rounds", "min_workers", "round_timeout", "backend", "save_model", "log_interval",
-             "test_batch_size", "sample_every", "synthetic_samples", "tstr_epochs")
 
 
 class CheckpointError(PpsdgError):
@@ -54,16 +53,8 @@ class Checkpoint:
     snapshots: dict[int, Tensors] = field(default_factory=dict)
 
 
-def fixed_options(options: argparse.Namespace) -> dict[str, Any]:
-    """The options a resumed run must share with the run it continues. Under a target epsilon (given,
-    or -ldp's default) the round count is one of them: the noise was planned to spend the target over
-    exactly those rounds."""
-    planned = options.local_dp and planned_target(options) is not None
-    resumable = [k for k in RESUMABLE if not (planned and k == "num_rounds")]
-    return {k: v for k, v in parser.task_options(options).items() if k not in resumable}
-
-
-def encode(point: Checkpoint, options: argparse.Namespace) -> bytes:
+def encode(point: Checkpoint, fixed: Mapping[str, Any]) -> bytes:
+    """The checkpoint's bytes; `fixed` is what a run resumed from it must share (`Config.fixed_options`)."""
     tensors = {MODEL + name: t.detach().cpu() for name, t in point.model.items()}
     optimizer_meta = None
     if point.optimizer is not None:
@@ -79,36 +70,37 @@ def encode(point: Checkpoint, options: argparse.Namespace) -> bytes:
         tensors.update({f"{SNAPSHOT}{round_}.{name}": t for name, t in snapshot.items()})
     meta = {"round": point.round, "records": point.records, "optimizer": optimizer_meta,
             "histories": {str(rank): [list(e) for e in history] for rank, history in point.histories.items()},
-            "options": fixed_options(options)}
+            "options": dict(fixed)}
     return codec.encode(tensors, meta, max_meta_bytes=META_BYTES)
 
 
-def decode(blob: bytes, options: argparse.Namespace, model_template: Tensors) -> Checkpoint:
-    """Read a checkpoint and check all of it against these options and this model before the first
-    round, so that a bad one ends here, named, rather than in a crash or a wrong run later."""
+def decode(blob: bytes, fixed: Mapping[str, Any], run: Run, job: Job, model_template: Tensors) -> Checkpoint:
+    """Read a checkpoint and check all of it against this run (`fixed`: `Config.fixed_options`), its job and this
+    model before the first round, so that a bad one ends here, named, rather than in a crash or a wrong run
+    later."""
     tensors, meta = codec.decode(blob, max_meta_bytes=META_BYTES)
     _check_meta_keys(meta)
-    _check_options(meta["options"], options)
-    round_ = _round(meta["round"], options.num_rounds)
+    _check_options(meta["options"], fixed, job.dp, run.num_rounds)
+    round_ = _round(meta["round"], run.num_rounds)
     parts = _split(tensors)
     _check_tensors(parts[MODEL], model_template, "model")
-    fresh = new_model(options) if options.stochastic_gradient or options.gan else None
+    fresh = new_model(job.synthesizer, run.seed) if job.federated_sgd or job.synthesizer is not None else None
     records = _records(meta["records"], round_)
-    snapshots = _snapshots(parts[SNAPSHOT], options, round_, fresh)
-    if synthesizers.releases_statistics(options):
-        _check_statistics(parts[MODEL], records, options, "model")
+    snapshots = _snapshots(parts[SNAPSHOT], job, round_, fresh)
+    if job.releases_statistics:
+        _check_statistics(parts[MODEL], records, job, "model")
         for when, snapshot in snapshots.items():
-            _check_statistics(snapshot, records[:when], options, f"generator snapshot of round {when}")
-    histories = _histories(meta["histories"], options, round_)
-    _check_charged(histories, records, options)
+            _check_statistics(snapshot, records[:when], job, f"generator snapshot of round {when}")
+    histories = _histories(meta["histories"], job.dp, run.workers, round_)
+    _check_charged(histories, records, run.workers, job)
     return Checkpoint(round=round_, model=parts[MODEL], records=records,
-                      optimizer=_optimizer_state(parts[OPTIMIZER], meta["optimizer"], options, fresh),
+                      optimizer=_optimizer_state(parts[OPTIMIZER], meta["optimizer"], job, fresh),
                       histories=histories, snapshots=snapshots)
 
 
-def read(blob: bytes, options: argparse.Namespace) -> Checkpoint:
-    """Decode a checkpoint for a run with these options, checked against a fresh model of theirs."""
-    return decode(blob, options, new_model(options).state_dict())
+def read(blob: bytes, fixed: Mapping[str, Any], run: Run, job: Job) -> Checkpoint:
+    """Decode a checkpoint for this run and job, checked against a fresh model of theirs."""
+    return decode(blob, fixed, run, job, new_model(job.synthesizer, run.seed).state_dict())
 
 
 def _check_meta_keys(meta: dict[str, Any]) -> None:
@@ -118,18 +110,18 @@ def _check_meta_keys(meta: dict[str, Any]) -> None:
         raise CheckpointError(f"the checkpoint's metadata has missing fields {missing} and unknown fields {extra}")
 
 
-def _check_options(saved: Any, options: argparse.Namespace) -> None:
+def _check_options(saved: Any, fixed: Mapping[str, Any], dp: LocalDP | None, num_rounds: int) -> None:
     """A resumed run must train as the one it continues."""
     if not isinstance(saved, dict):
         raise CheckpointError(f"the checkpoint's options are {type(saved).__name__}, not a mapping")
-    mismatched = sorted(k for k, v in fixed_options(options).items() if saved.get(k) != v)
-    if mismatched == ["num_rounds"]:
-        raise OptionsError(f"--resume: the DP noise was planned to spend --target-epsilon {planned_target(options):g} "
-                           f"over --num-rounds {saved.get('num_rounds')!r}; {options.num_rounds} rounds would end "
+    mismatched = sorted(k for k in set(fixed) | set(saved) if saved.get(k) != fixed.get(k))
+    if mismatched == ["num_rounds"] and dp is not None:
+        raise OptionsError(f"--resume: the DP noise was planned to spend --target-epsilon {dp.target_epsilon:g} "
+                           f"over --num-rounds {saved.get('num_rounds')!r}; {num_rounds} rounds would end "
                            f"above it. Resume with --num-rounds {saved.get('num_rounds')!r}, or start a new run")
     if mismatched:
         raise OptionsError("the checkpoint was made with other options; differing: " + ", ".join(
-            f"{k} (checkpoint {saved.get(k)!r}, now {getattr(options, k)!r})" for k in mismatched))
+            f"{k} (checkpoint {_brief(saved.get(k))}, now {_brief(fixed.get(k))})" for k in mismatched))
 
 
 def _round(value: Any, num_rounds: int) -> int:
@@ -189,10 +181,9 @@ def _record_problem(record: Any, position: int) -> str | None:
                  if not _is_number_or_none(value)), None)
 
 
-def _optimizer_state(tensors: Tensors, meta: Any, options: argparse.Namespace,
-                     model: nn.Module | None) -> dict[str, Any] | None:
+def _optimizer_state(tensors: Tensors, meta: Any, job: Job, model: nn.Module | None) -> dict[str, Any] | None:
     """FedSGD's server optimizer as a state_dict that loads into the optimizer this run builds."""
-    if not options.stochastic_gradient:
+    if not job.federated_sgd:
         if meta is not None or tensors:
             raise CheckpointError("the checkpoint holds a FedSGD optimizer state but the run is not "
                                   "--stochastic-gradient")
@@ -201,7 +192,8 @@ def _optimizer_state(tensors: Tensors, meta: Any, options: argparse.Namespace,
         raise CheckpointError(f"the checkpoint's FedSGD optimizer state {_brief(meta)} is not a mapping of "
                               "state and param_groups")
     params = list(model.parameters())
-    _check_param_groups(meta["param_groups"], local.make_optimizer(model, options.learning_rate, options.momentum))
+    _check_param_groups(meta["param_groups"],
+                        local.make_optimizer(model, job.classifier.learning_rate, job.classifier.momentum))
     state = _optimizer_meta_state(meta["state"], len(params))
     for name, tensor in tensors.items():
         index, key = _numbered(OPTIMIZER, name, range(len(params)), "parameter index")
@@ -242,14 +234,13 @@ def _check_parameter_state(index: int, values: dict[str, Any], param: torch.Tens
                                   f"{list(value.shape)}, but the parameter is {param.dtype} {list(param.shape)}")
 
 
-def _histories(histories: Any, options: argparse.Namespace, round_: int) -> dict[int, list[HistoryEntry]]:
+def _histories(histories: Any, dp: LocalDP | None, workers: int, round_: int) -> dict[int, list[HistoryEntry]]:
     """Every worker's accountant history, each entry checked as the server checks a reply's, at most
     one a finished round."""
     if not isinstance(histories, dict):
         raise CheckpointError(f"the checkpoint's privacy histories are {type(histories).__name__}, not a mapping")
-    if histories and not options.local_dp:
+    if histories and dp is None:
         raise CheckpointError("the checkpoint holds privacy histories but the run is not --local_dp")
-    workers = options.num_nodes - 1
     checked = {}
     for key, history in histories.items():
         rank = _index(key, range(1, workers + 1), "privacy history's worker rank")
@@ -257,32 +248,31 @@ def _histories(histories: Any, options: argparse.Namespace, round_: int) -> dict
             raise CheckpointError(f"the checkpoint's privacy history of worker {rank} is not a list of at most "
                                   f"one entry a finished round ({round_}): {_brief(history)}")
         checked[rank] = [_history_entry(entry, rank) for entry in history]
-        if out_of_reach(checked[rank], options.delta, options.accountant):
+        if out_of_reach(checked[rank], dp.delta, dp.accountant):
             raise CheckpointError(f"the checkpoint's privacy history of worker {rank} {_brief(history)} is out of "
-                                  f"the {options.accountant} accountant's reach: no run can go on from it")
+                                  f"the {dp.accountant} accountant's reach: no run can go on from it")
     return checked
 
 
-def _check_charged(histories: dict[int, list[HistoryEntry]], records: list[dict[str, Any]],
-                   options: argparse.Namespace) -> None:
+def _check_charged(histories: dict[int, list[HistoryEntry]], records: list[dict[str, Any]], workers: int,
+                   job: Job) -> None:
     """The records' workers are the run's (ranks 1..num_nodes-1), and under DP the histories charge what
     they released: at least one entry a round a worker's reply was taken (a history that forgets one
     would have the resumed run report less than was spent), and for a statistics release exactly the
     planned release, which the server knows (one that claims more noise would charge less)."""
-    workers = range(1, options.num_nodes)
     ranks = [worker.get("rank") for record in records for worker in record["workers"]]
-    stray = next((rank for rank in ranks if not (_is_int(rank) and rank in workers)), None)
+    stray = next((rank for rank in ranks if not (_is_int(rank) and rank in range(1, workers + 1))), None)
     if stray is not None or None in ranks:
         raise CheckpointError(f"the checkpoint's records list a worker of rank {_brief(stray)}, not a whole number "
-                              f"in 1..{options.num_nodes - 1}")
-    if not options.local_dp:
+                              f"in 1..{workers}")
+    if job.dp is None:
         return
     for rank, released in sorted(Counter(ranks).items()):
         if len(histories.get(rank, [])) < released:
             raise CheckpointError(f"the checkpoint's privacy history charges {len(histories.get(rank, []))} "
                                   f"release(s) of worker {rank}, who released in {released} round(s)")
-    if synthesizers.releases_statistics(options):
-        planned = release_entry(LocalDP(options).release_noise())
+    if job.releases_statistics:
+        planned = release_entry(job.dp.release_noise())
         for rank, history in histories.items():
             wrong = next((entry for entry in history if not (math.isclose(entry[0], planned[0], rel_tol=1e-9)
                                                              and tuple(entry[1:]) == planned[1:])), None)
@@ -304,7 +294,7 @@ def _history_entry(entry: Any, rank: int) -> HistoryEntry:
                               f"{error}") from error
 
 
-def _check_statistics(state: Tensors, records: list[dict[str, Any]], options: argparse.Namespace, what: str) -> None:
+def _check_statistics(state: Tensors, records: list[dict[str, Any]], job: Job, what: str) -> None:
     """Summed statistics are the sum of the releases the records list as averaged: the synthesizer
     checks them against the bounds of those releases' rows and planned noise (check_sum)."""
     rows_by_round = [[worker.get("num_samples") for worker in record["workers"] if worker.get("averaged")]
@@ -313,16 +303,15 @@ def _check_statistics(state: Tensors, records: list[dict[str, Any]], options: ar
     if not all(_is_int(count) and count >= 1 for count in rows):
         raise CheckpointError(f"the checkpoint's records hold an averaged worker's num_samples that is not a whole "
                               f"number of 1 or more: {_brief(rows)}")
-    synthesizer = synthesizers.for_options(options)
+    synthesizer = job.synthesizer
     try:
-        synthesizer.check_sum(state, rows_by_round, synthesizer.release_std(LocalDP.from_options(options)))
+        synthesizer.check_sum(state, rows_by_round, synthesizer.release_std(job.dp))
     except FederationError as error:
         raise CheckpointError(f"the checkpoint's {what} is not the sum of the releases its records list: "
                               f"{error}") from error
 
 
-def _snapshots(tensors: Tensors, options: argparse.Namespace, round_: int,
-               model: nn.Module | None) -> dict[int, Tensors]:
+def _snapshots(tensors: Tensors, job: Job, round_: int, model: nn.Module | None) -> dict[int, Tensors]:
     """The generator's state as kept after some finished rounds: the run's own generator, at rounds it
     has finished."""
     snapshots: dict[int, Tensors] = {}
@@ -331,9 +320,9 @@ def _snapshots(tensors: Tensors, options: argparse.Namespace, round_: int,
         snapshots.setdefault(when, {})[key] = tensor
     if not snapshots:
         return snapshots
-    if not options.gan:
+    if job.synthesizer is None:
         raise CheckpointError("the checkpoint holds generator snapshots but the run is not --gan")
-    template = synthesizers.for_options(options).generator_state(model)
+    template = job.synthesizer.generator_state(model)
     for when, snapshot in snapshots.items():
         _check_tensors(snapshot, template, f"generator snapshot of round {when}")
     return snapshots

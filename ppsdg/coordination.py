@@ -4,7 +4,6 @@ schema both sides use, aggregation, quorum, and the round record that is a line 
 Both backends run exactly these functions: gloo ranks in `train.py`, vantage6's central and
 partial functions in `algorithm.py`.
 """
-import argparse
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,8 +16,10 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Communicator, Tensors
-from ppsdg import local, synthesizers
+from ppsdg import local
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.config import Run
+from ppsdg.job import Job
 from ppsdg.errors import FederationError
 from ppsdg.privacy import HistoryEntry, Ledger, LocalDP, release_entry
 from ppsdg.runtime import derive_seed, every_core
@@ -68,7 +69,7 @@ class RoundRecord(TypedDict, total=False):
     round: int
     test_loss: float | None
     test_accuracy: float | None
-    lr: float
+    lr: float | None
     group: list[int]
     participants: list[int]
     workers: list[WorkerRecord]
@@ -124,18 +125,12 @@ class Reply:
         return cls(update, int(count), scalars[TRAIN_LOSS], reply_figures(message))
 
 
-def reply_template(model: nn.Module, options: argparse.Namespace, dp: LocalDP | None) -> Tensors:
+def reply_template(model: nn.Module, job: Job) -> Tensors:
     """The shape of every reply this run expects: gradients for FedSGD (parameters only), the whole
-    state for FedAvg, and the figures the run's options call for."""
-    update = ({name: p.detach() for name, p in model.named_parameters()} if options.stochastic_gradient
+    state for FedAvg, and the figures the job reports."""
+    update = ({name: p.detach() for name, p in model.named_parameters()} if job.federated_sgd
               else dict(model.state_dict()))
-    figure_names = (dp.figures if dp else ()) + synthesizer_figures(options)
-    return Reply(update, 0, 0.0, dict.fromkeys(figure_names, 0.0)).to_message()
-
-
-def synthesizer_figures(options: argparse.Namespace) -> tuple[str, ...]:
-    """The figures a synthesizer's workers report beside their update (the GAN's losses)."""
-    return synthesizers.for_options(options).figures if options.gan else ()
+    return Reply(update, 0, 0.0, dict.fromkeys(job.figures, 0.0)).to_message()
 
 
 def choose_group(seed: int, round_: int, num_workers: int, group_size: int | None) -> list[int]:
@@ -199,18 +194,17 @@ def check_quorum(comm: Communicator, round_: int, group: Sequence[int], failures
                           f"{needed} are needed (--min-workers) - {missing}")
 
 
-def exchange(comm: Communicator, model: nn.Module, options: argparse.Namespace, round_: int,
-             members: Sequence[int], dp: LocalDP | None
+def exchange(comm: Communicator, model: nn.Module, job: Job, round_: int, members: Sequence[int]
              ) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors]]:
     """Send the global model to the round's members: their checked replies, why others are missing,
     and the messages of those rejected (each left its node all the same)."""
     message = {ROUND: torch.tensor(round_, dtype=torch.int64), **model.state_dict()}
     try:
-        messages = comm.exchange(message, members, reply_template(model, options, dp))
+        messages = comm.exchange(message, members, reply_template(model, job))
     except FederationError as error:
         raise FederationError(f"round {round_}: {error}") from error
     failures = {rank: comm.failures.get(rank, "no answer") for rank in members if rank not in messages}
-    synthesizer = synthesizers.for_options(options) if synthesizers.releases_statistics(options) else None
+    dp, synthesizer = job.dp, job.synthesizer if job.releases_statistics else None
     replies, rejected = {}, {}
     for rank, reply_message in messages.items():
         try:
@@ -284,9 +278,8 @@ def account(dp: LocalDP | None, ledger: Ledger | None, replies: Mapping[int, Rep
     return for_rejected, for_late
 
 
-def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                 options: argparse.Namespace, round_: int, test_set: local.Examples, dp: LocalDP | None,
-                 ledger: Ledger | None) -> RoundRecord:
+def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None, run: Run,
+                 job: Job, round_: int, test_set: local.Examples, ledger: Ledger | None) -> RoundRecord:
     """The server's part of a round: draw the group, exchange, account, aggregate, test.
 
     Every release is charged before the quorum is checked: a round that stops the run has still
@@ -294,36 +287,36 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     """
     started = time.perf_counter()
     num_workers = comm.world_size - 1
-    group = choose_group(options.seed, round_, num_workers, options.group_size)
-    members = participants(group, num_workers, options.train_all)
-    replies, failures, rejected = exchange(comm, model, options, round_, members, dp)
+    dp = job.dp
+    group = choose_group(run.seed, round_, num_workers, run.group_size)
+    members = participants(group, num_workers, run.train_all)
+    replies, failures, rejected = exchange(comm, model, job, round_, members)
     late = comm.late_replies()
     for_rejected, for_late = account(dp, ledger, replies, rejected, late)
     for rank, note in for_rejected.items():
         failures[rank] += f" ({note})"
     check_reach(comm, round_, ledger)
     try:
-        check_quorum(comm, round_, group, failures, options.min_workers)
+        check_quorum(comm, round_, group, failures, run.min_workers)
     except FederationError as error:
         if ledger is None:
             raise
         raise FederationError(f"{error}; with the releases of this round, epsilon is {ledger.worst():.4g}") from error
-    aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group],
-              local.round_lr(options, round_),
-              summed=synthesizers.releases_statistics(options))
-    if options.gan:
-        synthesizers.for_options(options).after_round(model, round_)
-    figures = synthesizer_figures(options)
+    aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group], job.lr(round_),
+              summed=job.releases_statistics)
+    if job.synthesizer is not None:
+        job.synthesizer.after_round(model, round_)
+    figures = job.synthesizer.figures if job.synthesizer is not None else ()
     workers = [worker_record(rank, reply, rank in group, dp, ledger, figures) for rank, reply in replies.items()]
     test_loss, accuracy = None, None
-    if not options.gan:
+    if job.classifier is not None:
         with every_core():
-            test_loss, accuracy = local.test(model, test_set, options.test_batch_size)
+            test_loss, accuracy = local.test(model, test_set, job.classifier.test_batch_size)
         if not math.isfinite(test_loss):
             raise FederationError(f"round {round_}: the global model diverged (test loss {test_loss}): the run stops "
                                   "before saving it; a lower --learning-rate may train")
     record = RoundRecord(round=round_, test_loss=test_loss, test_accuracy=accuracy,
-                         lr=local.round_lr(options, round_), group=group, participants=members, workers=workers,
+                         lr=job.lr(round_), group=group, participants=members, workers=workers,
                          failed=[FailedRecord(rank=rank, reason=failures[rank]) for rank in members if rank in failures])
     if late:
         record["late"] = [LateRecord(rank=rank, replies=len(messages), **({"charge": for_late[rank]} if dp else {}))
@@ -356,18 +349,16 @@ def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None, l
     return worker
 
 
-def serve(comm: Communicator, options: argparse.Namespace, test_set: local.Examples,
+def serve(comm: Communicator, run: Run, job: Job, test_set: local.Examples,
           on_round: Callable[[RoundRecord, Checkpoint], None] = lambda record, point: None,
           resume: Checkpoint | None = None) -> Checkpoint:
     """The server's whole training, from the seeded initial model or from where `resume` stopped.
 
     After every round `on_round` gets the round's record and the checkpoint to go on from.
     """
-    model = new_model(options, test_set.labels.device)
-    optimizer = local.make_optimizer(model, options.learning_rate, options.momentum) \
-        if options.stochastic_gradient else None
-    dp = LocalDP.from_options(options)
-    ledger = dp.ledger() if dp else None
+    model = new_model(job.synthesizer, run.seed, test_set.labels.device)
+    optimizer = server_optimizer(model, job)
+    ledger = job.dp.ledger() if job.dp else None
     point = resume or Checkpoint(round=0, model=state_copy(model))
     model.load_state_dict(point.model)
     if optimizer is not None and point.optimizer is not None:
@@ -375,13 +366,13 @@ def serve(comm: Communicator, options: argparse.Namespace, test_set: local.Examp
     if ledger is not None:
         ledger.restore(point.histories)
     records, snapshots = list(point.records), dict(point.snapshots)
-    with tqdm(range(point.round + 1, options.num_rounds + 1), desc="rounds", position=0,
+    with tqdm(range(point.round + 1, run.num_rounds + 1), desc="rounds", position=0,
               disable=None) as rounds:
         for round_ in rounds:
-            record = server_round(comm, model, optimizer, options, round_, test_set, dp, ledger)
+            record = server_round(comm, model, optimizer, run, job, round_, test_set, ledger)
             records.append(record)
-            if options.gan and options.sample_every and round_ % options.sample_every == 0:
-                snapshots[round_] = synthesizers.for_options(options).generator_state(model)
+            if job.sample_every and round_ % job.sample_every == 0:
+                snapshots[round_] = job.synthesizer.generator_state(model)
             point = Checkpoint(round_, state_copy(model), list(records),
                                optimizer.state_dict() if optimizer is not None else None,
                                {rank: list(h) for rank, h in ledger.histories.items()} if ledger else {},
@@ -389,6 +380,13 @@ def serve(comm: Communicator, options: argparse.Namespace, test_set: local.Examp
             on_round(record, point)
             rounds.set_postfix(progress_figures(record))
     return point
+
+
+def server_optimizer(model: nn.Module, job: Job) -> torch.optim.Optimizer | None:
+    """FedSGD's server optimizer, which steps the global model with the averaged gradient; None for FedAvg."""
+    if not job.federated_sgd:
+        return None
+    return local.make_optimizer(model, job.classifier.learning_rate, job.classifier.momentum)
 
 
 def progress_figures(record: RoundRecord) -> dict[str, str]:
@@ -407,28 +405,26 @@ def receive_start(comm: Communicator) -> int:
     return int(comm.broadcast({START: torch.tensor(0, dtype=torch.int64)}, src=0)[START])
 
 
-def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples,
-                 options: argparse.Namespace) -> int:
+def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples, run: Run, job: Job) -> int:
     """The worker's part of a round, the same on every backend: receive, train, reply."""
-    dp = LocalDP.from_options(options)
     message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **model.state_dict()}, src=0)
     round_ = int(message.pop(ROUND))
-    if not 1 <= round_ <= options.num_rounds:
-        raise FederationError(f"the server's message is for round {round_}, not one of this run's 1..{options.num_rounds}")
+    if not 1 <= round_ <= run.num_rounds:
+        raise FederationError(f"the server's message is for round {round_}, not one of this run's 1..{run.num_rounds}")
     model.load_state_dict(message)
-    update, num_samples, loss, figures = local.local_update(model, examples, options, round_, comm.rank, dp)
-    if dp is not None:
-        loss, figures = dp.release(loss, figures)
+    update, num_samples, loss, figures = local.local_update(model, examples, job, run.seed, round_, comm.rank)
+    if job.dp is not None:
+        loss, figures = job.dp.release(loss, figures)
     comm.gather(Reply(update, num_samples, loss, figures).to_message(), dst=0)
     return round_
 
 
-def work(comm: Communicator, options: argparse.Namespace, examples: local.Examples) -> None:
+def work(comm: Communicator, run: Run, job: Job, examples: local.Examples) -> None:
     """A long-lived worker (gloo): from the round the server starts at, take part in the rounds
     whose group holds this rank."""
-    model = new_model(options, examples.labels.device)
+    model = new_model(job.synthesizer, run.seed, examples.labels.device)
     num_workers = comm.world_size - 1
-    for round_ in range(receive_start(comm) + 1, options.num_rounds + 1):
-        group = choose_group(options.seed, round_, num_workers, options.group_size)
-        if comm.rank in participants(group, num_workers, options.train_all):
-            worker_round(comm, model, examples, options)
+    for round_ in range(receive_start(comm) + 1, run.num_rounds + 1):
+        group = choose_group(run.seed, round_, num_workers, run.group_size)
+        if comm.rank in participants(group, num_workers, run.train_all):
+            worker_round(comm, model, examples, run, job)

@@ -6,8 +6,8 @@ model, the workers and the vantage6 algorithm never care where the data came fro
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import gzip
 import math
 import sys
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ppsdg import tables
+from ppsdg.config import Source, Table
 from ppsdg.errors import DataError
 
 MEAN, STD = 0.1307, 0.3081
@@ -435,16 +436,16 @@ def data_files(source: str) -> list[str]:
     return [part.strip() for part in source.split(",")]
 
 
-def check_paths(options: argparse.Namespace) -> None:
+def check_paths(source: str, test_data: str | None) -> None:
     """--data and --test-data as paths, before anything reads them, so that a mistake is named with its
     fix where a reader would stumble on a later symptom: a missing file as missing, a folder of tables with
     the --data that names them, a format ppsdg does not read with those it does."""
-    files = data_files(options.data)
+    files = data_files(source)
     if files != ["embedded"]:
         for path in files:
             _check_source(Path(path), several=len(files) > 1)
-    if options.test_data is not None:
-        path = Path(options.test_data)
+    if test_data is not None:
+        path = Path(test_data)
         if path.is_dir() or not path.exists():
             raise DataError(f"--test-data {path}: " + ("a folder: name one table file" if path.is_dir() else
                                                        "no such file"))
@@ -480,19 +481,19 @@ def _check_folder(path: Path, several: bool) -> None:
                         f"table file ({tables.TABLE_FILES})")
 
 
-def check_inputs(options: argparse.Namespace) -> None:
+def check_inputs(source: Source, table: Table | None, workers: int, seed: int) -> None:
     """Do once, before any worker starts, what every worker will do with the inputs, so that a mistake is
     named in seconds, by its file and line, not by a worker after the launch: each worker's share is made
     (the files read, the holdout, the partition) and, for a table, each file's training part is encoded
     under the schema."""
-    worker_sets(options)
-    if options.synthesizer != "marginals":
+    worker_sets(source, workers, seed, table.target if table is not None else None)
+    if table is None:
         return
-    schema = tables.Schema.from_text(options.schema)
-    files = data_files(options.data)
+    schema = tables.Schema.from_text(table.schema)
+    files = data_files(source.data)
     for number, path in enumerate(files, start=1):
         frame = tables.read_table(path)
-        train = frame if options.test_data is not None else frame[~_holdout_mask(frame, options.target, path)]
+        train = frame if source.test_data is not None else frame[~_holdout_mask(frame, table.target, path)]
         check_fits(train, schema, path, f"--data {path}" + (f" (worker {number})" if len(files) > 1 else ""))
 
 
@@ -537,45 +538,45 @@ def _record_lines(path: Path) -> Iterator[int]:
                 yield start
 
 
-def worker_sets(options: argparse.Namespace) -> list[Dataset]:
-    """Each worker's share of `options.data`'s training set, in rank order, as the options ask: with
-    one file per worker, exactly that file's training part.
+def worker_sets(source: Source, workers: int, seed: int, target: str | None) -> list[Dataset]:
+    """Each of `workers` workers' share of the training set, in rank order, as `source` splits it (a
+    table's by its `target`): with one file per worker, exactly that file's training part.
 
     Every place that needs a worker's data (a gloo worker, the mock's node databases, the launcher's
     early check) takes it from here, so they all hold identical bytes.
     """
-    trains, _ = training_parts(options)
+    trains, _ = training_parts(source.data, source.test_data, target)
     if len(trains) > 1:
         return trains
     train_set = trains[0]
-    parts = partition(_labels(train_set, options), options.num_nodes - 1, options.partition, options.seed,
-                      options.dirichlet_alpha, options.classes_per_worker)
+    parts = partition(_labels(train_set, target), workers, source.partition, seed, source.dirichlet_alpha,
+                      source.classes_per_worker)
     return [_subset(train_set, indices) for indices in parts]
 
 
-def load_sets(options: argparse.Namespace) -> tuple[Dataset, Dataset]:
-    """The whole training set (every worker's part) and the test set, images or a table."""
-    trains, test = training_parts(options)
+def load_sets(source: str, test_data: str | None, target: str | None) -> tuple[Dataset, Dataset]:
+    """The whole training set of --data `source` (every worker's part) and the test set, images or a table."""
+    trains, test = training_parts(source, test_data, target)
     if isinstance(test, ImageSet):
         return ImageSet(np.concatenate([t.pixels for t in trains]), np.concatenate([t.labels for t in trains])), test
     return pd.concat(trains, ignore_index=True), test
 
 
-def training_parts(options: argparse.Namespace) -> tuple[list[Dataset], Dataset]:
-    """The training part of each file --data names, and the test part: --test-data, or a seeded
+def training_parts(source: str, test_data: str | None, target: str | None) -> tuple[list[Dataset], Dataset]:
+    """The training part of each file --data `source` names, and the test part: --test-data, or a seeded
     HOLDOUT_FRACTION of each file (stratified by label or target)."""
-    files = data_files(options.data)
-    if not tables.is_table_path(options.data):
+    files = data_files(source)
+    if not tables.is_table_path(source):
         if len(files) == 1:
             train_set, test_set = load(files[0])
             return [train_set], test_set
         splits = [split_holdout(load_csv(path), HOLDOUT_FRACTION, HOLDOUT_SEED) for path in files]
         return [train for train, _ in splits], ImageSet(np.concatenate([t.pixels for _, t in splits]),
                                                         np.concatenate([t.labels for _, t in splits]))
-    frames = [_with_target(tables.read_table(path), options.target, path) for path in files]
-    if options.test_data is not None:
-        return frames, _with_target(tables.read_table(options.test_data), options.target, options.test_data)
-    masks = [_holdout_mask(frame, options.target, path) for frame, path in zip(frames, files)]
+    frames = [_with_target(tables.read_table(path), target, path) for path in files]
+    if test_data is not None:
+        return frames, _with_target(tables.read_table(test_data), target, test_data)
+    masks = [_holdout_mask(frame, target, path) for frame, path in zip(frames, files)]
     return ([frame[~mask].reset_index(drop=True) for frame, mask in zip(frames, masks)],
             pd.concat([frame[mask] for frame, mask in zip(frames, masks)], ignore_index=True))
 
@@ -614,35 +615,34 @@ def _target_codes(frame: pd.DataFrame, target: str | None) -> np.ndarray:
     return pd.factorize(column.astype(str).where(column.notna(), ""), sort=True)[0]
 
 
-def _labels(dataset: Dataset, options: argparse.Namespace) -> np.ndarray:
-    return dataset.labels if isinstance(dataset, ImageSet) else _target_codes(dataset, options.target)
+def _labels(dataset: Dataset, target: str | None) -> np.ndarray:
+    return dataset.labels if isinstance(dataset, ImageSet) else _target_codes(dataset, target)
 
 
 def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
     return dataset.subset(indices) if isinstance(dataset, ImageSet) else dataset.iloc[indices].reset_index(drop=True)
 
 
-def prepare_table(options: argparse.Namespace) -> None:
-    """For a table: the schema (drafted from the training part, with a warning, when none is given)
-    and the target (--target, else the schema's, else the last column), fixed once in the options."""
-    if not options.gan or options.synthesizer != "marginals":
-        return
-    if options.schema is None:
-        train_set, _ = load_sets(options)
+def prepare_table(source: Source, table: Table) -> Table:
+    """A table job with its schema (drafted from the training part, with a warning, when none is given)
+    and its target (--target, else the schema's, else the last column) fixed, once for the run."""
+    schema_text = table.schema
+    if schema_text is None:
+        train_set, _ = load_sets(source.data, source.test_data, table.target)
         print("ppsdg: warning: no --schema: the domain (categories, numeric bounds) is read off the training "
               "data itself, which the DP guarantee does not cover. Draft one with `ppsdg schema DATA`, review "
               "it and pass it with --schema.", file=sys.stderr)
-        schema = tables.draft(train_set, options.target)
+        schema = tables.draft(train_set, table.target)
         for note in tables.notes(train_set, schema):
             print(f"ppsdg: note: {note}", file=sys.stderr)
-        options.schema = schema.text()
-    schema = tables.Schema.from_text(options.schema)
-    target = options.target or schema.target or schema.names[-1]
+        schema_text = schema.text()
+    schema = tables.Schema.from_text(schema_text)
+    target = table.target or schema.target or schema.names[-1]
     if target not in schema.names:
         raise DataError(f"--target {target!r} is not a modelled column of the schema (its columns: "
                         f"{tables.shown(schema.names)})")
     tables.check_cells(schema, target)
-    options.target = target
+    return dataclasses.replace(table, schema=schema_text, target=target)
 
 
 def to_tensors(images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,11 +19,8 @@ Every figure comes from one fixed protocol, so that figures of different runs co
 
 Per class, synthetic images of class c are compared with real test images of class c.
 """
-import argparse
-import json
 import os
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ppsdg import data, local, progress, report, runtime, synthetic, table_evaluation, table_plots, tables
-from ppsdg.errors import DataError, OptionsError, PpsdgError
-from ppsdg.parser import OptionParser
+from ppsdg import data, local, progress, report, synthetic, table_evaluation, table_plots
+from ppsdg.errors import DataError
 from ppsdg.runtime import derive_seed
 from ppsdg.simplemodel import Net
 
@@ -230,23 +226,6 @@ def class_figures(label: int, tstr_model: Net, test: data.ImageSet, synthetic: d
     return {**figures, "frechet_distance": frechet_distance(real, fake), **manifold_figures(real, fake)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command's options; its errors are OptionsError, reported like every bad input."""
-    parser = OptionParser(prog="ppsdg evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("synthetic", help="synthetic images as a node CSV (label, pixel0..pixel783), or a table")
-    parser.add_argument("--data", required=True,
-                        help="the real data as a run reads it: its training part must not be copied, "
-                             "its test part is the real test set")
-    parser.add_argument("--test-data", help="a table's real test part (default: a seeded 20%% holdout of --data)")
-    parser.add_argument("--schema", help="a table's public schema (JSON; default: drafted from --data)")
-    parser.add_argument("--target", help="the column TSTR predicts (default: the schema's target, else the last)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the protocol's classifiers")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--output", metavar="DIR", help=f"a folder to draw the pictures in (made if missing): a table's "
-                        f"{table_plots.COLUMNS_PLOT} and {table_plots.DEPENDENCE_PLOT}, images' {synthetic.SAMPLES}")
-    return parser
-
-
 def check_synthetic_file(path: str) -> None:
     """A synthetic file is read in bounded time and memory only if it is a regular file (/dev/zero would
     be read for ever, a FIFO waited on for ever) of at most MAX_SYNTHETIC_BYTES."""
@@ -269,46 +248,11 @@ def read_synthetic(path: str) -> data.ImageSet:
     return images
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the figures as one JSON object on stdout and what each means on stderr (`ppsdg.report`), and
-    with --output draw the pictures there; bad input ends in one line on stderr and status 2."""
-    try:
-        options = build_parser().parse_args(argv)
-        if not 1 <= options.threads <= runtime.cores():
-            raise OptionsError(f"--threads must be in 1..{runtime.cores()} (the cores this process may use), "
-                               f"found {options.threads}")
-        torch.set_num_threads(options.threads)
-        check_synthetic_file(options.synthetic)
-        folder = output_folder(options.output) if options.output else None
-        figures, said = (evaluate_table(options, folder) if tables.is_table_path(options.data)
-                         else evaluate_images(options, folder))
-    except PpsdgError as error:
-        print(f"ppsdg: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(figures))
-    print(said, file=sys.stderr)
-    return 0
-
-
-def output_folder(path: str) -> Path:
-    """--output, made where it is missing, refused at once (before the minutes of measuring) where it
-    cannot be: a file, a path below a file, a folder without write permission."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OptionsError(f"--output {path} is a file, not a folder") from None
-    except OSError as error:
-        raise OptionsError(f"--output {path} cannot be made: {error.strerror or error}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OptionsError(f"--output {path} is not writable")
-    return folder
-
-
-def evaluate_table(options: argparse.Namespace, folder: Path | None) -> tuple[dict[str, Any], str]:
+def evaluate_table(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,
+                   target: str | None, folder: Path | None) -> tuple[dict[str, Any], str]:
     """A synthetic table's figures and what they mean; in `folder` its pictures (`ppsdg.table_plots`)."""
     synthetic, train, test, schema, target = table_evaluation.read_parts(
-        options.synthetic, options.data, options.test_data, options.schema, options.target, MAX_SYNTHETIC_ROWS)
+        synthetic_path, source, test_data, schema_path, target, MAX_SYNTHETIC_ROWS)
     figures = table_evaluation.evaluate(synthetic, train, test, schema, target)
     if folder is None:
         return figures, report.table(figures)
@@ -319,17 +263,14 @@ def evaluate_table(options: argparse.Namespace, folder: Path | None) -> tuple[di
     return figures, report.table(figures, report.pictures(table_plots.MEANINGS))
 
 
-def evaluate_images(options: argparse.Namespace, folder: Path | None) -> tuple[dict[str, Any], str]:
+def evaluate_images(synthetic_path: str, source: str, seed: int, folder: Path | None) -> tuple[dict[str, Any], str]:
     """Synthetic images' figures and what they mean; in `folder` the first of each class (`synthetic.tiled`)."""
-    images = read_synthetic(options.synthetic)
-    train, test = data.load(options.data)
-    figures = evaluate(images, train, test, options.seed)
+    images = read_synthetic(synthetic_path)
+    train, test = data.load(source)
+    figures = evaluate(images, train, test, seed)
     if folder is None:
         return figures, report.images(figures)
     synthetic.save_grid(synthetic.tiled(images), folder / synthetic.SAMPLES,
-                        f"the first of each class in {Path(options.synthetic).name}")
+                        f"the first of each class in {Path(synthetic_path).name}")
     return figures, report.images(figures, report.pictures({synthetic.SAMPLES: synthetic.SAMPLES_MEANING}))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,6 @@ classifier's round, and the hand-over to the synthesizer's round with --gan.
 Every random draw of a worker's round comes from (seed, round, rank), so a stateless vantage6 node
 reproduces exactly what a long-lived gloo worker does.
 """
-import argparse
 import copy
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +16,9 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Tensors
-from ppsdg import data, synthesizers, tables
+from ppsdg import data, tables
+from ppsdg.config import Classifier, Source, Table
+from ppsdg.job import Job
 from ppsdg.privacy import LocalDP
 from ppsdg.runtime import derive_seed
 from ppsdg.sgd import LocalSGD, Optimizer
@@ -42,7 +43,7 @@ class Examples:
         return cls(inputs.to(device), labels.to(device))
 
     @classmethod
-    def from_set(cls, dataset: data.Dataset, options: argparse.Namespace, device: torch.device,
+    def from_set(cls, dataset: data.Dataset, table: Table | None, device: torch.device,
                  quiet: bool = False) -> "Examples":
         """Images as they are; a table encoded with the run's schema. How many cells the schema mapped
         (to its other or missing bucket, or into its bounds) is said on this process's stderr, its
@@ -50,42 +51,37 @@ class Examples:
         the owner's records are not the researcher's to read."""
         if isinstance(dataset, data.ImageSet):
             return cls.from_images(dataset, device)
-        schema = tables.Schema.from_text(options.schema)
+        schema = tables.Schema.from_text(table.schema)
         codes, mapped = tables.encode(dataset, schema)
         if mapped and not quiet:
             print(f"ppsdg: note: cells the schema mapped: {mapped}", file=sys.stderr)
         codes_tensor = torch.from_numpy(codes).to(device)
-        return cls(codes_tensor, codes_tensor[:, schema.names.index(options.target)])
+        return cls(codes_tensor, codes_tensor[:, schema.names.index(table.target)])
 
     @classmethod
-    def from_frame(cls, frame: Any, options: argparse.Namespace, device: torch.device,
-                   quiet: bool = False) -> "Examples":
-        """A node's database: a table under the task's schema, or images in the node layout."""
-        if options.synthesizer == "marginals":
-            return cls.from_set(frame, options, device, quiet)
+    def from_frame(cls, frame: Any, table: Table | None, device: torch.device, quiet: bool = False) -> "Examples":
+        """A node's database: a table under the task's schema, or (`table` None) images in the node layout."""
+        if table is not None:
+            return cls.from_set(frame, table, device, quiet)
         return cls.from_images(data.from_frame(frame), device)
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def worker_examples(options: argparse.Namespace, rank: int, device: torch.device) -> Examples:
+def worker_examples(source: Source, table: Table | None, workers: int, seed: int, rank: int,
+                    device: torch.device) -> Examples:
     """Worker `rank`'s partition of the training set, the same one a vantage6 node would hold."""
-    return Examples.from_set(data.worker_sets(options)[rank - 1], options, device)
+    target = table.target if table is not None else None
+    return Examples.from_set(data.worker_sets(source, workers, seed, target)[rank - 1], table, device)
 
 
-def test_examples(options: argparse.Namespace, device: torch.device) -> Examples:
+def test_examples(source: Source, classifier: bool, device: torch.device) -> Examples:
     """The server's test set for the classifier; a synthesizer's rounds test nothing (empty)."""
-    if options.gan:
+    if not classifier:
         return Examples(torch.empty(0, device=device), torch.empty(0, dtype=torch.int64, device=device))
-    _, test_set = data.load(options.data)
+    _, test_set = data.load(source.data)
     return Examples.from_images(test_set, device)
-
-
-def round_lr(options: argparse.Namespace, round_: int) -> float:
-    """StepLR with one step per round: the server and a stateless node compute the same rate."""
-    base = options.gan_learning_rate if options.gan else options.learning_rate
-    return base * options.gamma ** (round_ - 1)
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.Optimizer:
@@ -157,8 +153,7 @@ def test(model: nn.Module, examples: Examples, batch_size: int) -> tuple[float, 
     return loss / len(examples), correct / len(examples)
 
 
-def local_update(model: nn.Module, examples: Examples, options: argparse.Namespace, round_: int,
-                 rank: int, dp: LocalDP | None = None) -> Update:
+def local_update(model: nn.Module, examples: Examples, job: Job, seed: int, round_: int, rank: int) -> Update:
     """A worker's part of a round from the global model already in `model`: its update, sample
     count, loss, and named figures (the DP spending, the GAN's losses).
 
@@ -166,41 +161,39 @@ def local_update(model: nn.Module, examples: Examples, options: argparse.Namespa
     (seed, round, rank); with --secure-noise, the DP mechanism's own (noise, Poisson sampling) come
     from a cryptographically secure stream instead (ppsdg/secure_random.py): what hides the data.
     """
-    synthesizer = synthesizers.for_options(options) if options.gan else None
+    synthesizer, training = job.synthesizer, job.training
     if synthesizer is not None:
         synthesizer.check_instructions(model)
-    seed = derive_seed(options.seed, round_, rank)
-    generator = torch.Generator().manual_seed(seed)
+    round_seed = derive_seed(seed, round_, rank)
+    generator = torch.Generator().manual_seed(round_seed)
     device = examples.labels.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        if options.stochastic_gradient:
-            return batch_gradient(model, examples, options.batch_size, generator)
-        batches_per_epoch = -(-len(examples) // options.batch_size)
-        releases = synthesizer is not None and synthesizer.releases_statistics
-        with tqdm(total=1 if releases else options.epochs * batches_per_epoch, desc=f"worker {rank} round {round_}",
-                  position=rank, leave=False, disable=None) as progress:
+        torch.manual_seed(round_seed)
+        if job.federated_sgd:
+            return batch_gradient(model, examples, training.batch_size, generator)
+        steps = 1 if training is None else training.epochs * -(-len(examples) // training.batch_size)
+        with tqdm(total=steps, desc=f"worker {rank} round {round_}", position=rank, leave=False,
+                  disable=None) as progress:
             if synthesizer is not None:
+                batch_size = training.batch_size if training is not None else len(examples)
                 update = synthesizer.local_update(
-                    model, examples.images, examples.labels, options, dp,
-                    lambda: shuffled_batches(examples, options.batch_size, generator), round_lr(options, round_),
-                    progress)
+                    model, examples.images, examples.labels, job.dp,
+                    lambda: shuffled_batches(examples, batch_size, generator), job.lr(round_), progress)
                 progress.update(progress.total - progress.n)
                 return update
-            return classifier_update(model, examples, options, dp, round_lr(options, round_), generator,
-                                     progress)
+            return classifier_update(model, examples, job.classifier, job.dp, job.lr(round_), generator, progress)
 
 
-def classifier_update(model: nn.Module, examples: Examples, options: argparse.Namespace, dp: LocalDP | None,
+def classifier_update(model: nn.Module, examples: Examples, settings: Classifier, dp: LocalDP | None,
                       lr: float, generator: torch.Generator, progress: tqdm) -> Update:
     """FedAvg's local epochs, as DP-SGD on a private copy of the model under local DP."""
     if dp is None:
-        optimizer = LocalSGD(model, lr, options.momentum)
-        losses = [train_epoch(model, optimizer, shuffled_batches(examples, options.batch_size, generator),
-                              progress, options.log_interval) for _ in range(options.epochs)]
+        optimizer = LocalSGD(model, lr, settings.momentum)
+        losses = [train_epoch(model, optimizer, shuffled_batches(examples, settings.batch_size, generator),
+                              progress, settings.log_interval) for _ in range(settings.epochs)]
         return dict(model.state_dict()), len(examples), sum(losses) / len(losses), {}
     plain = copy.deepcopy(model)
-    private = dp.wrap(plain, LocalSGD(plain, lr, options.momentum), examples.images, examples.labels)
-    losses = [train_epoch(private.model, private.optimizer, private.loader, progress, options.log_interval,
-                          private.criterion) for _ in range(options.epochs)]
+    private = dp.wrap(plain, LocalSGD(plain, lr, settings.momentum), examples.images, examples.labels)
+    losses = [train_epoch(private.model, private.optimizer, private.loader, progress, settings.log_interval,
+                          private.criterion) for _ in range(settings.epochs)]
     return dict(plain.state_dict()), len(examples), sum(losses) / len(losses), dp.spent(private)

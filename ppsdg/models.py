@@ -1,18 +1,17 @@
-"""The global model a run trains: the classifier, or with --gan the chosen synthesizer's state."""
-import argparse
-
+"""The global model a run trains: the classifier, or a synthesizer's state."""
 import torch
 from torch import nn
 
-from ppsdg import synthesizers
 from ppsdg.simplemodel import Net
+from ppsdg.synthesizers.base import Synthesizer
 
 
-def new_model(options: argparse.Namespace, device: torch.device = torch.device("cpu")) -> nn.Module:
-    """The initial global model, the same from the same seed on every rank and backend."""
+def new_model(synthesizer: Synthesizer | None, seed: int, device: torch.device = torch.device("cpu")) -> nn.Module:
+    """The initial global model (the classifier where `synthesizer` is None), the same from the same seed
+    on every rank and backend."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        model = synthesizers.for_options(options).new_model() if options.gan else Net()
+        torch.manual_seed(seed)
+        model = synthesizer.new_model() if synthesizer is not None else Net()
         return model.to(device)
 
 

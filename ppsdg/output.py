@@ -3,7 +3,6 @@
 metrics.jsonl (one line per round, written as rounds finish), summary.json, a plot of test accuracy
 and loss per round, and with --save-model the final state_dict as model.pt.
 """
-import argparse
 import itertools
 import json
 import os
@@ -15,9 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppsdg import (checkpoint, data, evaluate, parser, report, synthesizers, synthetic, table_evaluation, table_plots,
-                   tables)
+from ppsdg import checkpoint, data, evaluate, report, synthetic, table_evaluation, table_plots, tables
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.config import ImageSynthesis, JobPart, Run, Source, Table, Wgan
+from ppsdg.job import Job
+from ppsdg.synthesizers.base import Synthesizer
 from ppsdg.errors import OptionsError
 from ppsdg.files import write_atomically
 
@@ -46,10 +47,11 @@ class RunOutput:
     rewrites metrics.jsonl from the checkpoint's records and goes on appending.
     """
 
-    def __init__(self, directory: str | Path, options: argparse.Namespace,
-                 earlier_records: Sequence[Mapping[str, Any]] = ()) -> None:
-        self.directory = Path(directory)
-        self.options = options
+    def __init__(self, run: Run, settings: Mapping[str, Any], earlier_records: Sequence[Mapping[str, Any]] = ()) -> None:
+        """`settings`: the run's configuration as summary.json lists it (`Config.summary`)."""
+        self.directory = Path(run.output)
+        self.resume, self.keep_model = run.resume, run.save_model
+        self.settings = settings
         self.started = time.perf_counter()
         self._earlier = list(earlier_records)
         self._opened = False
@@ -68,7 +70,7 @@ class RunOutput:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / MARKER).touch()
-        if not self.options.resume:
+        if not self.resume:
             for path in stale_files(self.directory):
                 path.unlink(missing_ok=True)
         (self.directory / METRICS).write_text("".join(json.dumps(r) + "\n" for r in self._earlier))
@@ -85,14 +87,14 @@ class RunOutput:
         save_model(generator_state, self.directory / GENERATOR)
 
     def finish(self, state: Mapping[str, torch.Tensor], records: Sequence[Mapping[str, Any]],
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Write the summary, the plot and (if asked) the model; return the summary."""
+               extra: Mapping[str, Any] | None = None, curves: bool = True) -> dict[str, Any]:
+        """Write the summary, the plot of the rounds (`curves`) and (if asked) the model; return the summary."""
         self.open()
-        summary = summarize(self.options, records, time.perf_counter() - self.started, extra or {})
+        summary = summarize(self.settings, records, time.perf_counter() - self.started, extra or {})
         write_atomically(self.directory / SUMMARY, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
-        if self.options.synthesizer != "marginals":
+        if curves:
             plot(records, self.directory / PLOT)
-        if self.options.save_model:
+        if self.keep_model:
             save_model(state, self.directory / MODEL)
         return summary
 
@@ -102,12 +104,12 @@ def stale_files(directory: Path) -> list[Path]:
     return [directory / name for name in STALE] + list(directory.glob(ROUND_SAMPLES))
 
 
-def check_directory(options: argparse.Namespace) -> None:
+def check_directory(output: str, source: str) -> None:
     """Refuse, before anything trains, an --output a run could not write or must not touch: a file,
     a path below a file, a dangling link, a folder without write permission, a folder holding files
     that no ppsdg run made (a run never deletes or overwrites what it did not create), or one that
     holds the run's own --data."""
-    directory = Path(options.output)
+    directory = Path(output)
     if directory.is_symlink() and not directory.exists():
         raise OptionsError(f"--output {directory} is a link to nothing")
     if directory.exists() and not directory.is_dir():
@@ -123,10 +125,10 @@ def check_directory(options: argparse.Namespace) -> None:
                            "directory (a run never deletes or overwrites files it did not create)")
     if directory.is_dir():
         _check_run_files(directory)
-    data_path = Path(options.data)
-    if options.data != "embedded" and data_path.exists() and directory.resolve() in (
+    data_path = Path(source)
+    if source != "embedded" and data_path.exists() and directory.resolve() in (
             data_path.resolve(), *data_path.resolve().parents):
-        raise OptionsError(f"--data {options.data} lies inside --output {directory}: the run would replace it")
+        raise OptionsError(f"--data {source} lies inside --output {directory}: the run would replace it")
 
 
 def _check_creatable(directory: Path, existing: Path) -> None:
@@ -155,7 +157,7 @@ def _check_run_files(directory: Path) -> None:
                                "(a folder or a link): choose an empty or new directory")
 
 
-def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint,
+def finish_run(output: RunOutput, point: Checkpoint, job: Job, source: Source, seed: int,
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write a finished run and print its end (`end_report`); with --gan, draw the synthetic data and
     measure their use first.
@@ -163,31 +165,31 @@ def finish_run(output: RunOutput, options: argparse.Namespace, point: Checkpoint
     Both backends end here, so a run's files do not depend on the transport.
     """
     extra = dict(extra or {})
-    if _table_run(options):
-        extra.update(finish_table(output, options, point))
-    elif options.gan:
-        synthesizer = synthesizers.for_options(options)
-        train_set, test_set = data.load(options.data)
-        synthetic_set, state = synthetic.drawn(point, options, options.synthetic_samples or len(train_set))
-        figures = evaluate.evaluate(synthetic_set, train_set, test_set, options.seed, options.tstr_epochs)
+    settings, synthesizer = job.settings, job.synthesizer
+    if isinstance(settings, Table):
+        extra.update(finish_table(output, point, settings, synthesizer, source, seed))
+    elif isinstance(settings, ImageSynthesis):
+        train_set, test_set = data.load(source.data)
+        synthetic_set, state = synthetic.drawn(point, synthesizer, seed, settings.synthetic_samples or len(train_set))
+        figures = evaluate.evaluate(synthetic_set, train_set, test_set, seed, settings.tstr_epochs)
         extra.update({key: figures[key] for key in evaluate.HEADLINE}, evaluation=figures)
-        grids = {round_: synthetic.grid(synthesizer, snapshot, options.seed)
-                 for round_, snapshot in point.snapshots.items()}
-        grids[None] = synthetic.grid(synthesizer, state, options.seed)
+        grids = {round_: synthetic.grid(synthesizer, snapshot, seed) for round_, snapshot in point.snapshots.items()}
+        grids[None] = synthetic.grid(synthesizer, state, seed)
         output.write_synthetic(synthetic_set, grids, state)
-    summary = output.finish(point.model, point.records, extra)
-    print(end_report(summary, options))
+    summary = output.finish(point.model, point.records, extra, curves=not isinstance(settings, Table))
+    print(end_report(summary, settings))
     return summary
 
 
-def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoint) -> dict[str, Any]:
+def finish_table(output: RunOutput, point: Checkpoint, table: Table, synthesizer: Synthesizer, source: Source,
+                 seed: int) -> dict[str, Any]:
     """A table run's synthetic records (as many as the training part), measured against the real
     parts, written with their schema as SDV's metadata (what `sdmetrics` and SDGym read), the pictures
     and the state they were drawn from; returns the summary's figures."""
-    train_set, test_set = data.load_sets(options)
-    synthetic_table, state = synthetic.drawn(point, options, options.synthetic_samples or len(train_set))
-    schema = tables.Schema.from_text(options.schema)
-    figures = table_evaluation.evaluate(synthetic_table, train_set, test_set, schema, options.target)
+    train_set, test_set = data.load_sets(source.data, source.test_data, table.target)
+    synthetic_table, state = synthetic.drawn(point, synthesizer, seed, table.synthetic_samples or len(train_set))
+    schema = tables.Schema.from_text(table.schema)
+    figures = table_evaluation.evaluate(synthetic_table, train_set, test_set, schema, table.target)
     output.open()
     synthetic_table.to_csv(output.directory / SYNTHETIC, index=False)
     (output.directory / METADATA).write_text(json.dumps(schema.to_sdv(), indent=1))
@@ -196,39 +198,34 @@ def finish_table(output: RunOutput, options: argparse.Namespace, point: Checkpoi
     return {**{key: figures[key] for key in TABLE_HEADLINE}, "evaluation": figures}
 
 
-def end_report(summary: Mapping[str, Any], options: argparse.Namespace) -> str:
+def end_report(summary: Mapping[str, Any], settings: JobPart) -> str:
     """The block that ends a run (`ppsdg.report`): the synthetic data's figures or the classifier's, each
     with what it measures and which way is better, then the run's privacy and its pictures."""
-    extra = [report.privacy(summary), *report.pictures(pictures(options))]
-    if _table_run(options):
+    extra = [report.privacy(summary), *report.pictures(pictures(settings))]
+    if isinstance(settings, Table):
         return report.table(summary["evaluation"], extra)
-    if options.gan:
+    if isinstance(settings, ImageSynthesis):
         return report.images(summary["evaluation"], extra)
     return report.classifier(summary, extra)
 
 
-def pictures(options: argparse.Namespace) -> dict[str, str]:
+def pictures(settings: JobPart) -> dict[str, str]:
     """The pictures worth a look that a finished run leaves in its output folder, and what each shows (a
     GAN's accuracy_loss.png holds losses only where the WGAN-GP records them)."""
-    if _table_run(options):
+    if isinstance(settings, Table):
         return table_plots.MEANINGS
-    if options.gan:
-        losses = {PLOT: "the critic's and the generator's losses per round"} if options.synthesizer == "wgan" else {}
+    if isinstance(settings, ImageSynthesis):
+        losses = {PLOT: "the critic's and the generator's losses per round"} if isinstance(settings, Wgan) else {}
         return {SAMPLES: synthetic.SAMPLES_MEANING, **losses}
     return {PLOT: "test accuracy and loss per round"}
 
 
-def _table_run(options: argparse.Namespace) -> bool:
-    """A --gan run of the marginals synthesizer: a table's, whose end is a table and its pictures."""
-    return options.gan and options.synthesizer == "marginals"
-
-
-def summarize(options: argparse.Namespace, records: Sequence[Mapping[str, Any]], seconds: float,
+def summarize(settings: Mapping[str, Any], records: Sequence[Mapping[str, Any]], seconds: float,
               extra: Mapping[str, Any]) -> dict[str, Any]:
     last = records[-1] if records else {}
     accuracies = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
     return {
-        "options": parser.to_mapping(options),
+        "options": dict(settings),
         "rounds": len(records),
         "test_accuracy": last.get("test_accuracy"),
         "test_loss": last.get("test_loss"),

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ppsdg import data, synthesizers, tables
+from ppsdg.config import Config
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
+from ppsdg.policy import SECURE_NOISE
 from ppsdg.privacy import DEFAULT_TARGET_EPSILON
 
 BACKENDS = ("gloo", "vantage6")
 ACCOUNTANTS = ("prv", "rdp")
-SECURE_NOISE_ENV = "PPSDG_SECURE_NOISE"
 DEFAULT_NODES = 3
 DEFAULT_ROUNDS = 10
 # A WGAN-GP needs thousands of generator steps; 10 rounds of one epoch of 4,000 images give 120.
@@ -110,7 +111,7 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
                          "(ChaCha20 keyed by the operating system's entropy), not from the seed: anyone who "
                          "knows the seed could otherwise recompute and remove the noise. Runs are then not "
                          "reproducible. A real vantage6 node does this unless its owner allows the seed "
-                         f"(PPSDG_ALLOW_SEEDED_NOISE=1); {SECURE_NOISE_ENV}=1 forces it anywhere")
+                         f"(PPSDG_ALLOW_SEEDED_NOISE=1); {SECURE_NOISE}=1 forces it anywhere")
     gan = parser.add_argument_group("synthetic data (with --gan)")
     gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default=None,
                      help="the synthesis method: for images 'moments' (the default: class-conditional "
@@ -183,11 +184,6 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     return parser
 
 
-CLIENT_ONLY = ("output", "resume", "worker_timeout", "server_url", "server_port", "api_path", "username", "password", "collaboration",
-               "organizations", "image", "database", "task_timeout")
-SECRET = ("password",)
-
-
 def _id_list(text: str) -> list[int]:
     try:
         ids = [int(part) for part in text.split(",") if part.strip()]
@@ -198,22 +194,22 @@ def _id_list(text: str) -> list[int]:
     return ids
 
 
-def parse(argv: list[str] | None = None, prog: str = "main.py") -> argparse.Namespace:
+def parse(argv: list[str] | None = None, prog: str = "main.py") -> Config:
     """Parse command-line arguments and check that they fit together, the paths they name first (a
     missing --data is not a table's absence); a --schema file is read here, so that its text travels with
     the options to every rank and node."""
     options = build_parser(prog).parse_args(argv)
-    data.check_paths(options)
+    data.check_paths(options.data, options.test_data)
     if options.schema is not None and not options.schema.lstrip().startswith("{"):
         schema = Path(options.schema)
         _require(schema.is_file(), f"--schema {schema}: " + ("a folder: name the schema's JSON file" if
                                                               schema.is_dir() else "no such file"))
         options.schema = tables.Schema.read(schema).text()
     validate(options)
-    return options
+    return Config.from_options(vars(options))
 
 
-def from_mapping(values: Mapping[str, Any]) -> argparse.Namespace:
+def from_mapping(values: Mapping[str, Any]) -> Config:
     """Options from keyword arguments (long names with underscores), defaults for the rest."""
     if not isinstance(values, Mapping):
         raise OptionsError(f"options must be a mapping of names to values, got {type(values).__name__}")
@@ -226,17 +222,7 @@ def from_mapping(values: Mapping[str, Any]) -> argparse.Namespace:
     for name, value in values.items():
         setattr(options, name, _convert(actions[name], value))
     validate(options)
-    return options
-
-
-def to_mapping(options: argparse.Namespace) -> dict[str, Any]:
-    """The options as plain JSON values for summary.json: secrets left out."""
-    return {k: v for k, v in vars(options).items() if k not in SECRET}
-
-
-def task_options(options: argparse.Namespace) -> dict[str, Any]:
-    """The options a vantage6 task needs: what only the researcher's side uses stays there."""
-    return {k: v for k, v in vars(options).items() if k not in CLIENT_ONLY}
+    return Config.from_options(vars(options))
 
 
 def _convert(action: argparse.Action, value: Any) -> Any:

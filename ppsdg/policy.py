@@ -13,7 +13,6 @@ PPSDG_MAX_EPSILON and PPSDG_MAX_ROUNDS bound one job (one central task), not the
 A round is charged before it reads its data, under a lock that holds across processes: two rounds
 of the job started together cannot both spend the room left for one.
 """
-import argparse
 import contextlib
 import fcntl
 import json
@@ -24,14 +23,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppsdg import runtime, synthesizers
+from ppsdg import runtime
+from ppsdg.config import Privacy, Run
 from ppsdg.errors import FederationError
 from ppsdg.files import write_atomically
-from ppsdg.parser import SECURE_NOISE_ENV
-from ppsdg.privacy import HistoryEntry, LocalDP, epsilon
+from ppsdg.job import Job
+from ppsdg.privacy import HistoryEntry, epsilon
 
 REQUIRE_DP = "PPSDG_REQUIRE_DP"
-SECURE_NOISE = SECURE_NOISE_ENV
+SECURE_NOISE = "PPSDG_SECURE_NOISE"
 ALLOW_SEEDED_NOISE = "PPSDG_ALLOW_SEEDED_NOISE"
 MAX_EPSILON = "PPSDG_MAX_EPSILON"
 DELTA = "PPSDG_DELTA"
@@ -170,40 +170,42 @@ class NodePolicy:
                    min_noise_multiplier=positive(env, MIN_NOISE_MULTIPLIER),
                    max_grad_norm=positive(env, MAX_GRAD_NORM))
 
-    def secure(self, options: argparse.Namespace, on_node: bool) -> bool:
+    def secure(self, privacy: Privacy, on_node: bool) -> bool:
         """Whether the round's DP noise and sampling must come from the secure stream: on a real node
         unless its owner allows seeded noise (reproducible runs, as the federation harness needs);
         anywhere the task or the owner asks for it. Forcing it wins over allowing the seed."""
-        return options.secure_noise or self.secure_noise or (on_node and not self.allow_seeded_noise)
+        return privacy.secure_noise or self.secure_noise or (on_node and not self.allow_seeded_noise)
 
-    def admit(self, options: argparse.Namespace, num_samples: int, env: Mapping[str, str], organization: int) -> None:
+    def admit(self, run: Run, job: Job, num_samples: int, env: Mapping[str, str], organization: int) -> None:
         """Refuse the round (PolicyError) if it breaks the policy; otherwise charge it to the node's ledger,
         where the policy keeps one, before anything is released: a round that fails after this point
         stays charged, the safe side. Reads nothing of the data but its row count."""
-        self.check_limits(options)
-        dp = LocalDP.from_options(options)
+        self.check_limits(run, job)
+        dp = job.dp
         if dp is None:
             self.check_without_dp()
             planned = None
         else:
-            releases_once = synthesizers.releases_statistics(options)
-            planned = dp.planned_entry(num_samples, releases_once)
-            self.check_mechanism(options, planned, releases_once)
+            planned = dp.planned_entry(num_samples, job.releases_statistics)
+            self.check_mechanism(job, planned)
         needed_by = [name for name, value in ((MAX_EPSILON, self.max_epsilon), (MAX_ROUNDS, self.max_rounds))
                      if value is not None]
         if not needed_by:
             return
         with NodeLedger.in_folder(env, organization, needed_by[0]).locked() as ledger:
-            self.check_history(ledger, options, planned)
+            self.check_history(ledger, dp.accountant if dp is not None else None, planned)
             ledger.charge(planned)
 
-    def check_limits(self, options: argparse.Namespace) -> None:
-        """The task's size against the node's: a limit is a refusal, never a silent cut."""
-        for name, limit, asked, option in ((MAX_EPOCHS, self.max_epochs, options.epochs, "--epochs"),
-                                           (MAX_BATCH_SIZE, self.max_batch_size, options.batch_size, "--batch-size"),
-                                           (MAX_THREADS, self.max_threads, options.threads, "--threads"),
-                                           (MAX_ROUNDS, self.max_rounds, options.num_rounds, "--num-rounds")):
-            if limit is not None and asked > limit:
+    def check_limits(self, run: Run, job: Job) -> None:
+        """The task's size against the node's: a limit is a refusal, never a silent cut. A job that
+        releases statistics has no epochs or batches."""
+        training = job.training
+        for name, limit, asked, option in ((MAX_EPOCHS, self.max_epochs, training and training.epochs, "--epochs"),
+                                           (MAX_BATCH_SIZE, self.max_batch_size, training and training.batch_size,
+                                            "--batch-size"),
+                                           (MAX_THREADS, self.max_threads, run.threads, "--threads"),
+                                           (MAX_ROUNDS, self.max_rounds, run.num_rounds, "--num-rounds")):
+            if limit is not None and asked is not None and asked > limit:
                 raise PolicyError(f"{name}={limit}: the task asks for {option} {asked}")
 
     def check_without_dp(self) -> None:
@@ -216,26 +218,27 @@ class NodePolicy:
             raise PolicyError(f"{', '.join(names)} set: this node trains only with local DP, and the task has "
                               "no --local_dp")
 
-    def check_mechanism(self, options: argparse.Namespace, planned: HistoryEntry, releases_once: bool) -> None:
+    def check_mechanism(self, job: Job, planned: HistoryEntry) -> None:
         """The round's own noise and clipping, before any composition."""
         noise = planned[0]
         if self.min_noise_multiplier is not None and noise < self.min_noise_multiplier:
             raise PolicyError(f"{MIN_NOISE_MULTIPLIER}={self.min_noise_multiplier:g}: this round's noise "
                               f"multiplier would be {noise:.4g}")
-        if self.max_grad_norm is not None and not releases_once and options.max_grad_norm > self.max_grad_norm:
+        training = job.training
+        if self.max_grad_norm is not None and training is not None and training.max_grad_norm > self.max_grad_norm:
             raise PolicyError(f"{MAX_GRAD_NORM}={self.max_grad_norm:g}: the task asks for --max-grad-norm "
-                              f"{options.max_grad_norm:g}")
+                              f"{training.max_grad_norm:g}")
 
-    def check_history(self, ledger: NodeLedger, options: argparse.Namespace, planned: HistoryEntry | None) -> None:
+    def check_history(self, ledger: NodeLedger, accountant: str | None, planned: HistoryEntry | None) -> None:
         """The job so far plus this round against the node's budget of rounds and of epsilon."""
         if self.max_rounds is not None and len(ledger.rounds) >= self.max_rounds:
             raise PolicyError(f"{MAX_ROUNDS}={self.max_rounds}: this node has served {len(ledger.rounds)} "
                               "round(s) of this job already")
         if self.max_epsilon is None:
             return
-        spent = ledger.epsilon(self.delta, options.accountant)
-        after = ledger.epsilon(self.delta, options.accountant, [planned])
+        spent = ledger.epsilon(self.delta, accountant)
+        after = ledger.epsilon(self.delta, accountant, [planned])
         if after > self.max_epsilon:
             raise PolicyError(f"{MAX_EPSILON}={self.max_epsilon:g}: this node's budget at delta {self.delta:g} "
                               f"would be exceeded: epsilon {spent:.4g} spent in {len(ledger.rounds)} round(s), "
-                              f"{after:.4g} with this one ({options.accountant} accountant)")
+                              f"{after:.4g} with this one ({accountant} accountant)")

@@ -8,7 +8,6 @@ Opacus's accountant gives for that whole history, never a per-round figure.
 Opacus is imported where it is used: it costs 2.3 s to import, in every vantage6 container of every
 round, and a run without --local_dp never needs it.
 """
-import argparse
 import enum
 import functools
 import math
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ppsdg.config import LocalTraining, Privacy
 from ppsdg.errors import FederationError, OptionsError
 from ppsdg.secure_random import SecurePoissonSampler, SecureRandom
 from ppsdg.sgd import Optimizer
@@ -89,40 +89,43 @@ class PrivateTraining:
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def default_target_applies(options: argparse.Namespace) -> bool:
+def default_target_applies(privacy: Privacy) -> bool:
     """Whether -ldp came with neither a noise multiplier nor a target: the noise is then planned
     for DEFAULT_TARGET_EPSILON, never left to a fixed multiplier whose epsilon nobody chose."""
-    return options.local_dp and options.noise_multiplier is None and options.target_epsilon is None
+    return privacy.local_dp and privacy.noise_multiplier is None and privacy.target_epsilon is None
 
 
-def planned_target(options: argparse.Namespace) -> float | None:
+def planned_target(privacy: Privacy) -> float | None:
     """The epsilon the noise is planned to spend over the run's rounds; None for a given noise multiplier."""
-    return DEFAULT_TARGET_EPSILON if default_target_applies(options) else options.target_epsilon
+    return DEFAULT_TARGET_EPSILON if default_target_applies(privacy) else privacy.target_epsilon
 
 
 class LocalDP:
-    """A run's local DP, decided once from the options: how a worker trains, what its reply may
-    carry, and how the server accounts for it. A run without --local_dp has none (`from_options`)."""
+    """A run's local DP, decided once from its privacy settings, its rounds and its local training (none
+    for a synthesizer that releases statistics): how a worker trains, what its reply may carry, and how
+    the server accounts for it. A run without --local_dp has none (`of`)."""
 
     figures = ENTRY_KEYS
     withheld = ("train_loss", "critic_loss")
 
-    def __init__(self, options: argparse.Namespace) -> None:
-        self.noise = options.noise_multiplier
-        self.target_epsilon = planned_target(options)
-        self.max_grad_norm = options.max_grad_norm
-        self.delta = options.delta
-        self.accountant = options.accountant
-        self.batch_size = options.batch_size
-        self.epochs = options.epochs
-        self.planned_epochs = options.num_rounds * options.epochs
-        self.planned_rounds = options.num_rounds
-        self.secure = options.secure_noise
+    def __init__(self, privacy: Privacy, num_rounds: int, training: LocalTraining | None = None) -> None:
+        self.noise = privacy.noise_multiplier
+        self.target_epsilon = planned_target(privacy)
+        self.delta = privacy.delta
+        self.accountant = privacy.accountant
+        self.secure = privacy.secure_noise
+        self.training = training
+        self.planned_rounds = num_rounds
         self._source: SecureRandom | None = None
 
     @classmethod
-    def from_options(cls, options: argparse.Namespace) -> "LocalDP | None":
-        return cls(options) if options.local_dp else None
+    def of(cls, privacy: Privacy, num_rounds: int, training: LocalTraining | None = None) -> "LocalDP | None":
+        return cls(privacy, num_rounds, training) if privacy.local_dp else None
+
+    def _sgd(self) -> LocalTraining:
+        if self.training is None:
+            raise FederationError("this run releases statistics: it has no DP-SGD")
+        return self.training
 
     def noise_multiplier(self, num_samples: int) -> float:
         """The noise for this worker: given, or the smallest that keeps all rounds within the target.
@@ -131,8 +134,9 @@ class LocalDP:
         """
         if self.target_epsilon is None:
             return self.noise
-        steps = self.planned_epochs * batches_per_epoch(num_samples, self.batch_size)
-        return planned_noise(self.target_epsilon, self.delta, sample_rate(num_samples, self.batch_size), steps,
+        sgd = self._sgd()
+        steps = self.planned_rounds * sgd.epochs * batches_per_epoch(num_samples, sgd.batch_size)
+        return planned_noise(self.target_epsilon, self.delta, sample_rate(num_samples, sgd.batch_size), steps,
                              self.accountant)
 
     def release_noise(self) -> float:
@@ -153,8 +157,9 @@ class LocalDP:
         Poisson-sampled steps over the round's epochs."""
         if releases_once:
             return release_entry(self.release_noise())
-        batches = batches_per_epoch(num_samples, self.batch_size)
-        return self.noise_multiplier(num_samples), sample_rate(num_samples, self.batch_size), self.epochs * batches
+        sgd = self._sgd()
+        batches = batches_per_epoch(num_samples, sgd.batch_size)
+        return self.noise_multiplier(num_samples), sample_rate(num_samples, sgd.batch_size), sgd.epochs * batches
 
     def wrap(self, model: nn.Module, optimizer: Optimizer, images: torch.Tensor,
              labels: torch.Tensor, per_sample_gradients: bool = True) -> PrivateTraining:
@@ -167,11 +172,12 @@ class LocalDP:
         """
         from opacus import PrivacyEngine
 
+        sgd = self._sgd()
         engine = PrivacyEngine(accountant=self.accountant)
-        loader = DataLoader(TensorDataset(images, labels), batch_size=self.batch_size)
+        loader = DataLoader(TensorDataset(images, labels), batch_size=sgd.batch_size)
         wrapped = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, poisson_sampling=True,
-            noise_multiplier=self.noise_multiplier(len(labels)), max_grad_norm=self.max_grad_norm,
+            noise_multiplier=self.noise_multiplier(len(labels)), max_grad_norm=sgd.max_grad_norm,
             criterion=nn.NLLLoss(), grad_sample_mode="ghost" if per_sample_gradients else "no_op")
         if per_sample_gradients:
             private_model, private_optimizer, criterion, private_loader = wrapped

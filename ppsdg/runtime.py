@@ -4,7 +4,6 @@ libraries.
 A gloo rank, the vantage6 central and partial functions and the researcher's side all start here,
 so that the same options give the same arithmetic on every backend.
 """
-import argparse
 import contextlib
 import hashlib
 import logging
@@ -25,15 +24,15 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def set_up(options: argparse.Namespace, local_rank: int = 0) -> torch.device:
+def set_up(threads: int, use_cuda: bool, local_rank: int = 0) -> torch.device:
     """Torch threads and the device of one process; `local_rank` is its index on this host.
 
     The thread count is part of the result (CPU kernels sum in another order with other counts),
     so it comes from the options, never from the machine.
     """
-    torch.set_num_threads(options.threads)
+    torch.set_num_threads(threads)
     quiet_jax()
-    return device_for(options, local_rank)
+    return device_for(use_cuda, local_rank)
 
 
 def quiet_jax() -> None:
@@ -43,14 +42,14 @@ def quiet_jax() -> None:
     logging.getLogger("jax").setLevel(logging.ERROR)
 
 
-def device_for(options: argparse.Namespace, local_rank: int = 0) -> torch.device:
+def device_for(use_cuda: bool, local_rank: int = 0) -> torch.device:
     """CUDA when asked for and present (this host's GPU `local_rank`, modulo the count), else the CPU.
 
     On CUDA, kernels are chosen for reproducible results (cuDNN and cuBLAS otherwise pick by
     speed, and some of their picks sum in a varying order), so that a run, its rerun and the other
     backend give the same model from the same seed.
     """
-    if not (options.use_cuda and torch.cuda.is_available()):
+    if not (use_cuda and torch.cuda.is_available()):
         return torch.device("cpu")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False

@@ -1,17 +1,16 @@
 """Synthetic data as a run shows it: a per-class sample grid drawn from a synthesizer's state (or taken
 from a synthetic set) and saved as a picture, and the synthetic records drawn from a finished run's
 checkpoint."""
-import argparse
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from backends import Tensors
-from ppsdg import data, synthesizers
+from ppsdg import data
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.models import new_model
-from ppsdg.synthesizers import Synthesizer
+from ppsdg.synthesizers.base import Synthesizer
 
 GRID_COLUMNS = 10
 SAMPLES = "samples.png"
@@ -46,11 +45,10 @@ def save_grid(pixels: np.ndarray, path: Path, when: str) -> None:
     figure.savefig(path, dpi=100)
 
 
-def drawn(point: Checkpoint, options: argparse.Namespace, count: int) -> tuple["data.Dataset", Tensors]:
+def drawn(point: Checkpoint, synthesizer: Synthesizer, seed: int, count: int) -> tuple["data.Dataset", Tensors]:
     """`count` synthetic records from the run's final state (post-processing of what the nodes released:
     no privacy cost), the same from the same seed wherever they are drawn, and the state drawn from."""
-    synthesizer = synthesizers.for_options(options)
-    model = new_model(options)
+    model = new_model(synthesizer, seed)
     model.load_state_dict(point.model)
     state = synthesizer.generator_state(model)
-    return synthesizer.sample(state, count, options.seed), state
+    return synthesizer.sample(state, count, seed), state

@@ -28,7 +28,6 @@ SDV's `sdmetrics` quality report is not used: it needs pandas < 3, which this pr
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -388,7 +387,7 @@ def read_parts(synthetic_path: str, source: str, test_data: str | None, schema_p
     or the last column."""
     from ppsdg import data
 
-    train, test = data.load_sets(argparse.Namespace(data=source, test_data=test_data, target=target))
+    train, test = data.load_sets(source, test_data, target)
     schema = Schema.read(schema_path) if schema_path else tables.draft(train, target)
     target = target or schema.target or schema.names[-1]
     if target not in schema.names:

@@ -3,7 +3,6 @@
 Valid checkpoints of the three kinds that carry more than a model (FedSGD's optimizer, local DP's
 histories, a GAN's snapshots) are mutated by hand and by hypothesis, and re-encoded with the codec.
 """
-import argparse
 import copy
 import functools
 import math
@@ -18,9 +17,11 @@ from hypothesis import strategies as st
 
 import main
 from backends import Tensors, codec
-from ppsdg import algorithm, checkpoint, local, models, output, parser, synthesizers
+from ppsdg import algorithm, checkpoint, local, models, output, parser
 from ppsdg.checkpoint import Checkpoint, CheckpointError
+from ppsdg.config import Config
 from ppsdg.errors import CodecError, OptionsError, PpsdgError
+from ppsdg.job import Job
 from ppsdg.privacy import ENTRY_KEYS, LocalDP
 
 ROUND = 2
@@ -38,18 +39,19 @@ def records(rounds: int, **figures: Any) -> list[dict[str, Any]]:
 
 
 @functools.cache
-def options_of(kind: str) -> argparse.Namespace:
+def config_of(kind: str) -> Config:
     return parser.from_mapping(KINDS[kind])
 
 
 @functools.cache
 def valid_blob(kind: str) -> bytes:
     """A checkpoint after ROUND rounds as serve makes it, with every part its kind has."""
-    options = options_of(kind)
-    model = models.new_model(options)
+    config = config_of(kind)
+    job = Job.of_config(config)
+    model = models.new_model(job.synthesizer, config.run.seed)
     point = Checkpoint(ROUND, models.state_copy(model), records(ROUND))
     if kind == "fedsgd":
-        optimizer = local.make_optimizer(model, options.learning_rate, options.momentum)
+        optimizer = local.make_optimizer(model, config.job.learning_rate, config.job.momentum)
         for param in model.parameters():
             param.grad = torch.ones_like(param)
         optimizer.step()
@@ -58,9 +60,9 @@ def valid_blob(kind: str) -> bytes:
         point.histories = {1: [(1.1, 0.05, 20), (1.1, 0.05, 20)], 2: [(1.1, 0.05, 20)]}
     if kind == "gan":
         point.records = records(ROUND, test_loss=None, test_accuracy=None)
-        state = synthesizers.for_options(options).generator_state(model)
+        state = job.synthesizer.generator_state(model)
         point.snapshots = {r: state for r in range(1, ROUND + 1)}
-    return checkpoint.encode(point, options)
+    return checkpoint.encode(point, config.fixed_options())
 
 
 @functools.cache
@@ -77,29 +79,32 @@ def parts(kind: str) -> tuple[Tensors, Meta]:
 @functools.cache
 def fresh_model(kind: str) -> torch.nn.Module:
     """The run's model, to check against and to load into; loading copies, so one serves every example."""
-    return models.new_model(options_of(kind))
+    config = config_of(kind)
+    return models.new_model(Job.of_config(config).synthesizer, config.run.seed)
 
 
 def decode(kind: str, tensors: Tensors, meta: Meta) -> Checkpoint:
     blob = codec.encode(tensors, meta, max_meta_bytes=checkpoint.META_BYTES)
-    return checkpoint.decode(blob, options_of(kind), fresh_model(kind).state_dict())
+    config = config_of(kind)
+    return checkpoint.decode(blob, config.fixed_options(), config.run, Job.of_config(config), fresh_model(kind).state_dict())
 
 
 def assert_usable(kind: str, point: Checkpoint) -> None:
     """What serve and finish_run rely on: a round within the run, one record a round, histories the
     ledger takes, an optimizer state and snapshots that load into the run's own."""
-    options = options_of(kind)
-    assert 0 <= point.round <= options.num_rounds and len(point.records) == point.round
+    config = config_of(kind)
+    job = Job.of_config(config)
+    assert 0 <= point.round <= config.run.num_rounds and len(point.records) == point.round
     assert [record["round"] for record in point.records] == list(range(1, point.round + 1))
     assert all(isinstance(record["workers"], list) for record in point.records)
     model = fresh_model(kind)
     model.load_state_dict(point.model)
     if point.optimizer is not None:
-        local.make_optimizer(model, options.learning_rate, options.momentum).load_state_dict(point.optimizer)
+        local.make_optimizer(model, config.job.learning_rate, config.job.momentum).load_state_dict(point.optimizer)
     for rank, history in point.histories.items():
-        assert 1 <= rank < options.num_nodes and len(history) <= point.round
+        assert 1 <= rank < config.run.num_nodes and len(history) <= point.round
         assert all(LocalDP.entry(dict(zip(ENTRY_KEYS, entry))) == entry for entry in history)
-    template = synthesizers.for_options(options).generator_state(model) if point.snapshots else {}
+    template = job.synthesizer.generator_state(model) if point.snapshots else {}
     for when, snapshot in point.snapshots.items():
         assert 1 <= when <= point.round
         codec.check_expected(snapshot, template)

@@ -1,17 +1,73 @@
 """The launcher and the options: defaults shared with vantage6, and clear errors instead of traces."""
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import main
 from ppsdg import parser
+from ppsdg.config import CLIENT_ONLY, Classifier, Moments, Table, Wgan
 from ppsdg.errors import OptionsError
+
+# Options of image synthesis and SGD training, which a table's marginals synthesizer takes none of.
+IMAGE_AND_GAN_OPTIONS = {"batch_size", "test_batch_size", "epochs", "learning_rate", "gan_learning_rate", "gamma",
+                         "max_grad_norm", "log_interval", "momentum", "stochastic_gradient", "critic_steps",
+                         "gradient_penalty", "moments_basis", "moments_dims", "moments_scale", "moments_draw",
+                         "sample_every", "tstr_epochs"}
+# Settings a researcher's side keeps (CLIENT_ONLY), set away from their defaults to show they stay there.
+CLIENT_SIDE = {"output": "runs/elsewhere", "resume": True, "worker_timeout": 30.0, "server_url": "http://v6",
+               "server_port": 8443, "api_path": "/v6", "username": "alice", "password": "secret",
+               "collaboration": 1, "organizations": "2,3", "image": "ppsdg", "database": "table",
+               "task_timeout": 60.0}
+
+
+@pytest.fixture
+def table_csv(tmp_path) -> Path:
+    path = tmp_path / "people.csv"
+    path.write_text("age,smoker,outcome\n" + "".join(f"{20 + i % 50},{'yes' if i % 3 else 'no'},"
+                                                      f"{'ill' if i % 4 else 'well'}\n" for i in range(60)))
+    return path
 
 
 def test_mapping_takes_parser_defaults_and_converts():
-    options = parser.from_mapping({"num_rounds": 4, "learning_rate": 1})
-    assert options.num_rounds == 4 and options.learning_rate == 1.0
-    assert options.batch_size == parser.build_parser().get_default("batch_size")
+    config = parser.from_mapping({"num_rounds": 4, "learning_rate": 1})
+    assert config.run.num_rounds == 4 and config.job.learning_rate == 1.0
+    assert config.job.batch_size == parser.build_parser().get_default("batch_size")
+
+
+def test_a_table_runs_summary_holds_no_image_or_gan_option(table_csv):
+    summary = parser.parse(["--data", str(table_csv), "--target", "outcome"]).summary()
+    assert set(summary) == {"run", "source", "privacy", "table"}
+    assert summary["table"] == {"schema": None, "target": "outcome", "synthetic_samples": None}
+    assert not IMAGE_AND_GAN_OPTIONS & {name for part in summary.values() for name in part}
+    on_vantage6 = parser.parse(["--data", str(table_csv), "--target", "outcome", "--backend", "vantage6",
+                                "--password", "secret"]).summary()
+    assert set(on_vantage6) == {"run", "source", "privacy", "table", "server"}
+    assert on_vantage6["server"]["database"] == "default" and "password" not in on_vantage6["server"]
+
+
+@pytest.mark.parametrize("values, kind", [
+    ({"seed": 7, "num_rounds": 4, "batch_size": 32, "momentum": 0.3, "local_dp": True, "noise_multiplier": 1.5,
+      "partition": "dirichlet", "threads": 2}, Classifier),
+    ({"gan": True, "moments_dims": 30, "moments_scale": 5.0, "moments_draw": "linear", "sample_every": 2,
+      "local_dp": True, "target_epsilon": 4.0, "accountant": "rdp"}, Moments),
+    ({"gan": True, "synthesizer": "wgan", "gan_learning_rate": 1e-3, "critic_steps": 3, "gradient_penalty": 5,
+      "tstr_epochs": 2, "synthetic_samples": 100, "num_nodes": 4, "group_size": 2, "min_workers": 1}, Wgan),
+    ({"target": "outcome", "synthetic_samples": 200, "num_rounds": 4, "delta": 1e-6, "local_dp": True}, Table),
+])
+def test_task_options_rebuild_the_configuration_but_what_stays_with_the_researcher(values, kind, table_csv):
+    values = {**values, "data": str(table_csv)} if kind is Table else values
+    config = parser.from_mapping({**values, **CLIENT_SIDE})
+    assert isinstance(config.job, kind)
+    task = config.task_options()
+    assert not set(CLIENT_ONLY) & set(task)
+    rebuilt, defaults = parser.from_mapping(task), parser.from_mapping({})
+    kept = ("output", "resume", "worker_timeout")
+    researchers = {name: getattr(config.run, name) for name in kept}
+    assert dataclasses.replace(rebuilt, run=dataclasses.replace(rebuilt.run, **researchers),
+                               server=config.server) == config
+    assert {name: getattr(rebuilt.run, name) for name in kept} == {name: getattr(defaults.run, name) for name in kept}
+    assert rebuilt.server == defaults.server
 
 
 @pytest.mark.parametrize("values, message", [
@@ -29,10 +85,10 @@ def test_mapping_rejects_bad_values_naming_them(values, message):
 
 
 def test_original_short_options_are_kept():
-    options = parser.parse(["-nn", "4", "-bs", "32", "-tbs", "100", "-lr", "0.1", "-g", "0.5", "-li", "5",
-                            "-e", "2", "-nr", "3", "-s", "9", "-gs", "2", "-ta", "-sm", "-sgd", "-gp", "5"])
-    assert (options.num_nodes, options.batch_size, options.epochs, options.group_size) == (4, 32, 2, 2)
-    assert options.train_all and options.save_model and options.stochastic_gradient
+    config = parser.parse(["-nn", "4", "-bs", "32", "-tbs", "100", "-lr", "0.1", "-g", "0.5", "-li", "5",
+                           "-e", "2", "-nr", "3", "-s", "9", "-gs", "2", "-ta", "-sm", "-sgd", "-gp", "5"])
+    assert (config.run.num_nodes, config.job.batch_size, config.job.epochs, config.run.group_size) == (4, 32, 2, 2)
+    assert config.run.train_all and config.run.save_model and config.job.stochastic_gradient
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -181,7 +237,7 @@ def test_the_task_reads_the_node_database_that_database_names(monkeypatch):
     server = ["--backend", "vantage6", "--server-url", "http://v6", "--username", "alice", "--password", "secret",
               "--collaboration", "1", "--organizations", "2,3", "--image", "ppsdg"]
     for extra, label in (([], "default"), (["--database", "table"], "table")):
-        options = parser.parse([*server, *extra])
-        assert main.run_on_server(options, parser.task_options(options)) == {"metrics": []}
+        config = parser.parse([*server, *extra])
+        assert main.run_on_server(config.server, config.task_options()) == {"metrics": []}
         assert ResearcherClient.created[-1]["databases"] == [{"label": label}]
         assert "database" not in ResearcherClient.created[-1]["input_"]["kwargs"]

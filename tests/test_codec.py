@@ -517,12 +517,15 @@ def test_a_larger_meta_passes_only_where_the_receiver_allows_it():
     """Round messages keep the 1 MiB meta limit; a checkpoint, whose meta holds every round's record,
     allows more: 5,000 rounds of 10 workers."""
     from ppsdg import checkpoint, models, parser
+    from ppsdg.job import Job
 
-    options = parser.from_mapping({"num_rounds": 5000, "num_nodes": 11})
-    state = models.state_copy(models.new_model(options))
+    config = parser.from_mapping({"num_rounds": 5000, "num_nodes": 11})
+    job = Job.of_config(config)
+    fixed = config.fixed_options()
+    state = models.state_copy(models.new_model(job.synthesizer, config.run.seed))
     records = [{"round": r, "test_loss": 0.5, "test_accuracy": 0.9, "workers": [{"rank": w, "num_samples": 100, "train_loss": 0.1} for w in range(1, 11)],
                 "failed": []} for r in range(1, 5001)]
-    blob = checkpoint.encode(checkpoint.Checkpoint(5000, state, records), options)
-    assert len(checkpoint.decode(blob, options, state).records) == 5000
+    blob = checkpoint.encode(checkpoint.Checkpoint(5000, state, records), fixed)
+    assert len(checkpoint.decode(blob, fixed, config.run, job, state).records) == 5000
     with pytest.raises(CodecError, match="meta is over the limit of 1048576 bytes"):
         decode(blob)

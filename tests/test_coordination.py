@@ -1,5 +1,4 @@
 """Properties of the federated rounds: averaging, group draws, FedSGD and FedAvg against plain training."""
-import argparse
 import os
 
 import pytest
@@ -7,9 +6,11 @@ import torch
 from torch import nn
 
 from ppsdg import coordination, local, models, parser, runtime
+from ppsdg.config import Config
+from ppsdg.job import Job
 
 
-def options(**overrides) -> argparse.Namespace:
+def config(**overrides) -> Config:
     return parser.from_mapping(overrides)
 
 
@@ -57,21 +58,22 @@ def examples(count: int, seed: int) -> local.Examples:
 
 
 def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
-    opts = options(stochastic_gradient=True, batch_size=10_000, learning_rate=0.1, momentum=0.0)
+    settings = config(stochastic_gradient=True, batch_size=10_000, learning_rate=0.1, momentum=0.0)
+    job = Job.of_config(settings)
     shards = [examples(n, seed) for n, seed in ((40, 1), (25, 2), (70, 3))]
     federated = linear_model()
     replies = []
     for rank, shard in enumerate(shards, start=1):
         worker = linear_model()
         worker.load_state_dict(federated.state_dict())
-        grads, count, loss, _ = local.local_update(worker, shard, opts, round_=1, rank=rank)
+        grads, count, loss, _ = local.local_update(worker, shard, job, settings.run.seed, round_=1, rank=rank)
         replies.append(coordination.Reply(grads, count, loss, {}))
-    optimizer = local.make_optimizer(federated, opts.learning_rate, opts.momentum)
-    coordination.aggregate(federated, optimizer, replies, local.round_lr(opts, 1))
+    optimizer = local.make_optimizer(federated, settings.job.learning_rate, settings.job.momentum)
+    coordination.aggregate(federated, optimizer, replies, job.lr(1))
 
     central = linear_model()
     union = local.Examples(torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]))
-    central_optimizer = local.make_optimizer(central, opts.learning_rate, 0.0)
+    central_optimizer = local.make_optimizer(central, settings.job.learning_rate, 0.0)
     local.train_batch(central, central_optimizer, union.images, union.labels)
 
     for (name, p), q in zip(federated.named_parameters(), central.parameters()):
@@ -80,19 +82,20 @@ def test_fedsgd_full_batch_equals_centralized_sgd_on_union():
 
 
 def test_fedavg_of_one_worker_is_its_local_training():
-    opts = options(num_nodes=2, epochs=2, batch_size=16)
+    settings = config(num_nodes=2, epochs=2, batch_size=16)
+    job, classifier = Job.of_config(settings), settings.job
     shard = examples(48, 5)
     federated, alone = linear_model(), linear_model()
     for round_ in (1, 2):
         worker = linear_model()
         worker.load_state_dict(federated.state_dict())
-        state, count, loss, _ = local.local_update(worker, shard, opts, round_, rank=1)
+        state, count, loss, _ = local.local_update(worker, shard, job, settings.run.seed, round_, rank=1)
         coordination.aggregate(federated, None, [coordination.Reply(state, count, loss, {})], 0.0)
-        plain_optimizer = torch.optim.SGD(alone.parameters(), lr=local.round_lr(opts, round_),
-                                          momentum=opts.momentum)
-        generator = torch.Generator().manual_seed(runtime.derive_seed(opts.seed, round_, 1))
-        for _ in range(opts.epochs):
-            local.train_epoch(alone, plain_optimizer, local.shuffled_batches(shard, opts.batch_size, generator))
+        plain_optimizer = torch.optim.SGD(alone.parameters(), lr=classifier.lr(round_),
+                                          momentum=classifier.momentum)
+        generator = torch.Generator().manual_seed(runtime.derive_seed(settings.run.seed, round_, 1))
+        for _ in range(classifier.epochs):
+            local.train_epoch(alone, plain_optimizer, local.shuffled_batches(shard, classifier.batch_size, generator))
     for name, tensor in federated.state_dict().items():
         assert torch.equal(tensor, alone.state_dict()[name]), name
 
@@ -113,16 +116,18 @@ def test_gloo_layout_does_not_depend_on_dict_order():
 def test_server_test_figures_do_not_depend_on_its_thread_count():
     """The server tests on every core (runtime.every_core) while gloo workers train on one thread
     each and the mock tests on --threads: the figures must agree all the same."""
-    opts = options(num_nodes=2)
+    settings = config(num_nodes=2)
+    run, job = settings.run, Job.of_config(settings)
     cpu = torch.device("cpu")
-    model = models.new_model(opts)
-    local.local_update(model, local.worker_examples(opts, 1, cpu), opts, 1, rank=1)
-    test_set = local.test_examples(opts, cpu)
+    model = models.new_model(job.synthesizer, run.seed)
+    shard = local.worker_examples(settings.source, None, run.workers, run.seed, 1, cpu)
+    local.local_update(model, shard, job, run.seed, 1, rank=1)
+    test_set = local.test_examples(settings.source, True, cpu)
     torch.set_num_threads(1)
-    one_thread = local.test(model, test_set, opts.test_batch_size)
+    one_thread = local.test(model, test_set, settings.job.test_batch_size)
     with runtime.every_core():
         threads = torch.get_num_threads()
-        every = local.test(model, test_set, opts.test_batch_size)
+        every = local.test(model, test_set, settings.job.test_batch_size)
     assert torch.get_num_threads() == 1
     assert threads == len(os.sched_getaffinity(0))
     assert every == one_thread

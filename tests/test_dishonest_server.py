@@ -2,13 +2,13 @@
 ledger charges, its refusals say nothing of its data, and it reads its table as written. Played on the
 vantage6 node's partial function and on a gloo worker process; and, for every synthesizer, what a
 node releases measured against what its ledger charges."""
+import dataclasses
 import json
 import math
 import multiprocessing
 import os
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,10 +17,12 @@ import main
 from backends import codec
 from backends.gloo import free_port
 from ppsdg import algorithm, coordination, local, parser, privacy, tables
+from ppsdg.config import Config
 from ppsdg.errors import FederationError
 from ppsdg.models import new_model
 from ppsdg.policy import FOLDER, MAX_ROUNDS, NodeLedger
 from ppsdg.synthesizers import marginals
+from ppsdg.job import Job
 from test_tables import people
 from test_vantage6 import worker_frames
 
@@ -39,23 +41,32 @@ def node(monkeypatch, tmp_path):
     return tmp_path
 
 
-def table_options(**values):
+def table_options(**values) -> Config:
     schema = tables.draft(people(), TARGET).text()
     return parser.from_mapping({"num_nodes": 2, "synthesizer": "marginals", "schema": schema, "target": TARGET,
                                 "num_rounds": 3, "local_dp": True, "noise_multiplier": NOISE, **values})
 
 
-def task(options, state: dict[str, torch.Tensor], round_: int = 2) -> dict:
+def task(config: Config, state: dict[str, torch.Tensor], round_: int = 2) -> dict:
     """A subtask's input as the central writes it, carrying `state` as the global model."""
     message = codec.encode_text({coordination.ROUND: torch.tensor(round_), **state})
-    return {"message": message, "ranks": {str(ORGANIZATION): 1}, "world_size": 2,
-            "options": parser.task_options(options)}
+    return {"message": message, "ranks": {str(ORGANIZATION): 1}, "world_size": 2, "options": config.task_options()}
 
 
-def with_plan(options, weights: dict[tuple[int, ...], float]) -> dict[str, torch.Tensor]:
+def initial_model(config: Config) -> torch.nn.Module:
+    """The global model a run of `config` starts from."""
+    return new_model(Job.of_config(config).synthesizer, config.run.seed)
+
+
+def initial_state(config: Config) -> dict[str, torch.Tensor]:
+    """The global state a run of `config` starts from."""
+    return initial_model(config).state_dict()
+
+
+def with_plan(config: Config, weights: dict[tuple[int, ...], float]) -> dict[str, torch.Tensor]:
     """The initial global state with a plan of these weights per clique."""
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), options.target)
-    state = new_model(options).state_dict()
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), config.job.target)
+    state = initial_state(config)
     for clique, weight in weights.items():
         state["plan"][layout.found.index(clique)] = weight
     return state
@@ -63,7 +74,7 @@ def with_plan(options, weights: dict[tuple[int, ...], float]) -> dict[str, torch
 
 def attacks() -> dict[str, dict[tuple[int, ...], float]]:
     """Plans that no honest server makes, each measured against one record, from the issue that found them."""
-    layout = marginals.Layout.of(tables.Schema.from_text(table_options().schema), TARGET)
+    layout = marginals.Layout.of(tables.Schema.from_text(table_options().job.schema), TARGET)
     plannable = [clique for clique, allowed in zip(layout.found, layout.plannable()) if allowed]
     survey = dict(zip(layout.found, 30 * layout.survey_weights()))
     return {"one clique at weight 1000": {plannable[0]: 1000.0},
@@ -77,20 +88,20 @@ def attacks() -> dict[str, dict[tuple[int, ...], float]]:
 
 @pytest.mark.parametrize("name", list(attacks()))
 def test_a_node_refuses_a_plan_that_would_release_more_than_its_ledger_charges(name, node):
-    options = table_options()
+    config = table_options()
     refusal = "the server's plan is refused|tensor 'plan' holds NaN"  # a vantage6 node's codec refuses NaN first
     with pytest.raises(FederationError, match=f"organization {ORGANIZATION} .*({refusal})"):
-        algorithm.run_partial(ORGANIZATION, people(), task(options, with_plan(options, attacks()[name])))
+        algorithm.run_partial(ORGANIZATION, people(), task(config, with_plan(config, attacks()[name])))
 
 
 def test_a_node_follows_the_plan_that_its_survey_selects(node):
-    options = table_options()
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
-    survey = algorithm.run_partial(ORGANIZATION, people(), task(options, new_model(options).state_dict(), 1))
-    state = {**new_model(options).state_dict(), **codec.decode_text(survey["message"])[0]}
-    plan = marginals.select({k: state[k] for k in marginals.STATISTICS}, layout, options.num_rounds - 1)
-    state = {**new_model(options).state_dict(), "plan": torch.from_numpy(plan)}
-    reply = codec.decode_text(algorithm.run_partial(ORGANIZATION, people(), task(options, state))["message"])[0]
+    config = table_options()
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), TARGET)
+    survey = algorithm.run_partial(ORGANIZATION, people(), task(config, initial_state(config), 1))
+    state = {**initial_state(config), **codec.decode_text(survey["message"])[0]}
+    plan = marginals.select({k: state[k] for k in marginals.STATISTICS}, layout, config.run.num_rounds - 1)
+    state = {**initial_state(config), "plan": torch.from_numpy(plan)}
+    reply = codec.decode_text(algorithm.run_partial(ORGANIZATION, people(), task(config, state))["message"])[0]
     assert bool(reply["measured"].any()) and not bool(reply["survey"].any())
 
 
@@ -100,9 +111,9 @@ def serve_a_plan(port: int, state: dict[str, torch.Tensor], result) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     comm = GlooCommunicator(0, 2, worker_timeout_s=60)
-    options = table_options()
+    config = table_options()
     replies = comm.exchange({coordination.ROUND: torch.tensor(2), **state}, [1],
-                            coordination.reply_template(new_model(options), options, None))
+                            coordination.reply_template(initial_model(config), Job.of_config(config)))
     result.put((sorted(replies), comm.failures))
 
 
@@ -112,10 +123,10 @@ def work_a_round(port: int, result) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     comm = GlooCommunicator(1, 2, worker_timeout_s=60)
-    options = table_options()
-    examples = local.Examples.from_set(people(), options, torch.device("cpu"))
+    config = table_options()
+    examples = local.Examples.from_set(people(), config.job, torch.device("cpu"))
     try:
-        coordination.worker_round(comm, new_model(options), examples, options)
+        coordination.worker_round(comm, initial_model(config), examples, config.run, Job.of_config(config))
         result.put("released")
     except FederationError as error:
         result.put(str(error))
@@ -124,8 +135,7 @@ def work_a_round(port: int, result) -> None:
 
 
 def test_a_gloo_worker_refuses_the_plan_and_releases_nothing():
-    options = table_options()
-    state = with_plan(options, attacks()["one clique at weight 1000"])
+    state = with_plan(table_options(), attacks()["one clique at weight 1000"])
     context = multiprocessing.get_context("spawn")
     port, served, worked = free_port(), context.Queue(), context.Queue()
     ranks = [context.Process(target=serve_a_plan, args=(port, state, served)),
@@ -160,9 +170,9 @@ def test_a_refusal_is_the_same_words_whatever_the_data_hold(on_node, node, capsy
     frame = people()
     errors = []
     for column, categories in (("sex", ["F"]), ("smoker", ["no"]), ("region", ["north", "south"])):
-        options = table_options(schema=strict_schema(frame, column, categories))
+        config = table_options(schema=strict_schema(frame, column, categories))
         with pytest.raises(FederationError) as refused:
-            algorithm.run_partial(ORGANIZATION, frame, task(options, new_model(options).state_dict(), 1), on_node)
+            algorithm.run_partial(ORGANIZATION, frame, task(config, initial_state(config), 1), on_node)
         errors.append(str(refused.value))
     assert len(set(errors)) == 1 and "do not fit the task" in errors[0]
     assert not any(character.isdigit() for character in errors[0].replace(str(ORGANIZATION), "").replace("1)", ""))
@@ -185,9 +195,9 @@ def test_a_node_says_nothing_of_the_cells_its_schema_maps_where_its_log_goes_to_
     frame = people()
     schema = json.loads(strict_schema(frame, "smoker", ["no"]))
     next(entry for entry in schema["columns"] if entry["name"] == "smoker")["other"] = True
-    options = table_options(schema=json.dumps(schema))
+    config = table_options(schema=json.dumps(schema))
     for on_node in (True, False):
-        algorithm.run_partial(ORGANIZATION, frame, task(options, new_model(options).state_dict(), 1), on_node)
+        algorithm.run_partial(ORGANIZATION, frame, task(config, initial_state(config), 1), on_node)
         assert ("cells the schema mapped" in capsys.readouterr().err) != on_node
 
 
@@ -195,7 +205,7 @@ CODED = pd.DataFrame({"grade": ["1", "2", None, "2", "1", "1"], "flag": ["true",
                       "code": ["007", "010", "007", "7", "010", "007"], TARGET: ["ill", "well", "well", "ill", "well", "ill"]})
 
 
-def coded_options():
+def coded_options() -> Config:
     """A schema whose categories are codes as a registry writes them: digits, flags, leading zeros."""
     schema = {"columns": [
         {"name": "grade", "type": "categorical", "categories": ["1", "2"], "missing": True},
@@ -211,10 +221,10 @@ def test_a_real_node_reads_its_table_database_as_written(node, monkeypatch):
     from vantage6.algorithm.tools.wrap import wrap_algorithm
     import jwt
 
-    options = coded_options()
+    config = coded_options()
     CODED.to_csv(node / "data.csv", index=False)
     (node / "input.json").write_text(json.dumps({"method": "partial", "kwargs": task(
-        options, new_model(options).state_dict(), 1)}))
+        config, initial_state(config), 1)}))
     (node / "token").write_text(jwt.encode({"sub": {"organization_id": ORGANIZATION, "node_id": 3,
                                                     "collaboration_id": 1}}, "k" * 32))
     for name, value in {"PKG_NAME": "ppsdg", "INPUT_FILE": node / "input.json", "OUTPUT_FILE": node / "output.json",
@@ -224,7 +234,7 @@ def test_a_real_node_reads_its_table_database_as_written(node, monkeypatch):
         monkeypatch.setenv(name, str(value))
     wrap_algorithm()
     survey = codec.decode_text(json.loads((node / "output.json").read_text())["message"])[0]["survey"].numpy()
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), TARGET)
     expected = [[3, 2, 1], [2, 4], [3, 2, 1], [3, 3]]
     assert [layout.part(survey, index).tolist() for index in range(4)] == expected
 
@@ -232,9 +242,9 @@ def test_a_real_node_reads_its_table_database_as_written(node, monkeypatch):
 def test_the_mock_nodes_read_their_table_databases_as_written(tmp_path):
     """The mock client's organizations get their parts as a node reads them, not as pandas guesses them."""
     CODED.to_csv(tmp_path / "coded.csv", index=False)
-    options = parser.parse(["--data", str(tmp_path / "coded.csv"), "--schema", coded_options().schema,
-                            "--target", TARGET, "-nn", "2"])
-    databases = main.mock_databases(options, tmp_path)
+    config = parser.parse(["--data", str(tmp_path / "coded.csv"), "--schema", coded_options().job.schema,
+                           "--target", TARGET, "-nn", "2"])
+    databases = main.mock_databases(config.source, config.job.target, config.run.workers, config.run.seed)(tmp_path)
     pd.testing.assert_frame_equal(databases[0][0]["database"], tables.read_table(tmp_path / "worker1.csv"))
     assert set(databases[0][0]["database"]["code"]) <= {"007", "010", "7"}
 
@@ -246,10 +256,11 @@ def test_the_mock_nodes_read_their_table_databases_as_written(tmp_path):
 SEEDS = 120
 
 
-def released(options, frame, state: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
-    """A node's release as one vector of its distinct entries (a second moment's upper triangle)."""
-    options.seed = seed
-    reply = codec.decode_text(algorithm.run_partial(ORGANIZATION, frame, task(options, state, 1))["message"])[0]
+def released(config: Config, frame, state: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
+    """A node's release, with the run's seed `seed`, as one vector of its distinct entries (a second
+    moment's upper triangle)."""
+    seeded = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seed))
+    reply = codec.decode_text(algorithm.run_partial(ORGANIZATION, frame, task(seeded, state, 1))["message"])[0]
     parts = []
     for name, value in sorted(reply.items()):
         if name.endswith("second"):
@@ -260,10 +271,10 @@ def released(options, frame, state: dict[str, torch.Tensor], seed: int) -> torch
     return torch.cat(parts)
 
 
-def sensitivity_over_noise(options, frame, neighbour, state) -> float:
+def sensitivity_over_noise(config: Config, frame, neighbour, state) -> float:
     """The L2 norm of the difference of two neighbouring releases over each entry's noise std."""
-    draws = torch.stack([released(options, frame, state, seed) for seed in range(SEEDS)])
-    difference = released(options, frame, state, 0) - released(options, neighbour, state, 0)
+    draws = torch.stack([released(config, frame, state, seed) for seed in range(SEEDS)])
+    difference = released(config, frame, state, 0) - released(config, neighbour, state, 0)
     noisy = draws.std(0) > 0
     assert not bool(difference[~noisy].any()), "an entry released without noise differs between neighbours"
     return float((difference[noisy] / draws.std(0)[noisy]).norm())
@@ -280,18 +291,18 @@ def test_a_statistics_release_never_exceeds_what_the_ledger_charges(kind, node):
     """The marginals' one record changes one cell of each clique: the bound is met exactly. A digit's
     coordinates are clipped to norm 1: at most met."""
     if kind == "moments":
-        options = parser.from_mapping({"num_nodes": 2, "gan": True, "local_dp": True, "noise_multiplier": NOISE})
+        config = parser.from_mapping({"num_nodes": 2, "gan": True, "local_dp": True, "noise_multiplier": NOISE})
         frame = worker_frames(count=1, rows=40)[0]
         neighbour = frame.iloc[1:]
-        state = new_model(options).state_dict()
+        state = initial_state(config)
     else:
-        options = table_options()
+        config = table_options()
         frame, neighbour = people(), people().iloc[1:]
-        layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
+        layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), TARGET)
         triples = [c for c, allowed in zip(layout.found, layout.plannable()) if allowed and len(c) == 3]
         plan = dict.fromkeys(triples[:4], 0.5) if kind == "marginals measurement" else {}
-        state = with_plan(options, plan)
-    measured = sensitivity_over_noise(options, frame, neighbour, state)
+        state = with_plan(config, plan)
+    measured = sensitivity_over_noise(config, frame, neighbour, state)
     assert measured <= 1.1 / charged_noise(node)
     assert kind == "moments" or measured >= 0.9 / charged_noise(node)
 
@@ -299,11 +310,11 @@ def test_a_statistics_release_never_exceeds_what_the_ledger_charges(kind, node):
 def test_the_measure_finds_a_plan_that_releases_more_than_it_is_charged(node, monkeypatch):
     """The same measure on a node that skipped its check: a plan of squared weights 4 is twice the
     charged ratio; the check is what stands between the two."""
-    options = table_options()
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
+    config = table_options()
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), TARGET)
     triples = [c for c, allowed in zip(layout.found, layout.plannable()) if allowed and len(c) == 3]
     monkeypatch.setattr(marginals.MarginalsSynthesizer, "check_instructions", lambda self, sent: None)
-    measured = sensitivity_over_noise(options, people(), people().iloc[1:], with_plan(options, dict.fromkeys(triples[:4], 1.0)))
+    measured = sensitivity_over_noise(config, people(), people().iloc[1:], with_plan(config, dict.fromkeys(triples[:4], 1.0)))
     assert measured >= 1.8 / charged_noise(node)
 
 
@@ -312,14 +323,14 @@ def test_the_measure_finds_a_plan_that_releases_more_than_it_is_charged(node, mo
 def test_dp_sgd_releases_what_the_ledger_charges(values, node):
     """DP-SGD's mechanism is Opacus's: the accountant entry of what its optimizer ran (noise multiplier,
     Poisson sample rate, noisy steps) is the entry the node charged before it read its data."""
-    options = parser.from_mapping({"num_nodes": 2, "batch_size": 16, "local_dp": True, "noise_multiplier": NOISE,
-                                   **values})
+    config = parser.from_mapping({"num_nodes": 2, "batch_size": 16, "local_dp": True, "noise_multiplier": NOISE,
+                                  **values})
     reply = algorithm.run_partial(ORGANIZATION, worker_frames(count=1, rows=60)[0],
-                                  task(options, new_model(options).state_dict(), 1))
+                                  task(config, initial_state(config), 1))
     figures = coordination.reply_figures(codec.decode_text(reply["message"])[0])
     ran = (figures["dp_noise_multiplier"], figures["dp_sample_rate"], int(figures["dp_steps"]))
     assert NodeLedger(node / f"ppsdg-ledger-{ORGANIZATION}.json").rounds == [ran]
-    assert ran == (NOISE, privacy.sample_rate(60, 16), 4 * options.epochs)
+    assert ran == (NOISE, privacy.sample_rate(60, 16), 4 * config.job.epochs)
 
 
 @pytest.mark.parametrize("missing, message", [({"schema": None}, "needs its schema"),
@@ -327,8 +338,8 @@ def test_dp_sgd_releases_what_the_ledger_charges(values, node):
                                               ({"schema": None, "target": None}, "needs its schema and target"),
                                               ({"target": "income"}, "target 'income' is not a column")])
 def test_a_table_task_without_its_schema_or_target_is_refused_by_name(missing, message, node):
-    options = table_options()
-    kwargs = task(options, new_model(options).state_dict(), 1)
+    config = table_options()
+    kwargs = task(config, initial_state(config), 1)
     kwargs["options"].update(missing)
     with pytest.raises(FederationError, match=f"organization {ORGANIZATION} .*{message}"):
         algorithm.run_partial(ORGANIZATION, people(), kwargs)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from ppsdg import data, evaluate, synthetic
+from ppsdg import commands, data, evaluate, synthetic
 
 torch.set_num_threads(1)
 
@@ -124,8 +124,8 @@ def csv_files(tmp_path_factory, digits) -> dict[str, Path]:
 
 
 def test_the_command_prints_one_json_object_says_what_it_means_and_draws_the_samples(csv_files, capsys, tmp_path):
-    assert evaluate.main([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--seed", "3",
-                          "--output", str(tmp_path / "pictures")]) == 0
+    assert commands.evaluate_command([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--seed", "3",
+                                      "--output", str(tmp_path / "pictures")]) == 0
     said = capsys.readouterr()
     lines = said.out.splitlines()
     assert len(lines) == 1
@@ -150,8 +150,8 @@ def test_a_grid_of_an_unbalanced_set_keeps_each_class_on_its_row():
 
 
 def test_output_that_is_a_file_is_refused_before_measuring(csv_files, capsys):
-    assert evaluate.main([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--output",
-                          str(csv_files["data"])]) == 2
+    assert commands.evaluate_command([str(csv_files["synthetic"]), "--data", str(csv_files["data"]), "--output",
+                                      str(csv_files["data"])]) == 2
     assert capsys.readouterr().err == f"ppsdg: error: --output {csv_files['data']} is a file, not a folder\n"
 
 
@@ -164,7 +164,7 @@ def test_bad_input_ends_in_one_error_line(csv_files, capsys, tmp_path, problem):
             "missing file": [str(tmp_path / "none.csv"), "--data", real],
             "bad data": [synthetic, "--data", str(tmp_path / "nowhere")],
             "bad option": [synthetic, "--data", real, "--seed", "x"]}[problem]
-    assert evaluate.main(argv) == 2
+    assert commands.evaluate_command(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and captured.err.startswith("ppsdg: error:")

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from ppsdg import data, evaluate
+from ppsdg import commands, data, evaluate
 
 
 def run(capsys, *argv: str) -> tuple[int, list[str]]:
-    code = evaluate.main([*argv, "--data", "embedded"])
+    code = commands.evaluate_command([*argv, "--data", "embedded"])
     return code, capsys.readouterr().err.splitlines()
 
 

@@ -22,6 +22,7 @@ from vantage6.common import bytes_to_base64s
 from backends import codec
 from backends.vantage6 import CentralCommunicator
 from ppsdg import algorithm, checkpoint, output, parser
+from ppsdg.config import Config
 from ppsdg.errors import PpsdgError
 from ppsdg.policy import FOLDER
 from test_vantage6 import round_message, worker_frames
@@ -54,10 +55,10 @@ def frame() -> Any:
 
 @functools.cache
 def valid_input(kind: str) -> dict[str, Any]:
-    options = parser.from_mapping({"num_nodes": 2, "batch_size": 32, **KINDS[kind]})
-    message, _ = round_message(options)
+    config = parser.from_mapping({"num_nodes": 2, "batch_size": 32, **KINDS[kind]})
+    message, _ = round_message(config)
     return {"message": message, "ranks": {str(ORGANIZATION): 1}, "world_size": 2,
-            "options": parser.task_options(options)}
+            "options": config.task_options()}
 
 
 def mutated_text(draw: st.DrawFn, text: str) -> str:
@@ -372,9 +373,9 @@ def snapshot(root: Path) -> dict[str, Any]:
     return found
 
 
-def run_writes(directory: Path, options: Any) -> None:
+def run_writes(config: Config) -> None:
     """What a run writes once check_directory admitted it: the first round's line and checkpoint."""
-    out = output.RunOutput(directory, options)
+    out = output.RunOutput(config.run, config.summary())
     out.add_round({"round": 1}, b"checkpoint")
 
 
@@ -401,20 +402,20 @@ def test_fuzzed_output_directory_is_refused_or_the_run_touches_only_its_own_file
     data = real / output.SYNTHETIC if state["data_inside"] else None
     if state["read_only"] and real.is_dir():
         os.chmod(real, stat.S_IRUSR | stat.S_IXUSR)
-    options = parser.from_mapping({"output": str(target), "resume": state["resume"],
-                                   "data": str(data) if data else "embedded"})
+    config = parser.from_mapping({"output": str(target), "resume": state["resume"],
+                                  "data": str(data) if data else "embedded"})
     before = snapshot(root)
     had_marker = (real / output.MARKER).exists() or (real / output.MARKER).is_symlink()
     try:
         try:
-            output.check_directory(options)
+            output.check_directory(config.run.output, config.source.data)
         except PpsdgError:
             event("refused")
             assert snapshot(root) == before
             return
         event("accepted")
         assert snapshot(root) == before
-        run_writes(target, options)
+        run_writes(config)
         after = snapshot(root)
         for key, value in before.items():
             assert after.get(key) == value or allowed_change(key, root, real, had_marker), key
@@ -432,5 +433,5 @@ def test_a_run_name_that_is_no_file_of_a_run_is_refused(tmp_path, name, kind):
     outside.write_text("someone else's")
     make_folder(tmp_path / "run", {output.MARKER: "file", name: kind}, outside)
     with pytest.raises(PpsdgError, match=f"holds {re.escape(name)}, which is not a file a ppsdg run wrote"):
-        output.check_directory(parser.from_mapping({"output": str(tmp_path / "run")}))
+        output.check_directory(str(tmp_path / "run"), "embedded")
     assert outside.read_text() == "someone else's"

@@ -32,14 +32,17 @@ import main
 from backends import codec
 from backends.vantage6 import CentralCommunicator
 from conftest import peak_traced_bytes
-from ppsdg import algorithm, checkpoint, coordination, data, evaluate, synthesizers, tables
+from ppsdg import algorithm, checkpoint, commands, coordination, data, tables
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.config import Config
 from ppsdg.errors import DataError, FederationError, PpsdgError
 from ppsdg.models import new_model
-from ppsdg.privacy import LocalDP, release_entry
+from ppsdg.privacy import release_entry
+from ppsdg.job import Job
 from ppsdg.synthesizers import marginals
 from test_checkpoint import mutate_meta
-from test_dishonest_server import ORGANIZATION, TARGET, node, table_options, task  # noqa: F401 (node: a fixture)
+from test_dishonest_server import (ORGANIZATION, TARGET, initial_state, node,  # noqa: F401 (node: a fixture)
+                                   table_options, task)
 from test_fuzz_surfaces import HOSTILE, FuzzedClient, b64json, mutated_text
 from test_tables import people
 
@@ -246,7 +249,7 @@ def test_a_schema_path_that_is_no_schema_file_is_refused_by_name(hostile_paths, 
     with within(), pytest.raises(tables.SchemaError, match=message):
         tables.Schema.read(hostile_paths[name])
     people().to_csv(tmp_path / "data.csv", index=False)
-    status, _, err = command(tables.main, [str(tmp_path / "data.csv"), "--check", str(hostile_paths[name])])
+    status, _, err = command(commands.schema, [str(tmp_path / "data.csv"), "--check", str(hostile_paths[name])])
     assert status == 2 and message.split(":")[0] in one_error_line(err)
 
 
@@ -255,8 +258,8 @@ def test_a_schema_whose_marginals_would_not_fit_is_refused_before_they_are_alloc
     and the command line refuse it, naming the cells, before a release or a model is allocated."""
     schema = tables.Schema.from_text(big_product())
     assert tables.marginal_cells(schema, "c0") == marginals.Layout.of(schema, "c0").cells > tables.MAX_CELLS
-    options = table_options()
-    kwargs = task(options, new_model(options).state_dict(), 1)
+    config = table_options()
+    kwargs = task(config, initial_state(config), 1)
     kwargs["options"].update(schema=big_product(), target="c0")
     message = "the schema's marginals hold 4,870,527,562,901 cells .* more than 8,388,608"
     with within(), pytest.raises(FederationError, match=f"organization {ORGANIZATION} .*{message}"):
@@ -364,12 +367,12 @@ def test_fuzzed_table_file_is_read_or_refused_by_name(tmp_path_factory, named):
         return
     event("read")
     assert_read(frame)
-    status, out, err = command(tables.main, [str(path)])
+    status, out, err = command(commands.schema, [str(path)])
     if status == 0:
         assert tables.Schema.from_text(out).names
     else:
         one_error_line(err)
-    status, out, err = command(tables.main, [str(path), "--check", str(folder / "schema.json")])
+    status, out, err = command(commands.schema, [str(path), "--check", str(folder / "schema.json")])
     assert out.startswith("the table fits the schema") if status == 0 else one_error_line(err)
 
 
@@ -501,7 +504,7 @@ class Launched(Exception):
 def surfaces(node, monkeypatch, tmp_path) -> Callable[[Path], dict[str, str]]:
     """Every place a table file is given, each returning the error line (or refusal) it ends in; a surface
     that takes the file fails the test. The others' files are valid: the table, its schema, a synthetic part."""
-    def launch(options) -> int:
+    def launch(config: Config) -> int:
         raise Launched()
 
     monkeypatch.setattr(main, "launch_gloo", launch)
@@ -509,15 +512,15 @@ def surfaces(node, monkeypatch, tmp_path) -> Callable[[Path], dict[str, str]]:
     good, synthetic, schema = tmp_path / "good.csv", tmp_path / "synthetic.csv", tmp_path / "schema.json"
     people().to_csv(good, index=False)
     people(100, seed=3).to_csv(synthetic, index=False)
-    schema.write_text(table_options().schema)
-    options = table_options()
+    config = table_options()
+    schema.write_text(config.job.schema)
 
     def node_database(path: Path) -> str:
         monkeypatch.setenv("USER_REQUESTED_DATABASE_LABELS", "table")
         monkeypatch.setenv("TABLE_DATABASE_URI", str(path))
         monkeypatch.setenv("TABLE_DATABASE_TYPE", tables.table_format(path) or "csv")
         with within(), pytest.raises(FederationError) as refused:
-            algorithm.run_partial(ORGANIZATION, None, task(options, new_model(options).state_dict(), 1), on_node=True)
+            algorithm.run_partial(ORGANIZATION, None, task(config, initial_state(config), 1), on_node=True)
         return str(refused.value)
 
     def line(function: Callable[[list[str]], int], *argv: Any) -> str:
@@ -526,13 +529,13 @@ def surfaces(node, monkeypatch, tmp_path) -> Callable[[Path], dict[str, str]]:
         return one_error_line(err)
 
     return lambda path: {
-        "ppsdg schema": line(tables.main, path),
+        "ppsdg schema": line(commands.schema, path),
         "--data": line(main.main, "--data", path, "--schema", schema, "--output", tmp_path / "out"),
         "--test-data": line(main.main, "--data", good, "--test-data", path, "--schema", schema, "--output",
                             tmp_path / "out"),
         "a node's database": node_database(path),
-        "ppsdg evaluate's synthetic table": line(evaluate.main, path, "--data", good, "--schema", schema),
-        "ppsdg evaluate --data": line(evaluate.main, synthetic, "--data", path, "--schema", schema)}
+        "ppsdg evaluate's synthetic table": line(commands.evaluate_command, path, "--data", good, "--schema", schema),
+        "ppsdg evaluate --data": line(commands.evaluate_command, synthetic, "--data", path, "--schema", schema)}
 
 
 @pytest.mark.parametrize("name", [name for name in HOSTILE_FILES if "bomb" not in name])
@@ -555,11 +558,10 @@ def test_fuzzed_node_database_is_read_or_refused_in_one_sentence(node, monkeypat
     monkeypatch.setenv("USER_REQUESTED_DATABASE_LABELS", "table")
     monkeypatch.setenv("TABLE_DATABASE_URI", str(path))
     monkeypatch.setenv("TABLE_DATABASE_TYPE", tables.table_format(path))
-    options = table_options()
+    config = table_options()
     try:
         with within():
-            reply = algorithm.run_partial(ORGANIZATION, None, task(options, new_model(options).state_dict(), 1),
-                                          on_node=True)
+            reply = algorithm.run_partial(ORGANIZATION, None, task(config, initial_state(config), 1), on_node=True)
     except FederationError as error:
         event("refused")
         assert "do not fit the task" in str(error) or "ledger" in str(error)
@@ -578,20 +580,20 @@ RUN = 100 + ORGANIZATION
 def honest_releases() -> dict[str, tuple[dict[str, torch.Tensor], str]]:
     """The central's state sent and the node's reply text, for the survey (round 1) and a measurement
     (round 2, the plan its survey selects), as a node makes them."""
-    options = table_options()
-    survey = algorithm.run_partial(ORGANIZATION, people(), task(options, new_model(options).state_dict(), 1))
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
-    sums = {**new_model(options).state_dict(), **codec.decode_text(survey["message"])[0]}
-    plan = marginals.select({name: sums[name] for name in marginals.STATISTICS}, layout, options.num_rounds - 1)
-    measuring = {**new_model(options).state_dict(), "plan": torch.from_numpy(plan)}
-    measured = algorithm.run_partial(ORGANIZATION, people(), task(options, measuring, 2))
-    return {"survey": (new_model(options).state_dict(), survey["message"]),
+    config = table_options()
+    survey = algorithm.run_partial(ORGANIZATION, people(), task(config, initial_state(config), 1))
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), TARGET)
+    sums = {**initial_state(config), **codec.decode_text(survey["message"])[0]}
+    plan = marginals.select({name: sums[name] for name in marginals.STATISTICS}, layout, config.run.num_rounds - 1)
+    measuring = {**initial_state(config), "plan": torch.from_numpy(plan)}
+    measured = algorithm.run_partial(ORGANIZATION, people(), task(config, measuring, 2))
+    return {"survey": (initial_state(config), survey["message"]),
             "measurement": (measuring, measured["message"])}
 
 
 def planned_std() -> float:
-    options = table_options()
-    return synthesizers.for_options(options).release_std(LocalDP.from_options(options))
+    job = Job.of_config(table_options())
+    return job.synthesizer.release_std(job.dp)
 
 
 Mutation = Callable[[dict[str, torch.Tensor], str, str], None]
@@ -658,13 +660,13 @@ def central_sees(round_: str, client: FuzzedClient, comm: CentralCommunicator | 
                  ) -> tuple[dict[int, coordination.Reply], dict[int, str]]:
     """The round as the central runs it on vantage6: the subtask's result decoded against the round's
     template, then checked (coordination.exchange): the replies it takes and why it takes no other."""
-    options = table_options()
-    model = new_model(options)
+    config = table_options()
+    job = Job.of_config(config)
+    model = new_model(job.synthesizer, config.run.seed)
     model.load_state_dict(honest_releases()[round_][0])
-    comm = comm or CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(options), round_timeout_s=0.0,
-                                       poll_s=0.0)
-    replies, failures, _ = coordination.exchange(comm, model, options, ROUNDS[round_][0], [1],
-                                                 LocalDP.from_options(options))
+    comm = comm or CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(config, job),
+                                       round_timeout_s=0.0, poll_s=0.0)
+    replies, failures, _ = coordination.exchange(comm, model, job, ROUNDS[round_][0], [1])
     return replies, failures
 
 
@@ -672,19 +674,19 @@ def assert_plausible(reply: coordination.Reply, round_: str) -> None:
     """What a taken release must be for the sum and the privacy report to hold: finite, its own kind's
     cells only, within what its rows and the planned noise allow (the loosest clique weight), the planned
     noise variance declared, and the planned release's accountant entry."""
-    options = table_options()
+    config = table_options()
+    dp = Job.of_config(config).dp
     _, cells, noise = ROUNDS[round_]
     update = reply.update
     assert all(bool(torch.isfinite(tensor).all()) for tensor in update.values())
     assert not update["plan"].any() and all(not update[name].any() for name in marginals.STATISTICS
                                             if name not in ("plan", cells, noise))
-    share = 1.0 if round_ == "survey" else 1 / (options.num_rounds - 1)
+    share = 1.0 if round_ == "survey" else 1 / (config.run.num_rounds - 1)
     assert float(update[noise]) == pytest.approx((planned_std() * share) ** 2, rel=1e-9)
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), TARGET)
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), TARGET)
     slack = 6 * planned_std() * share * math.sqrt(len(layout.found))
     assert bool((update[cells].abs() <= reply.num_samples * share + slack).all())
-    planned = LocalDP.from_options(options).release_noise()
-    assert coordination.checked_entry(LocalDP.from_options(options), reply.figures) == (planned, 1.0, 1)
+    assert coordination.checked_entry(dp, reply.figures) == (dp.release_noise(), 1.0, 1)
 
 
 @pytest.mark.parametrize("round_", list(ROUNDS))
@@ -712,10 +714,10 @@ def test_a_release_of_the_other_kind_of_round_is_rejected_by_name(node, round_, 
 def test_a_replayed_release_is_rejected_by_name(node):
     """A node that sends its round-2 measurement again in round 3, as it is or re-encoded: under DP an honest
     release draws its noise afresh, so one equal to a release taken earlier is replayed."""
-    options = table_options()
+    config = table_options()
     client = client_of(honest_releases()["measurement"][1])
-    comm = CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(options), round_timeout_s=0.0,
-                               poll_s=0.0)
+    comm = CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(config, Job.of_config(config)),
+                               round_timeout_s=0.0, poll_s=0.0)
     assert list(central_sees("measurement", client, comm)[0]) == [1]
     tensors, _ = codec.decode_text(honest_releases()["measurement"][1])
     for text in (honest_releases()["measurement"][1], codec.encode_text(dict(reversed(tensors.items())))):
@@ -775,13 +777,14 @@ def test_fuzzed_release_is_taken_only_if_plausible(node, release):
 # the releases its records list.
 
 @functools.cache
-def table_checkpoint() -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
-    """The options, tensors and metadata of a 3-node table run's checkpoint after round 2 of 3: two
+def table_checkpoint() -> tuple[Config, dict[str, torch.Tensor], dict[str, Any]]:
+    """The configuration, tensors and metadata of a 3-node table run's checkpoint after round 2 of 3: two
     workers' releases summed, the plan the survey selects, a snapshot after each round, the histories
     the server charged."""
-    options = table_options(num_nodes=3)
-    synthesizer, model, dp = synthesizers.for_options(options), new_model(options), LocalDP.from_options(options)
-    schema = tables.Schema.from_text(options.schema)
+    config = table_options(num_nodes=3)
+    job = Job.of_config(config)
+    synthesizer, model, dp = job.synthesizer, new_model(job.synthesizer, config.run.seed), job.dp
+    schema = tables.Schema.from_text(config.job.schema)
     parts = [people().iloc[:300], people().iloc[300:]]
     records, snapshots = [], {}
     for round_ in (1, 2):
@@ -789,7 +792,7 @@ def table_checkpoint() -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
         for rank, part in enumerate(parts, start=1):
             torch.manual_seed(10 * round_ + rank)
             codes = torch.from_numpy(tables.encode(part, schema)[0])
-            updates.append(synthesizer.local_update(model, codes, codes[:, -1], options, dp, None, 0.0, None)[0])
+            updates.append(synthesizer.local_update(model, codes, codes[:, -1], dp, None, 0.0, None)[0])
         state = model.state_dict()
         model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
         synthesizer.after_round(model, round_)
@@ -799,23 +802,24 @@ def table_checkpoint() -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
                                     for rank, part in enumerate(parts, start=1)]})
     histories = {rank: [release_entry(dp.release_noise())] * 2 for rank in (1, 2)}
     point = Checkpoint(2, synthesizer.generator_state(model), records, histories=histories, snapshots=snapshots)
-    tensors, meta = codec.decode(checkpoint.encode(point, options), max_meta_bytes=checkpoint.META_BYTES)
-    return options, tensors, meta
+    tensors, meta = codec.decode(checkpoint.encode(point, config.fixed_options()), max_meta_bytes=checkpoint.META_BYTES)
+    return config, tensors, meta
 
 
 def read_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Checkpoint:
-    options = table_options(num_nodes=3)
+    config = table_options(num_nodes=3)
     blob = codec.encode(tensors, meta, max_meta_bytes=checkpoint.META_BYTES)
-    return checkpoint.read(blob, options)
+    return checkpoint.read(blob, config.fixed_options(), config.run, Job.of_config(config))
 
 
 def assert_resumable(point: Checkpoint) -> None:
     """What a resumed table run relies on: a round within the run, one record a round, statistics that load
     into the run's model, and each worker's history charging one planned release a round it took part in."""
-    options, _, _ = table_checkpoint()
-    assert 0 <= point.round <= options.num_rounds and len(point.records) == point.round
-    new_model(options).load_state_dict(point.model)
-    planned = release_entry(LocalDP.from_options(options).release_noise())
+    config, _, _ = table_checkpoint()
+    job = Job.of_config(config)
+    assert 0 <= point.round <= config.run.num_rounds and len(point.records) == point.round
+    new_model(job.synthesizer, config.run.seed).load_state_dict(point.model)
+    planned = release_entry(job.dp.release_noise())
     for record in point.records:
         for worker in record["workers"]:
             assert point.histories.get(worker["rank"], [])[:1] == [planned]
@@ -934,7 +938,7 @@ def test_fuzzed_evaluation_input_is_scored_or_refused_in_one_line(tmp_path_facto
         inputs[which].write_bytes(blob)
     argv = [str(inputs["synthetic"])] + [str(part) for name in ("--data", "--test-data", "--schema")
                                         for part in (name, inputs[name])]
-    status, out, err = command(evaluate.main, argv)
+    status, out, err = command(commands.evaluate_command, argv)
     event(f"{which}: {'scored' if status == 0 else 'refused'}")
     if status == 0:
         figures = json.loads(out)

@@ -29,7 +29,7 @@ def test_gloo_run_learns_far_above_chance_and_writes_its_files(gloo_run):
         assert all(w["train_loss"] > 0 for w in record["workers"])
     summary = json.loads((directory / output.SUMMARY).read_text())
     assert summary["test_accuracy"] == records[-1]["test_accuracy"]
-    assert summary["options"]["num_rounds"] == ROUNDS
+    assert summary["options"]["run"]["num_rounds"] == ROUNDS
     assert (directory / output.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(t.numel() for t in state.values()) == 1_199_882
 

@@ -11,6 +11,7 @@ from backends.gloo import local_world_size
 from backends.vantage6 import node_communicator
 from ppsdg import coordination, local, parser, privacy, runtime
 from ppsdg.errors import FederationError
+from ppsdg.job import Job
 from ppsdg.models import new_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,15 +51,15 @@ class Scripted(Communicator):
 
 
 def test_round_rejects_a_non_finite_or_countless_reply_on_any_transport():
-    options = parser.from_mapping({"num_nodes": 4, "min_workers": 1})
-    model = new_model(options)
+    config = parser.from_mapping({"num_nodes": 4, "min_workers": 1})
+    model = new_model(None, config.run.seed)
     good = {name: t + 1 for name, t in model.state_dict().items()}
     poisoned = {**good, "fc2.bias": torch.full((10,), float("nan"))}
     replies = {1: coordination.Reply(good, 30, 0.5, {}).to_message(),
                2: coordination.Reply(poisoned, 30, 0.5, {}).to_message(),
                3: coordination.Reply(good, 30, float("inf"), {}).to_message()}
     test_set = local.Examples(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
-    record = coordination.server_round(Scripted(4, replies), model, None, options, 1, test_set, None, None)
+    record = coordination.server_round(Scripted(4, replies), model, None, config.run, Job.of_config(config), 1, test_set, None)
     assert [w["rank"] for w in record["workers"]] == [1]
     assert {f["rank"]: f["reason"] for f in record["failed"]} == {
         2: "update rejected: fc2.bias not finite", 3: "update rejected: train_loss not finite"}
@@ -78,15 +79,15 @@ def test_reply_without_a_sensible_sample_count_is_rejected(count):
     ("dp_noise_multiplier", -1.0, "noise multiplier"), ("dp_sample_rate", 5.0, "sample rate"),
     ("dp_sample_rate", -0.1, "sample rate"), ("dp_steps", float("inf"), "not finite")])
 def test_a_bad_accountant_entry_is_a_rejected_worker_not_a_stopped_run(field, value, reason):
-    options = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
-    model = new_model(options)
+    config = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
+    job = Job.of_config(config)
+    model = new_model(None, config.run.seed)
     entry = {"dp_noise_multiplier": 1.0, "dp_sample_rate": 0.1, "dp_steps": 10.0}
     replies = {1: coordination.Reply(dict(model.state_dict()), 30, 0.0, entry).to_message(),
                2: coordination.Reply(dict(model.state_dict()), 30, 0.0, {**entry, field: value}).to_message()}
     test_set = local.Examples(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
-    dp = privacy.LocalDP(options)
-    ledger = dp.ledger()
-    record = coordination.server_round(Scripted(3, replies), model, None, options, 1, test_set, dp, ledger)
+    ledger = job.dp.ledger()
+    record = coordination.server_round(Scripted(3, replies), model, None, config.run, job, 1, test_set, ledger)
     assert [w["rank"] for w in record["workers"]] == [1] and list(ledger.histories) == [1]
     assert reason in record["failed"][0]["reason"] and record["epsilon"] > 0
 
@@ -103,17 +104,17 @@ class ScriptedWithLate(Scripted):
 
 
 def test_a_late_release_is_charged_and_not_averaged():
-    options = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
-    model = new_model(options)
+    config = parser.from_mapping({"num_nodes": 3, "min_workers": 1, "local_dp": True})
+    job = Job.of_config(config)
+    model = new_model(None, config.run.seed)
     entry = {"dp_noise_multiplier": 1.0, "dp_sample_rate": 0.1, "dp_steps": 10.0}
     state = dict(model.state_dict())
     late = coordination.Reply({n: t + 100 for n, t in state.items()}, 30, 0.0, entry).to_message()
     comm = ScriptedWithLate(3, {1: coordination.Reply(state, 30, 0.0, entry).to_message()}, late)
     test_set = local.Examples(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
-    dp = privacy.LocalDP(options)
-    ledger = dp.ledger()
-    record = coordination.server_round(comm, model, None, options, 2, test_set, dp, ledger)
-    one_round = privacy.epsilon([(1.0, 0.1, 10)], options.delta, options.accountant)
+    ledger = job.dp.ledger()
+    record = coordination.server_round(comm, model, None, config.run, job, 2, test_set, ledger)
+    one_round = privacy.epsilon([(1.0, 0.1, 10)], config.privacy.delta, config.privacy.accountant)
     assert record["late"] == [{"rank": 2, "replies": 1, "charge": f"charged: epsilon {one_round:.4g}"}]
     assert ledger.histories == {1: [(1.0, 0.1, 10)], 2: [(1.0, 0.1, 10)]}
     assert all(torch.equal(t, state[name]) for name, t in model.state_dict().items())
@@ -145,8 +146,9 @@ def test_cuda_rank_uses_its_own_gpu(monkeypatch):
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *args, **kwargs: None)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    options = parser.from_mapping({"use_cuda": True})
-    assert [runtime.device_for(options, rank) for rank in (0, 1, 3)] == [torch.device("cuda", i) for i in (0, 1, 1)]
+    config = parser.from_mapping({"use_cuda": True})
+    devices = [runtime.device_for(config.run.use_cuda, rank) for rank in (0, 1, 3)]
+    assert devices == [torch.device("cuda", i) for i in (0, 1, 1)]
     assert chosen == [torch.device("cuda", i) for i in (0, 1, 1)]
 
 

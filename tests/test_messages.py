@@ -16,6 +16,7 @@ import train
 from ppsdg import data, output, parser, report, table_evaluation, table_plots, tables
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.errors import DataError, PpsdgError
+from ppsdg.job import Job
 
 ROWS = 40
 
@@ -59,7 +60,7 @@ def error_of(argv: list[str], capsys, output: Path) -> str:
 @pytest.fixture()
 def no_launch(monkeypatch):
     """A launch fails the test: the mistakes below must be named before any worker process starts."""
-    def launch(options) -> int:
+    def launch(config) -> int:
         raise AssertionError("the run was launched")
 
     monkeypatch.setattr(main, "launch_gloo", launch)
@@ -208,14 +209,14 @@ def test_a_gloo_workers_error_is_its_one_line_naming_it_and_its_file(files, monk
         def send(self, end: train.RankEnd) -> None:
             sent.append(end)
 
-    def refuse(rank, world_size, options) -> None:
+    def refuse(rank, world_size, config) -> None:
         raise DataError("line 7, column 'sex': expected a category the schema does not list")
 
-    options = parser.parse(["--data", f"{files['folder'] / 'a.csv'},{files['folder'] / 'b.csv'}", "--schema",
-                            str(files["schema"])])
+    config = parser.parse(["--data", f"{files['folder'] / 'a.csv'},{files['folder'] / 'b.csv'}", "--schema",
+                           str(files["schema"])])
     monkeypatch.setattr(train, "run_rank", refuse)
     with pytest.raises(SystemExit) as ended:
-        train.run_rank_process(2, 3, options, Pipe())
+        train.run_rank_process(2, 3, config, Pipe())
     assert ended.value.code == 2
     assert sent == [train.RankEnd(True, f"worker 2 ({files['folder'] / 'b.csv'}): line 7, column 'sex': expected a "
                                         "category the schema does not list")]
@@ -300,8 +301,8 @@ def block_lines(text: str) -> dict[str, str]:
 def test_a_table_runs_end_names_each_figure_its_reference_and_which_way_is_better(files):
     evaluation = measured_table()
     summary = {"epsilon": 2.99, "delta": 1e-5, "evaluation": evaluation}
-    options = parser.parse(["--data", str(files["csv"]), "--target", "outcome"])
-    said = output.end_report(summary, options)
+    config = parser.parse(["--data", str(files["csv"]), "--target", "outcome"])
+    said = output.end_report(summary, config.job)
     lines = block_lines(said)
     assert said.splitlines()[0] == "synthetic table:"
     assert list(lines) == ["TSTR ROC AUC", "TSTR accuracy", "2-way TVD", "3-way TVD", "memorized", "exact copies",
@@ -324,10 +325,12 @@ def test_a_missing_figure_says_why_in_its_place():
 
 
 def test_a_classifier_run_ends_with_its_test_accuracy(tmp_path, capsys):
-    options = parser.parse(["--output", str(tmp_path / "run")])
+    config = parser.parse(["--output", str(tmp_path / "run")])
+    job = Job.of_config(config)
     records = [{"round": 1, "test_accuracy": 0.62, "test_loss": 1.1, "workers": []},
                {"round": 2, "test_accuracy": 0.58, "test_loss": 1.3, "workers": []}]
-    output.finish_run(output.RunOutput(tmp_path / "run", options), options, Checkpoint(2, {}, records))
+    output.finish_run(output.RunOutput(config.run, config.summary()), Checkpoint(2, {}, records), job, config.source,
+                      config.run.seed)
     lines = block_lines(capsys.readouterr().out)
     assert lines["test accuracy"].startswith("test accuracy      0.5800  the real test set's share classified right")
     assert lines["test accuracy"].endswith("higher is better (best round 0.6200, chance 0.1)")
@@ -341,7 +344,7 @@ def test_a_runs_process_keeps_jaxs_start_up_chatter_from_the_user():
     graphical model's fit, that it falls back to the CPU, unless the process was set up as a run's are."""
     code = ("import jax._src.hardware_utils as hardware\nhardware.has_visible_nvidia_gpu = lambda: True\n"
             "from ppsdg import parser, runtime\n{}import jax.numpy\njax.numpy.zeros(1).block_until_ready()\n")
-    set_up = "runtime.set_up(parser.parse(['--threads', '1']))\n"
+    set_up = "run = parser.parse(['--threads', '1']).run\nruntime.set_up(run.threads, run.use_cuda)\n"
     said = [subprocess.run([sys.executable, "-c", code.format(prefix)], capture_output=True, text=True, check=True,
                            cwd=Path(__file__).parent.parent).stderr for prefix in ("", set_up)]
     assert "CUDA-enabled jaxlib is not installed" in said[0] and said[1] == ""

@@ -12,25 +12,39 @@ from vantage6.common import bytes_to_base64s
 from backends import codec
 from conftest import run_main
 from ppsdg import coordination, data, models, output, parser
+from ppsdg.config import Config
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
 from ppsdg.synthesizers import moments, refiner
 from test_vantage6 import TampersWithOrganization1, central, mock_client, organization_of_run, result_of, worker_frames
 
 
-def options(**overrides):
+def config(**overrides) -> Config:
     return parser.from_mapping({"gan": True, "synthesizer": "moments", "data": "embedded", **overrides})
+
+
+def local_dp(chosen: Config) -> LocalDP | None:
+    return LocalDP.of(chosen.privacy, chosen.run.num_rounds)
+
+
+def synthesizer_of(chosen: Config) -> moments.MomentsSynthesizer:
+    return moments.MomentsSynthesizer(chosen.job, chosen.run.num_rounds, local_dp(chosen), chosen.source.data)
+
+
+def default_model() -> torch.nn.Module:
+    """The global model of a moments run with the default options."""
+    return models.new_model(synthesizer_of(config()), config().run.seed)
 
 
 def worker_release(synthesizer, images: data.ImageSet, dp=None):
     inputs, labels = data.to_tensors(images)
     model = synthesizer.new_model()
-    update, count, _, figures = synthesizer.local_update(model, inputs, labels, options(), dp, None, 0.0, None)
+    update, count, _, figures = synthesizer.local_update(model, inputs, labels, dp, None, 0.0, None)
     return update, count, figures
 
 
 def test_summed_worker_statistics_equal_those_of_the_union():
-    synthesizer = moments.MomentsSynthesizer(options())
+    synthesizer = synthesizer_of(config())
     train, _ = data.load("embedded")
     parts = data.partition(train.labels, 3, "dirichlet", seed=4, alpha=0.5)
     summed = [worker_release(synthesizer, train.subset(p))[0] for p in parts]
@@ -80,9 +94,9 @@ def test_reported_epsilon_equals_the_exact_gaussian_composition(small_csv, tmp_p
 
 
 def test_samples_are_balanced_reproducible_and_follow_the_class_statistics():
-    synthesizer = moments.MomentsSynthesizer(options())
+    synthesizer = synthesizer_of(config())
     train, _ = data.load("embedded")
-    model = models.new_model(options())
+    model = default_model()
     release, _, _ = worker_release(synthesizer, train)
     model.load_state_dict({**model.state_dict(), **release})
     state = synthesizer.generator_state(model)
@@ -94,7 +108,6 @@ def test_samples_are_balanced_reproducible_and_follow_the_class_statistics():
     assert distances.argmin(axis=1).tolist() == list(range(10))
 
 
-
 def embedded_rounds(synthesizer, rounds: int):
     """The global model after `rounds` rounds of two workers (the embedded digits, split in two) without
     DP, as the server folds them in, and each round's state sent and releases."""
@@ -102,8 +115,8 @@ def embedded_rounds(synthesizer, rounds: int):
     model, releases = synthesizer.new_model(), []
     for round_ in range(1, rounds + 1):
         sent = {name: t.clone() for name, t in model.state_dict().items()}
-        replies = [coordination.Reply(*synthesizer.local_update(model, *data.to_tensors(train.subset(part)), options(),
-                                                                None, None, 0.0, None))
+        replies = [coordination.Reply(*synthesizer.local_update(model, *data.to_tensors(train.subset(part)), None,
+                                                                None, 0.0, None))
                    for part in np.array_split(np.arange(len(train)), 2)]
         coordination.aggregate(model, None, replies, 0.0, summed=True)
         synthesizer.after_round(model, round_)
@@ -112,9 +125,9 @@ def embedded_rounds(synthesizer, rounds: int):
 
 
 def test_without_noise_round_1_splits_each_class_in_four_cells_that_the_later_rounds_release():
-    synthesizer = moments.MomentsSynthesizer(options())
+    synthesizer = synthesizer_of(config())
     assert synthesizer.split == 2
-    assert moments.MomentsSynthesizer(options(local_dp=True, noise_multiplier=1.0)).split == 0
+    assert synthesizer_of(config(local_dp=True, noise_multiplier=1.0)).split == 0
     model, releases = embedded_rounds(synthesizer, 3)
     state = {name: t.clone() for name, t in model.state_dict().items()}
     center, directions = moments.split_of(state, 2)
@@ -136,7 +149,7 @@ def test_without_noise_round_1_splits_each_class_in_four_cells_that_the_later_ro
 
 
 def test_a_release_with_a_split_or_of_the_kind_the_round_did_not_ask_for_is_rejected_by_name():
-    synthesizer = moments.MomentsSynthesizer(options())
+    synthesizer = synthesizer_of(config())
     model, ((before, (first, _)), (after, (later, _))) = embedded_rounds(synthesizer, 2)
     rows = int(first["count"].sum())
     with pytest.raises(FederationError, match="carries a split, which only the server makes"):
@@ -150,7 +163,7 @@ def test_a_release_with_a_split_or_of_the_kind_the_round_did_not_ask_for_is_reje
 
 
 def test_draws_take_cells_by_their_counts_and_a_cell_of_few_examples_its_class():
-    synthesizer = moments.MomentsSynthesizer(options(moments_dims=4))
+    synthesizer = synthesizer_of(config(moments_dims=4))
     model, _ = embedded_rounds(synthesizer, 2)
     state = synthesizer.generator_state(model)
     labels = torch.arange(40_000) % data.NUM_CLASSES
@@ -190,9 +203,9 @@ def grey_share(pixels: torch.Tensor) -> float:
 
 
 def test_refined_samples_are_sharper_than_linear_ones_and_of_their_class():
-    synthesizer = moments.MomentsSynthesizer(options(data="mnist", local_dp=True, noise_multiplier=4.0))
+    synthesizer = synthesizer_of(config(data="mnist", local_dp=True, noise_multiplier=4.0))
     train, _ = data.load("embedded")
-    model = models.new_model(options())
+    model = default_model()
     release, _, _ = worker_release(synthesizer, train)
     model.load_state_dict({**model.state_dict(), **release})
     state = synthesizer.generator_state(model)
@@ -244,7 +257,7 @@ def test_the_digits_basis_is_orthonormal_and_the_same_from_its_seed():
 
 def test_the_digits_basis_follows_the_planned_noise_unless_given():
     def shape(**overrides):
-        projection = moments.MomentsSynthesizer(options(**{"data": "mnist", **overrides})).projection
+        projection = synthesizer_of(config(**{"data": "mnist", **overrides})).projection
         return projection["vectors"].shape[1], float(projection["scale"])
 
     assert shape() == (60, 14.0)
@@ -254,7 +267,8 @@ def test_the_digits_basis_follows_the_planned_noise_unless_given():
     assert shape(data="embedded") == moments.DCT_SHAPE
 
     def budget(rounds: int) -> float:
-        return moments.budget_noise(options(local_dp=True, target_epsilon=3.0, num_rounds=rounds))
+        chosen = config(local_dp=True, target_epsilon=3.0, num_rounds=rounds)
+        return moments.budget_noise(local_dp(chosen), rounds)
 
     assert budget(5) == pytest.approx(budget(1), rel=0.02)  # Gaussian releases compose exactly
 
@@ -278,13 +292,13 @@ POISON = {  # a node of 100 rows, released at noise multiplier 1 (noise variance
 
 def dp_release(rows: int = 100, seed: int = 0):
     """A release of `rows` embedded digits at noise multiplier 1, and the noise std the server plans."""
-    chosen = options(local_dp=True, noise_multiplier=1.0)
-    synthesizer = moments.MomentsSynthesizer(chosen)
-    dp = LocalDP.from_options(chosen)
+    chosen = config(local_dp=True, noise_multiplier=1.0)
+    synthesizer = synthesizer_of(chosen)
+    dp = local_dp(chosen)
     train, _ = data.load("embedded")
     inputs, labels = data.to_tensors(train.subset(np.arange(seed, seed + rows)))
     torch.manual_seed(seed)
-    update, count, _, _ = synthesizer.local_update(synthesizer.new_model(), inputs, labels, chosen, dp, None, 0.0, None)
+    update, count, _, _ = synthesizer.local_update(synthesizer.new_model(), inputs, labels, dp, None, 0.0, None)
     return synthesizer, update, count, synthesizer.release_std(dp)
 
 
@@ -293,7 +307,7 @@ def test_honest_releases_pass_the_bounds():
         synthesizer, update, count, noise_std = dp_release(seed=seed)
         assert noise_std ** 2 == pytest.approx(2.09)
         synthesizer.check_release(update, count, noise_std, synthesizer.new_model().state_dict())
-    synthesizer = moments.MomentsSynthesizer(options())
+    synthesizer = synthesizer_of(config())
     update, count, _ = worker_release(synthesizer, data.load("embedded")[0])
     sent = synthesizer.new_model().state_dict()
     synthesizer.check_release(update, count, 0.0, sent)

@@ -9,7 +9,9 @@ import main
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from ppsdg import algorithm, checkpoint, data, parser, privacy, runtime
+from ppsdg.config import Config, Moments
 from ppsdg.policy import FOLDER, NodeLedger, NodePolicy, PolicyError
+from ppsdg.job import Job
 from test_vantage6 import central, mock_client, round_message, worker_frames
 
 ROWS = 120
@@ -27,8 +29,13 @@ def node_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-def options(**values):
+def config(**values) -> Config:
     return parser.from_mapping({"num_nodes": 3, "batch_size": BATCH, **values})
+
+
+def admit(node: NodePolicy, chosen: Config, env: dict[str, str], organization: int = 0) -> None:
+    """The node's admission of a round of `chosen` on ROWS rows."""
+    node.admit(chosen.run, Job.of_config(chosen), ROWS, env, organization)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -61,27 +68,27 @@ def test_readable_variables_and_defaults():
 def test_a_task_larger_than_the_node_allows_is_refused_not_cut(variable, limit, option, asked, tmp_path):
     node = NodePolicy.from_environment({variable: limit})
     with pytest.raises(PolicyError, match=f"{variable}={limit}: the task asks for --{option.replace('_', '-')} {asked}"):
-        node.admit(options(**{option: asked}), ROWS, {FOLDER: str(tmp_path)}, organization=0)
-    node.admit(options(**{option: int(limit)}), ROWS, {FOLDER: str(tmp_path)}, organization=0)
+        admit(node, config(**{option: asked}), {FOLDER: str(tmp_path)})
+    admit(node, config(**{option: int(limit)}), {FOLDER: str(tmp_path)})
 
 
 def test_threads_above_the_nodes_cores_and_epochs_above_100_are_refused_by_default():
     with pytest.raises(PolicyError, match="PPSDG_MAX_THREADS"):
-        NodePolicy.from_environment({}).admit(options(threads=runtime.cores() + 1), ROWS, {}, 0)
+        admit(NodePolicy.from_environment({}), config(threads=runtime.cores() + 1), {})
     with pytest.raises(PolicyError, match="PPSDG_MAX_EPOCHS=100: the task asks for --epochs 101"):
-        NodePolicy.from_environment({}).admit(options(epochs=101), ROWS, {}, 0)
+        admit(NodePolicy.from_environment({}), config(epochs=101), {})
 
 
 def test_noise_and_clipping_limits_apply_to_the_rounds_own_mechanism():
     dp = {"local_dp": True, "noise_multiplier": 0.5}
     with pytest.raises(PolicyError, match="PPSDG_MIN_NOISE_MULTIPLIER=1: this round's noise multiplier would be 0.5"):
-        NodePolicy(min_noise_multiplier=1.0).admit(options(**dp), ROWS, {}, 0)
+        admit(NodePolicy(min_noise_multiplier=1.0), config(**dp), {})
     with pytest.raises(PolicyError, match="PPSDG_MAX_GRAD_NORM=1: the task asks for --max-grad-norm 2"):
-        NodePolicy(max_grad_norm=1.0).admit(options(**dp, max_grad_norm=2.0), ROWS, {}, 0)
-    moments = options(**dp, gan=True, max_grad_norm=2.0)
-    assert NodePolicy(max_grad_norm=1.0).admit(moments, ROWS, {}, 0) is None
+        admit(NodePolicy(max_grad_norm=1.0), config(**dp, max_grad_norm=2.0), {})
+    moments = config(**dp, gan=True, max_grad_norm=2.0)
+    assert NodePolicy(max_grad_norm=1.0).admit(moments.run, Job.of_config(moments), ROWS, {}, 0) is None
     with pytest.raises(PolicyError, match="PPSDG_MIN_NOISE_MULTIPLIER, PPSDG_MAX_GRAD_NORM set: .* no --local_dp"):
-        NodePolicy(min_noise_multiplier=1.0, max_grad_norm=1.0).admit(options(), ROWS, {}, 0)
+        admit(NodePolicy(min_noise_multiplier=1.0, max_grad_norm=1.0), config(), {})
 
 
 def test_the_planned_entry_is_what_a_round_releases():
@@ -91,10 +98,10 @@ def test_the_planned_entry_is_what_a_round_releases():
         chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH, "local_dp": True, **values})
         message, _ = round_message(chosen)
         reply = algorithm.run_partial(7, frame, {"message": message, "ranks": {"7": 1}, "world_size": 2,
-                                                 "options": parser.task_options(chosen)})
+                                                 "options": chosen.task_options()})
         figures = algorithm.coordination.Reply.from_message(codec.decode_text(reply["message"])[0]).figures
-        releases_once = chosen.gan
-        assert privacy.entry_from_extra(figures) == privacy.LocalDP(chosen).planned_entry(len(frame), releases_once)
+        releases_once = isinstance(chosen.job, Moments)
+        assert privacy.entry_from_extra(figures) == Job.of_config(chosen).dp.planned_entry(len(frame), releases_once)
 
 
 def test_require_dp_refuses_before_the_table_is_read(node_env):
@@ -116,7 +123,7 @@ def test_require_dp_admits_a_local_dp_run(node_env):
 def test_max_epsilon_stops_the_run_before_the_round_that_would_exceed_it(node_env, tmp_path):
     noise = 1.5
     frames = worker_frames(count=2, rows=ROWS)
-    one, two = (privacy.epsilon([privacy.LocalDP(options(local_dp=True, noise_multiplier=noise))
+    one, two = (privacy.epsilon([Job.of_config(config(local_dp=True, noise_multiplier=noise)).dp
                                  .planned_entry(len(frames[0]), False)] * k, 1e-5, "prv") for k in (1, 2))
     node_env.setenv("PPSDG_MAX_EPSILON", f"{(one + two) / 2:.6f}")
     result = central(mock_client(frames), num_rounds=2, batch_size=BATCH, local_dp=True, noise_multiplier=noise)
@@ -142,7 +149,7 @@ def test_max_rounds_counts_the_rounds_this_node_served_in_the_job(tmp_path):
     ledger.charge(None)
     node = NodePolicy(max_rounds=1)
     with pytest.raises(PolicyError, match=r"PPSDG_MAX_ROUNDS=1: this node has served 1 round\(s\)"):
-        node.check_history(NodeLedger(tmp_path / "ledger.json"), options(num_rounds=1), None)
+        node.check_history(NodeLedger(tmp_path / "ledger.json"), None, None)
     assert NodeLedger(tmp_path / "ledger.json").epsilon(1e-5, "prv") == float("inf")
 
 
@@ -161,7 +168,7 @@ def test_dp_noise_is_secure_on_a_real_node_unless_its_owner_allows_the_seed(node
     chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH, "local_dp": True})
     message, _ = round_message(chosen)
     frame = worker_frames(count=1, rows=ROWS)[0]
-    task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(chosen)}
+    task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": chosen.task_options()}
     first, second = (codec.decode_text(algorithm.run_partial(7, frame, task, on_node)["message"])[0] for _ in range(2))
     same = all(torch.equal(first[name], second[name]) for name in first)
     assert same == (not secure)
@@ -171,7 +178,7 @@ def test_secure_noise_leaves_a_run_without_dp_reproducible(node_env):
     node_env.setenv("PPSDG_SECURE_NOISE", "1")
     chosen = parser.from_mapping({"num_nodes": 2, "batch_size": BATCH})
     message, _ = round_message(chosen)
-    task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(chosen)}
+    task = {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": chosen.task_options()}
     frame = worker_frames(count=1, rows=ROWS)[0]
     first, second = (algorithm.run_partial(7, frame, task, True)["message"] for _ in range(2))
     assert first == second
@@ -197,7 +204,9 @@ def test_a_budget_rehearsed_without_a_server_stops_where_it_would_on_a_node(node
     argv = ["--backend", "vantage6", "--data", str(small_csv), "-nr", "3", "-ldp", "--noise-multiplier", "1.0",
             "-bs", str(BATCH)]
     chosen = parser.parse(argv)
-    planned = [privacy.LocalDP(chosen).planned_entry(len(images), False) for images in data.worker_sets(chosen)]
+    job = Job.of_config(chosen)
+    planned = [job.dp.planned_entry(len(images), False)
+               for images in data.worker_sets(chosen.source, chosen.run.workers, chosen.run.seed, None)]
     one, two = (max(privacy.epsilon([entry] * k, 1e-5, "prv") for entry in planned) for k in (1, 2))
     node_env.setenv("PPSDG_MAX_EPSILON", f"{(one + two) / 2:.6f}")
     run = tmp_path / "run"
@@ -208,7 +217,8 @@ def test_a_budget_rehearsed_without_a_server_stops_where_it_would_on_a_node(node
     assert "Rounds 1..1 are saved" in error
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1] and records[-1]["epsilon"] == pytest.approx(one, rel=1e-3)
-    assert checkpoint.read(checkpoint.load(run), chosen).round == 1
+    fixed = chosen.fixed_options()
+    assert checkpoint.read(checkpoint.load(run), fixed, chosen.run, job).round == 1
 
 
 def test_each_mock_job_gives_each_node_a_folder_its_subtasks_share(node_env, tmp_path):
@@ -228,8 +238,8 @@ def admit_one_round(folder: str, budget: str, start, outcomes) -> None:
     """One round of a job on organization 3, started when `start` lets every racer go."""
     start.wait()
     try:
-        NodePolicy.from_environment({"PPSDG_MAX_EPSILON": budget}).admit(
-            options(local_dp=True, noise_multiplier=1.5), ROWS, {FOLDER: folder}, 3)
+        admit(NodePolicy.from_environment({"PPSDG_MAX_EPSILON": budget}),
+              config(local_dp=True, noise_multiplier=1.5), {FOLDER: folder}, 3)
         outcomes.put("admitted")
     except PolicyError as error:
         outcomes.put(str(error))
@@ -239,7 +249,7 @@ def test_two_rounds_started_together_cannot_both_spend_the_room_for_one(tmp_path
     """Both read the ledger before either charged it, both released, and the ledger recorded one."""
     import multiprocessing
 
-    entry = privacy.LocalDP(options(local_dp=True, noise_multiplier=1.5)).planned_entry(ROWS, False)
+    entry = Job.of_config(config(local_dp=True, noise_multiplier=1.5)).dp.planned_entry(ROWS, False)
     budget = f"{(privacy.epsilon([entry], 1e-5, 'prv') + privacy.epsilon([entry] * 2, 1e-5, 'prv')) / 2:.4f}"
     context = multiprocessing.get_context("fork")
     start, outcomes = context.Barrier(2), context.Queue()

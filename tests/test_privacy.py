@@ -15,7 +15,6 @@ from ppsdg.errors import OptionsError
 BATCH = 32
 
 
-
 def expected_epsilon(num_samples: int, rounds_taken: int, noise: float, accountant: str,
                      delta: float = 1e-5, epochs: int = 1) -> float:
     """Composition computed here from first principles, with Opacus's accountant."""
@@ -180,7 +179,8 @@ def test_a_rejected_release_with_unreachable_figures_is_charged_infinity_without
     """ZeroDivisionError before, in the charge of a release the round rejected."""
     from ppsdg import coordination, parser
 
-    dp = privacy.LocalDP(parser.from_mapping({"local_dp": True}))
+    config = parser.from_mapping({"local_dp": True})
+    dp = privacy.LocalDP(config.privacy, config.run.num_rounds, config.job)
     ledger = dp.ledger()
     figures = {"dp_noise_multiplier": 1e-300, "dp_sample_rate": 1.0, "dp_steps": 1.0}
     assert coordination.charge(dp, ledger, 2, figures) == "charged: epsilon inf"

@@ -20,13 +20,14 @@ from backends.gloo import free_port
 from conftest import run_main
 from ppsdg import algorithm, checkpoint, coordination, data, models, output, parser
 from ppsdg.errors import DataError, FederationError, OptionsError
+from ppsdg.job import Job
+from test_dishonest_server import initial_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def learning_figures(records: list[dict]) -> list[dict]:
     return [coordination.comparable(r) for r in records]
-
 
 
 def test_gloo_run_stopped_and_resumed_equals_one_that_was_not(gloo_run, tmp_path):
@@ -55,9 +56,8 @@ def records(rounds: int) -> list[dict]:
 
 
 def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
-    options = parser.from_mapping({})
-    first = checkpoint.encode(checkpoint.Checkpoint(1, models.state_copy(models.new_model(options)), records(1)),
-                              options)
+    config = parser.from_mapping({})
+    first = checkpoint.encode(checkpoint.Checkpoint(1, initial_state(config), records(1)), config.fixed_options())
     checkpoint.save(first, tmp_path)
 
     def crash(*args):
@@ -67,16 +67,15 @@ def test_a_checkpoint_written_halfway_leaves_the_previous_one_whole(tmp_path, mo
     with pytest.raises(OSError):
         checkpoint.save(b"half" * 10, tmp_path)
     assert checkpoint.load(tmp_path) == first
-    point = checkpoint.read(checkpoint.load(tmp_path), options)
+    point = checkpoint.read(checkpoint.load(tmp_path), config.fixed_options(), config.run, Job.of_config(config))
     assert point.round == 1
 
 
 def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
-    options = parser.from_mapping({"output": str(tmp_path)})
+    config = parser.from_mapping({"output": str(tmp_path)})
     with pytest.raises(OptionsError, match="no checkpoint at"):
-        train.resume_point(options)
-    blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options)), records(2)),
-                             options)
+        train.resume_point(config)
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, initial_state(config), records(2)), config.fixed_options())
     checkpoint.save(blob, tmp_path)
     other = parser.from_mapping({"output": str(tmp_path), "learning_rate": 0.5, "num_rounds": 5})
     with pytest.raises(OptionsError, match=r"differing: learning_rate \(checkpoint 0.05, now 0.5\)"):
@@ -164,10 +163,10 @@ NODE_FRAMES = {
 @pytest.mark.parametrize("case", NODE_FRAMES)
 def test_node_with_bad_data_fails_naming_itself_and_tells_the_problem_to_its_owner_only(case, capsys):
     damage, message = NODE_FRAMES[case]
-    options = parser.from_mapping({"num_nodes": 2})
-    state = models.new_model(options).state_dict()
+    config = parser.from_mapping({"num_nodes": 2})
+    state = models.new_model(None, config.run.seed).state_dict()
     kwargs = {"message": codec.encode_text({coordination.ROUND: torch.tensor(1), **state}),
-              "ranks": {"5": 1}, "world_size": 2, "options": parser.task_options(options)}
+              "ranks": {"5": 1}, "world_size": 2, "options": config.task_options()}
     frame = damage(data.to_frame(data.load("embedded")[0].subset(torch.arange(50).numpy())))
     with pytest.raises(FederationError, match=r"organization 5 \(worker rank 1\): this node's data do not fit") as refused:
         algorithm.run_partial(5, frame, kwargs)
@@ -175,9 +174,9 @@ def test_node_with_bad_data_fails_naming_itself_and_tells_the_problem_to_its_own
 
 
 def test_node_refuses_a_message_from_another_format_version():
-    options = parser.from_mapping({"num_nodes": 2})
+    config = parser.from_mapping({"num_nodes": 2})
     newer = codec.encode({coordination.ROUND: torch.tensor(1)}).replace(b"\xa7version\x01", b"\xa7version\x02")
-    kwargs = {"message": codec.to_text(newer), "ranks": {"5": 1}, "world_size": 2, "options": parser.task_options(options)}
+    kwargs = {"message": codec.to_text(newer), "ranks": {"5": 1}, "world_size": 2, "options": config.task_options()}
     frame = data.to_frame(data.load("embedded")[0].subset(torch.arange(20).numpy()))
     with pytest.raises(FederationError, match="unsupported format version 2"):
         algorithm.run_partial(5, frame, kwargs)
@@ -210,11 +209,10 @@ def test_fuzzed_csv_ends_in_data_error_or_a_valid_image_set(tmp_path, rows, with
 @pytest.mark.parametrize("target", [{"target_epsilon": 3.0}, {}], ids=["given", "default"])
 def test_resume_with_more_rounds_than_the_dp_noise_was_planned_for_is_refused(tmp_path, target):
     planned = {"output": str(tmp_path), "local_dp": True, "num_rounds": 3, **target}
-    options = parser.from_mapping(planned)
-    blob = checkpoint.encode(checkpoint.Checkpoint(2, models.state_copy(models.new_model(options)), records(2)),
-                             options)
+    config = parser.from_mapping(planned)
+    blob = checkpoint.encode(checkpoint.Checkpoint(2, initial_state(config), records(2)), config.fixed_options())
     checkpoint.save(blob, tmp_path)
     with pytest.raises(OptionsError, match=r"planned to spend --target-epsilon 3 over --num-rounds 3; 5 rounds "
                                            r"would end above it"):
         train.resume_point(parser.from_mapping({**planned, "num_rounds": 5}))
-    assert train.resume_point(options).round == 2
+    assert train.resume_point(config).round == 2

@@ -25,11 +25,11 @@ def test_secure_poisson_batches_keep_each_index_at_the_sample_rate():
 
 def private_round(secure: bool, seed: int = 3) -> tuple[dict, float]:
     """One DP-SGD epoch of a tiny model on fixed data, seeded; the update and the noise's spread."""
-    options = parser.from_mapping({"num_nodes": 2, "local_dp": True, "noise_multiplier": 2.0, "max_grad_norm": 0.5,
-                                   "batch_size": 16, "secure_noise": secure})
+    config = parser.from_mapping({"num_nodes": 2, "local_dp": True, "noise_multiplier": 2.0, "max_grad_norm": 0.5,
+                                  "batch_size": 16, "secure_noise": secure})
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.LogSoftmax(dim=1))
-    dp = privacy.LocalDP(options)
+    dp = privacy.LocalDP(config.privacy, config.run.num_rounds, config.job)
     private = dp.wrap(model, torch.optim.SGD(model.parameters(), lr=1.0), torch.randn(64, 4),
                       torch.randint(0, 3, (64,)))
     for images, labels in private.loader:
@@ -70,13 +70,15 @@ def test_the_moments_release_is_noised_from_the_secure_stream(secure):
 
     chosen = parser.from_mapping({"gan": True, "data": "embedded", "local_dp": True, "noise_multiplier": 1.0,
                                   "secure_noise": secure})
-    synthesizer = moments.MomentsSynthesizer(chosen)
+    rounds = chosen.run.num_rounds
+    synthesizer = moments.MomentsSynthesizer(chosen.job, rounds, privacy.LocalDP(chosen.privacy, rounds),
+                                             chosen.source.data)
     inputs, labels = data.to_tensors(data.load("embedded")[0])
 
     def released() -> torch.Tensor:
         torch.manual_seed(5)
-        update, _, _, _ = synthesizer.local_update(synthesizer.new_model(), inputs, labels, chosen,
-                                                   privacy.LocalDP(chosen), None, 0.0, None)
+        update, _, _, _ = synthesizer.local_update(synthesizer.new_model(), inputs, labels,
+                                                   privacy.LocalDP(chosen.privacy, rounds), None, 0.0, None)
         return update["second"]
 
     first, second = released(), released()

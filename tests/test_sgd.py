@@ -34,12 +34,12 @@ def test_local_sgd_steps_are_torch_sgd_steps_bit_for_bit():
 
 def test_local_sgd_under_opacus_is_torch_sgd_under_opacus():
     images, labels = data()
-    options = parser.from_mapping({"local_dp": True, "noise_multiplier": 1.0, "batch_size": 8})
+    config = parser.from_mapping({"local_dp": True, "noise_multiplier": 1.0, "batch_size": 8})
     trained = []
     for make in (lambda net: LocalSGD(net, 0.1, 0.5), lambda net: torch.optim.SGD(net.parameters(), 0.1, 0.5)):
         net = model()
         torch.manual_seed(3)
-        private = LocalDP(options).wrap(net, make(net), images, labels)
+        private = LocalDP(config.privacy, config.run.num_rounds, config.job).wrap(net, make(net), images, labels)
         local.train_epoch(private.model, private.optimizer, private.loader, criterion=private.criterion)
         trained.append(net)
     assert all(torch.equal(p, q) for p, q in zip(trained[0].parameters(), trained[1].parameters()))
@@ -49,10 +49,11 @@ def test_local_sgd_under_opacus_is_torch_sgd_under_opacus():
 def test_a_node_round_imports_no_torch_dynamo(dp):
     """What a vantage6 container runs each round, in a fresh interpreter: torch._dynamo would add
     seconds to every round."""
-    script = ("import sys, torch; from ppsdg import local, parser, models; from ppsdg.privacy import LocalDP; "
-              f"options = parser.from_mapping({{'num_nodes': 2, **{dp!r}}}); "
+    script = ("import sys, torch; from ppsdg import local, parser, models; from ppsdg.job import Job; "
+              f"config = parser.from_mapping({{'num_nodes': 2, **{dp!r}}}); "
+              "job = Job.of_config(config); "
               "ex = local.Examples(torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))); "
-              "local.local_update(models.new_model(options), ex, options, 1, 1, LocalDP.from_options(options)); "
+              "local.local_update(models.new_model(job.synthesizer, config.run.seed), ex, job, config.run.seed, 1, 1); "
               "print('torch._dynamo' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr[-2000:]

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 import main
@@ -347,11 +346,11 @@ def test_the_summary_is_strict_json_and_a_nan_is_refused_not_written(tmp_path: P
     figures = table_evaluation.evaluate(train[train["kind"] == "k0"], train, test, schema, "kind")
     data = tmp_path / "train.csv"
     train.to_csv(data, index=False)
-    options = parser.parse(["--data", str(data), "--target", "kind", "--output", str(tmp_path / "run")])
-    run = output.RunOutput(tmp_path / "run", options)
+    config = parser.parse(["--data", str(data), "--target", "kind", "--output", str(tmp_path / "run")])
+    run = output.RunOutput(config.run, config.summary())
     summary = run.finish({}, [], {**{key: figures[key] for key in output.TABLE_HEADLINE}, "evaluation": figures})
     assert strict_json((tmp_path / "run" / output.SUMMARY).read_text()) == summary
-    said = output.end_report(summary, options).splitlines()
+    said = output.end_report(summary, config.job).splitlines()
     assert said[1].split() == ["TSTR", "ROC", "AUC", "none", "the", "synthetic", "table's", "target", "has", "a",
                                "single", "class:", "no", "model", "to", "rank", "with"]
     with pytest.raises(ValueError, match="not JSON compliant"):

@@ -1,5 +1,6 @@
 """Tables as node data: the schema, encoding, the marginals synthesizer's rounds and privacy, the
 evaluation, and the commands, on a small seeded table (and Adult where the figure needs real data)."""
+import dataclasses
 import io
 import itertools
 import json
@@ -16,7 +17,9 @@ from scipy.stats import norm
 import main
 from backends import codec
 from ppsdg import algorithm, checkpoint, coordination, data, parser, table_evaluation, tables
+from ppsdg.config import CLIENT_ONLY, Config
 from ppsdg.errors import DataError, FederationError, OptionsError
+from ppsdg.job import Job
 from ppsdg.models import new_model
 from ppsdg.policy import PolicyError
 from ppsdg.privacy import LocalDP
@@ -105,24 +108,23 @@ def test_a_bad_schema_is_refused_by_name(schema, message):
         tables.Schema.from_json(schema)
 
 
-def table_options(files: dict[str, Path], *extra: str) -> "parser.argparse.Namespace":
-    options = parser.parse(["--data", str(files["all"]), "--schema", str(files["schema"]), *extra])
-    data.prepare_table(options)
-    return options
+def table_config(files: dict[str, Path], *extra: str) -> Config:
+    config = parser.parse(["--data", str(files["all"]), "--schema", str(files["schema"]), *extra])
+    return dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
 
 
-def rounds(options, parts: list[pd.DataFrame]) -> dict[str, torch.Tensor]:
+def rounds(config: Config, parts: list[pd.DataFrame]) -> dict[str, torch.Tensor]:
     """The server's state after every round, each part one worker, noise from a fixed seed."""
-    synthesizer = marginals.MarginalsSynthesizer(options)
-    model = new_model(options)
-    schema = tables.Schema.from_text(options.schema)
-    for round_ in range(1, options.num_rounds + 1):
+    job = Job.of_config(config)
+    synthesizer = job.synthesizer
+    model = new_model(synthesizer, config.run.seed)
+    schema = tables.Schema.from_text(config.job.schema)
+    for round_ in range(1, config.run.num_rounds + 1):
         updates = []
         for rank, part in enumerate(parts, start=1):
             torch.manual_seed(100 * round_ + rank)
             codes = torch.from_numpy(tables.encode(part, schema)[0])
-            updates.append(synthesizer.local_update(model, codes, codes[:, -1], options,
-                                                    LocalDP.from_options(options), None, 0.0, None)[0])
+            updates.append(synthesizer.local_update(model, codes, codes[:, -1], job.dp, None, 0.0, None)[0])
         state = model.state_dict()
         model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
         synthesizer.after_round(model, round_)
@@ -130,13 +132,13 @@ def rounds(options, parts: list[pd.DataFrame]) -> dict[str, torch.Tensor]:
 
 
 def test_federated_marginals_equal_the_pooled_ones_without_noise(table_files):
-    options = table_options(table_files)
+    config = table_config(table_files)
     frame = people()
-    pooled = rounds(options, [frame])
-    federated = rounds(options, [frame.iloc[:100], frame.iloc[100:350], frame.iloc[350:]])
+    pooled = rounds(config, [frame])
+    federated = rounds(config, [frame.iloc[:100], frame.iloc[100:350], frame.iloc[350:]])
     for name in pooled:
         assert torch.allclose(pooled[name], federated[name]), name
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), options.target)
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), config.job.target)
     codes = tables.encode(frame, layout.schema)[0]
     for index in np.flatnonzero(pooled["plan"].numpy()):
         exact = tables.marginal(codes, layout.schema.shape, layout.found[index])
@@ -175,9 +177,9 @@ def test_the_plan_joins_columns_in_a_triple_only_where_the_survey_shows_more_tie
 
 
 def test_the_noise_of_a_release_has_the_planned_spread(table_files):
-    options = table_options(table_files, "-ldp", "--noise-multiplier", "2.0")
-    state = rounds(options, [people()])
-    layout = marginals.Layout.of(tables.Schema.from_text(options.schema), options.target)
+    config = table_config(table_files, "-ldp", "--noise-multiplier", "2.0")
+    state = rounds(config, [people()])
+    layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), config.job.target)
     exact = np.concatenate([tables.marginal(tables.encode(people(), layout.schema)[0], layout.schema.shape, clique)
                             for clique in layout.found])
     weights = layout.survey_weights()
@@ -200,8 +202,10 @@ def synthetic_run(files: dict[str, Path], folder: Path, *extra: str) -> tuple[pd
     return pd.read_csv(folder / "synthetic.csv"), json.loads((folder / "summary.json").read_text()), folder
 
 
-def summary_options(summary: dict):
-    return parser.from_mapping({k: v for k, v in summary["options"].items() if k not in parser.CLIENT_ONLY})
+def summary_config(summary: dict) -> Config:
+    """The run's configuration, from its summary's options (by part) less the researcher's own."""
+    options = {name: value for part in summary["options"].values() for name, value in part.items()}
+    return parser.from_mapping({k: v for k, v in options.items() if k not in CLIENT_ONLY})
 
 
 @pytest.fixture(scope="module")
@@ -218,16 +222,16 @@ def test_a_table_run_writes_the_synthetic_table_with_the_inputs_columns(gloo_tab
     assert len(synthetic) == 500
     assert set(synthetic["sex"]) <= {"F", "M"} and synthetic["region"].isna().any()
     options = summary["options"]
-    assert options["synthesizer"] == "marginals" and options["num_nodes"] == 3
+    assert "table" in options and options["run"]["num_nodes"] == 3
     for key in ("tstr_auc", "tstr_accuracy", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share",
                 "exact_copy_share", "holdout_exact_copy_share", "closer_to_train_share"):
         assert 0 <= summary["evaluation"][key] <= 1, key
 
 
 def test_the_reported_epsilon_is_the_exact_composition_of_the_releases(gloo_table):
-    options = summary_options(summary := gloo_table[1])
-    noise = LocalDP.from_options(options).release_noise()
-    exact = gaussian_epsilon(math.sqrt(options.num_rounds) / noise, options.delta)
+    config = summary_config(summary := gloo_table[1])
+    noise = LocalDP(config.privacy, config.run.num_rounds).release_noise()
+    exact = gaussian_epsilon(math.sqrt(config.run.num_rounds) / noise, config.privacy.delta)
     assert summary["epsilon"] <= 3.0
     assert summary["epsilon"] == pytest.approx(exact, abs=0.02)
 
@@ -242,22 +246,23 @@ def test_both_backends_give_the_same_synthetic_table(gloo_table, table_files, tm
 def test_the_vantage6_result_holds_the_synthetic_table_a_user_reads_without_ppsdg(gloo_table, table_files):
     """The central function's result, as vantage6's UI or UserClient hands it over: the synthetic records
     as CSV text (the same as main.py writes for the same seed), the schema, epsilon and delta."""
-    options = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--test-data",
-                            str(table_files["test"]), "--schema", str(table_files["schema"]), "-ldp",
-                            "--target-epsilon", "3", "--backend", "vantage6"])
-    data.prepare_table(options)
-    result = json.loads(json.dumps(main.run_on_mock(options, parser.task_options(options))))
+    config = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--test-data",
+                           str(table_files["test"]), "--schema", str(table_files["schema"]), "-ldp",
+                           "--target-epsilon", "3", "--backend", "vantage6"])
+    config = dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+    databases = main.mock_databases(config.source, config.job.target, config.run.workers, config.run.seed)
+    result = json.loads(json.dumps(main.run_on_mock(databases, config.task_options())))
     table = result["synthetic"]
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(table["csv"])), gloo_table[0])
-    assert table["rows"] == 500 and table["schema"] == json.loads(options.schema)
+    assert table["rows"] == 500 and table["schema"] == json.loads(config.job.schema)
     assert (table["epsilon"], table["delta"]) == (gloo_table[1]["epsilon"], gloo_table[1]["delta"])
 
 
 def test_each_file_is_one_workers_data(table_files):
-    options = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--schema",
-                            str(table_files["schema"])])
-    assert options.num_nodes == 3
-    parts = data.worker_sets(options)
+    config = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--schema",
+                           str(table_files["schema"])])
+    assert config.run.num_nodes == 3
+    parts = data.worker_sets(config.source, config.run.workers, config.run.seed, config.job.target)
     assert [len(part) for part in parts] == [200, 200]
     with pytest.raises(OptionsError, match="--num-nodes must be 3"):
         parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "-nn", "4"])
@@ -270,22 +275,23 @@ def test_a_table_refuses_what_only_images_take(table_files):
         parser.parse(["--schema", str(table_files["schema"]), "--data", "embedded", "--target", "x"])
 
 
-def node_task(options) -> dict:
+def node_task(config: Config) -> dict:
     """A round-1 subtask's input for organization 7, worker rank 1 of 1."""
-    message = codec.encode_text({coordination.ROUND: torch.tensor(1), **new_model(options).state_dict()})
-    return {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(options)}
+    model = new_model(Job.of_config(config).synthesizer, config.run.seed)
+    message = codec.encode_text({coordination.ROUND: torch.tensor(1), **model.state_dict()})
+    return {"message": message, "ranks": {"7": 1}, "world_size": 2, "options": config.task_options()}
 
 
 def test_a_node_policy_refuses_a_table_task_without_dp_and_stops_at_its_budget(table_files, tmp_path,
                                                                                 monkeypatch):
     monkeypatch.setenv("PPSDG_REQUIRE_DP", "1")
     with pytest.raises(PolicyError, match="PPSDG_REQUIRE_DP"):
-        algorithm.run_partial(7, people(), node_task(table_options(table_files, "-nn", "2")))
+        algorithm.run_partial(7, people(), node_task(table_config(table_files, "-nn", "2")))
     monkeypatch.setenv("PPSDG_MAX_EPSILON", "1")
     monkeypatch.setenv("TEMPORARY_FOLDER", str(tmp_path))
-    dp_options = table_options(table_files, "-nn", "2", "-ldp", "--noise-multiplier", "1.0")
+    dp_config = table_config(table_files, "-nn", "2", "-ldp", "--noise-multiplier", "1.0")
     with pytest.raises(PolicyError, match="PPSDG_MAX_EPSILON"):
-        algorithm.run_partial(7, people(), node_task(dp_options))
+        algorithm.run_partial(7, people(), node_task(dp_config))
 
 
 def test_schema_and_evaluate_commands_print_json(table_files, gloo_table, tmp_path, capsys):
@@ -311,13 +317,13 @@ def test_the_evaluation_scores_a_copy_of_the_training_data_as_memorized(table_fi
 
 
 def test_a_release_no_honest_node_could_send_is_rejected(table_files):
-    options = table_options(table_files, "-ldp", "--noise-multiplier", "2.0")
-    synthesizer = marginals.MarginalsSynthesizer(options)
+    config = table_config(table_files, "-ldp", "--noise-multiplier", "2.0")
+    synthesizer = marginals.MarginalsSynthesizer(config.job, config.run.num_rounds)
     codes = torch.from_numpy(tables.encode(people(), synthesizer.layout.schema)[0])
     torch.manual_seed(0)
-    honest = synthesizer.local_update(new_model(options), codes, codes[:, -1], options, LocalDP.from_options(options),
-                                      None, 0.0, None)[0]
-    surveying = new_model(options).state_dict()
+    honest = synthesizer.local_update(new_model(synthesizer, config.run.seed), codes, codes[:, -1],
+                                      LocalDP(config.privacy, config.run.num_rounds), None, 0.0, None)[0]
+    surveying = new_model(synthesizer, config.run.seed).state_dict()
     synthesizer.check_release(honest, ROWS, 2.0, surveying)
     poisoned = [{**honest, "survey": honest["survey"] * 1000}, {**honest, "survey": -honest["survey"]},
                 {**honest, "survey_noise": torch.tensor(0.0, dtype=torch.float64)},
@@ -332,24 +338,27 @@ def test_a_release_no_honest_node_could_send_is_rejected(table_files):
 
 
 def test_a_checkpoint_of_a_table_run_reads_back_and_a_poisoned_one_is_refused(gloo_table):
-    options = summary_options(gloo_table[1])
+    config = summary_config(gloo_table[1])
+    fixed = config.fixed_options()
+    job = Job.of_config(config)
     blob = checkpoint.load(gloo_table[2])
-    state = checkpoint.read(blob, options).model
+    state = checkpoint.read(blob, fixed, config.run, job).model
     assert state["plan"].any() and state["measured"].any()
-    point = checkpoint.read(blob, options)
+    point = checkpoint.read(blob, fixed, config.run, job)
     poisoned = {"plan": torch.flip(state["plan"], [0]), "measured": state["measured"] * 1000,
                 "survey": -state["survey"], "measure_noise": state["measure_noise"] / 4}
     for name, value in poisoned.items():
         point.model = {**state, name: value}
         with pytest.raises(checkpoint.CheckpointError, match="not the sum of the releases"):
-            checkpoint.read(checkpoint.encode(point, options), options)
+            checkpoint.read(checkpoint.encode(point, fixed), fixed, config.run, job)
 
 
 def test_a_rounds_subtask_carries_the_planned_release_noise_not_the_target(table_files):
-    options = table_options(table_files, "-nn", "3", "-ldp", "--target-epsilon", "3")
-    carried = algorithm.round_options(options)
-    planned = LocalDP(options).release_noise()
+    config = table_config(table_files, "-nn", "3", "-ldp", "--target-epsilon", "3")
+    carried = algorithm.round_options(config, Job.of_config(config))
+    planned = LocalDP(config.privacy, config.run.num_rounds).release_noise()
     assert carried["target_epsilon"] is None and carried["noise_multiplier"] == planned > 1.0
-    assert LocalDP(parser.from_mapping(json.loads(json.dumps(carried)))).release_noise() == planned
+    rebuilt = parser.from_mapping(json.loads(json.dumps(carried)))
+    assert LocalDP(rebuilt.privacy, rebuilt.run.num_rounds).release_noise() == planned
     sgd = parser.parse(["-ldp", "--target-epsilon", "3"])
-    assert algorithm.round_options(sgd)["target_epsilon"] == 3.0
+    assert algorithm.round_options(sgd, Job.of_config(sgd))["target_epsilon"] == 3.0

@@ -15,7 +15,7 @@ def partial_task(round_: int = 1, **options) -> dict:
     message, state = round_message(chosen)
     message = codec.encode_text({coordination.ROUND: torch.tensor(round_, dtype=torch.int64), **state})
     return {"message": message, "ranks": {"7": 1}, "world_size": 2,
-            "options": {**parser.task_options(chosen), **options}}
+            "options": {**chosen.task_options(), **options}}
 
 
 @pytest.mark.parametrize("round_", [-1000, -10 ** 6, -2 ** 63, 0, 2])

@@ -18,7 +18,9 @@ from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, no_result
 from conftest import run_main
 from ppsdg import checkpoint, coordination, data, local, models, parser
+from ppsdg.config import CLIENT_ONLY, Config
 from ppsdg.errors import FederationError
+from ppsdg.job import Job
 
 def comparable(records: list[dict]) -> list[dict]:
     return [coordination.comparable(r) for r in records]
@@ -39,18 +41,18 @@ def worker_frames(count: int = 2, rows: int = 120) -> list:
     return [data.to_frame(train_set.subset(p)) for p in parts]
 
 
-def round_message(options) -> tuple[str, dict[str, torch.Tensor]]:
-    state = models.new_model(options).state_dict()
+def round_message(config: Config) -> tuple[str, dict[str, torch.Tensor]]:
+    state = models.new_model(Job.of_config(config).synthesizer, config.run.seed).state_dict()
     return codec.encode_text({coordination.ROUND: torch.tensor(1), **state}), state
 
 
 def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, monkeypatch):
-    options = parser.from_mapping({"num_nodes": 2, "batch_size": 32})
-    message, state = round_message(options)
+    config = parser.from_mapping({"num_nodes": 2, "batch_size": 32})
+    message, state = round_message(config)
     frame = worker_frames(count=1)[0]
     frame.to_csv(tmp_path / "data.csv", index=False)
     (tmp_path / "input.json").write_text(json.dumps({"method": "partial", "kwargs": {
-        "message": message, "ranks": {"7": 1}, "world_size": 2, "options": parser.task_options(options)}}))
+        "message": message, "ranks": {"7": 1}, "world_size": 2, "options": config.task_options()}}))
     token = jwt.encode({"sub": {"organization_id": 7, "node_id": 3, "collaboration_id": 1}}, "k" * 32)
     (tmp_path / "token").write_text(token)
     for name, value in {"PKG_NAME": "ppsdg", "INPUT_FILE": tmp_path / "input.json",
@@ -66,10 +68,11 @@ def test_partial_runs_through_wrap_algorithm_as_a_docker_node_runs_it(tmp_path, 
     template = coordination.Reply(state, 0, 0.0, {}).to_message()
     reply, _ = codec.decode_text(result["message"], expect=template)
 
-    model = models.new_model(options)
+    job = Job.of_config(config)
+    model = models.new_model(job.synthesizer, config.run.seed)
     expected, count, loss, _ = local.local_update(model, local.Examples.from_images(data.from_frame(frame),
                                                                                  torch.device("cpu")),
-                                               options, round_=1, rank=1)
+                                               job, config.run.seed, round_=1, rank=1)
     assert int(reply[coordination.NUM_SAMPLES]) == count == len(frame)
     assert float(reply[coordination.TRAIN_LOSS]) == loss
     assert all(torch.equal(reply[name], expected[name]) for name in expected)
@@ -216,7 +219,7 @@ def test_algorithm_store_lists_every_central_option_with_the_parser_default():
     functions = {f["name"]: f for f in store["functions"]}
     assert set(functions) == {"central", "partial"}
     listed = {a["name"]: a for a in functions["central"]["arguments"]}
-    defaults = parser.task_options(parser.build_parser().parse_args([]))
+    defaults = {k: v for k, v in vars(parser.build_parser().parse_args([])).items() if k not in CLIENT_ONLY}
     defaults.pop("backend")
     assert set(listed) == set(defaults) | {"organizations", "checkpoint"}
     for name, default in defaults.items():
@@ -260,12 +263,12 @@ def test_damaged_update_is_rejected_and_the_round_goes_on_without_it(client_clas
 
 
 def test_forgetful_mock_client_drops_what_the_central_read_and_keeps_the_status():
-    options = parser.from_mapping({"num_nodes": 3, "batch_size": 32})
-    message, _ = round_message(options)
+    config = parser.from_mapping({"num_nodes": 3, "batch_size": 32})
+    message, _ = round_message(config)
     client = ForgetfulMockClient(datasets=[[{"database": frame}] for frame in worker_frames(count=2)],
                                  module="ppsdg")
     task = client.task.create(input_={"method": "partial", "kwargs": {
-        "message": message, "ranks": {"0": 1, "1": 2}, "world_size": 3, "options": parser.task_options(options)}},
+        "message": message, "ranks": {"0": 1, "1": 2}, "world_size": 3, "options": config.task_options()}},
         organizations=[0, 1])
     assert sorted(r["rank"] for r in client.result.from_task(task["id"])) == [1, 2]
     assert client.results == [] and client.result.from_task(task["id"]) == []
@@ -314,7 +317,6 @@ class LateRun:
         if self.status == "completed":
             entries.append({"id": 12, "result": bytes_to_base64s(json.dumps(self.reply).encode())})
         return entries
-
 
 
 def test_a_run_that_outlives_its_round_is_collected_when_it_finishes():

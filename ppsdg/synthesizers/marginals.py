@@ -18,7 +18,6 @@ estimation, sampling, decoding) is post-processing.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import math
@@ -33,9 +32,10 @@ from tqdm import tqdm
 
 from backends import Tensors
 from ppsdg import tables
+from ppsdg.config import Table
 from ppsdg.privacy import LocalDP
 from ppsdg.errors import FederationError
-from ppsdg.synthesizers import Batch, Synthesizer, Update, check_noise_variance, check_within
+from ppsdg.synthesizers.base import Batch, Synthesizer, Update, check_noise_variance, check_within
 from ppsdg.tables import Schema
 
 STATISTICS = ("survey", "measured", "plan", "survey_noise", "measure_noise")
@@ -298,16 +298,15 @@ class MarginalsSynthesizer(Synthesizer):
     name = "marginals"
     aggregation = "sum"
 
-    def __init__(self, options: argparse.Namespace) -> None:
-        self.layout = Layout.of(Schema.from_text(options.schema), options.target)
-        self.rounds = options.num_rounds
+    def __init__(self, table: Table, num_rounds: int) -> None:
+        self.layout = Layout.of(Schema.from_text(table.schema), table.target)
+        self.rounds = num_rounds
 
     def new_model(self) -> nn.Module:
         return Marginals(self.layout.cells, len(self.layout.found))
 
-    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
-                     lr: float, progress: tqdm | None) -> Update:
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dp: LocalDP | None,
+                     epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress: tqdm | None) -> Update:
         """The survey while the plan is empty, else the planned cliques: this node's noisy counts,
         divided by the number of measuring rounds, so that their sum over the rounds is one noisy count."""
         codes = images.cpu().numpy()

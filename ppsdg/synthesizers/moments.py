@@ -16,7 +16,6 @@ mean, across its two main directions (post-processing of round 1's release), and
 release each of the four cells' statistics, which the sampler draws as a mixture (0.953). Under DP
 each cell's smaller count carries the class's noise, so there the classes stay whole.
 """
-import argparse
 import functools
 import math
 from collections.abc import Callable, Iterable
@@ -28,9 +27,11 @@ from tqdm import tqdm
 
 from backends import Tensors
 from ppsdg import data
+from ppsdg.config import Moments
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
-from ppsdg.synthesizers import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within, refiner
+from ppsdg.synthesizers import refiner
+from ppsdg.synthesizers.base import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within
 
 COUNT_WEIGHT, MEAN_WEIGHT, SECOND_WEIGHT = 0.3, 1.0, 1.0
 SENSITIVITY = math.sqrt(COUNT_WEIGHT ** 2 + MEAN_WEIGHT ** 2 + SECOND_WEIGHT ** 2)
@@ -325,11 +326,10 @@ def mixture(state: Tensors, labels: torch.Tensor, max_shrink: float,
     return means, factors, labels * per_class + torch.multinomial(weights[labels], 1, generator=generator).squeeze(1)
 
 
-def budget_noise(options: argparse.Namespace) -> float:
+def budget_noise(dp: LocalDP | None, num_rounds: int) -> float:
     """The noise multiplier of one release that spends the run's whole budget, 0 without DP: the
     rounds' releases of multiplier m sum to one of m / sqrt(rounds). Public: it follows from the options."""
-    dp = LocalDP.from_options(options)
-    return 0.0 if dp is None else dp.release_noise() / math.sqrt(options.num_rounds)
+    return 0.0 if dp is None else dp.release_noise() / math.sqrt(num_rounds)
 
 
 def digits_shape(noise: float) -> tuple[int, float]:
@@ -356,21 +356,20 @@ class MomentsSynthesizer(Synthesizer):
     aggregation = "sum"
     sensitivity = SENSITIVITY
 
-    def __init__(self, options: argparse.Namespace) -> None:
-        kind = options.moments_basis
+    def __init__(self, moments: Moments, num_rounds: int, dp: LocalDP | None, source: str) -> None:
+        kind = moments.basis
         if kind == "auto":
-            kind = "dct" if options.data == "embedded" else "digits"
-        dims, scale = DCT_SHAPE if kind == "dct" else digits_shape(budget_noise(options))
-        self.projection = basis(kind, options.moments_dims or dims, options.moments_scale or scale)
-        self.refined = kind == "digits" and options.moments_draw == "refined"
-        self.split = 0 if options.local_dp else SPLIT_DIRECTIONS
+            kind = "dct" if source == "embedded" else "digits"
+        dims, scale = DCT_SHAPE if kind == "dct" else digits_shape(budget_noise(dp, num_rounds))
+        self.projection = basis(kind, moments.dims or dims, moments.scale or scale)
+        self.refined = kind == "digits" and moments.draw == "refined"
+        self.split = 0 if dp is not None else SPLIT_DIRECTIONS
 
     def new_model(self) -> nn.Module:
         return Moments(self.projection["vectors"].shape[1], self.split)
 
-    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
-                     lr: float, progress: tqdm | None) -> Update:
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dp: LocalDP | None,
+                     epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress: tqdm | None) -> Update:
         """This worker's statistics, per class or, once the server has split the classes, per cell;
         noised under DP, its noise from the round's seeded generator. Every other entry is zero."""
         pixels = (images.cpu().reshape(len(images), -1).double() * data.STD + data.MEAN).clamp(0.0, 1.0)

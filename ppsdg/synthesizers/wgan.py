@@ -5,7 +5,6 @@ Opacus's per-sample gradient hooks cannot differentiate the gradient penalty (a 
 so the critic's per-sample gradients, penalty included, come from torch.func (vmap over grad) and
 are handed to Opacus's DP optimizer, which clips, adds noise and accounts.
 """
-import argparse
 import copy
 from collections.abc import Callable, Iterable, Mapping
 
@@ -16,9 +15,10 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from backends import Tensors
 from ppsdg import data
+from ppsdg.config import Wgan
 from ppsdg.privacy import LocalDP
 from ppsdg.simplemodel import GAN, Generator
-from ppsdg.synthesizers import Batch, Synthesizer, Update
+from ppsdg.synthesizers.base import Batch, Synthesizer, Update
 
 
 def critic_sample_loss(critic: nn.Module, params: Mapping[str, torch.Tensor], real: torch.Tensor,
@@ -110,7 +110,7 @@ def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(0.0, 0.9))
 
 
-def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options: argparse.Namespace,
+def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, settings: Wgan,
                  dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None
                  ) -> Update:
     """A worker's round of WGAN-GP on a copy of the global GAN: critic steps on real batches, a
@@ -123,18 +123,18 @@ def local_update(model: GAN, images: torch.Tensor, labels: torch.Tensor, options
         private = dp.wrap(gan.critic, critic_optimizer, images, labels, per_sample_gradients=False)
         critic_optimizer = private.optimizer
     critic_total, critic_count, critic_steps, generator_losses = 0.0, 0, 0, []
-    for _ in range(options.epochs):
+    for _ in range(settings.epochs):
         for real, real_labels in (private.loader if private is not None else epoch_batches()):
-            critic_total += critic_step(gan, critic_optimizer, real, real_labels, options.gradient_penalty,
+            critic_total += critic_step(gan, critic_optimizer, real, real_labels, settings.gradient_penalty,
                                         private is not None) * len(real_labels)
             critic_count += len(real_labels)
             critic_steps += 1
-            if critic_steps % options.critic_steps == 0:
-                generator_losses.append(generator_step(gan, generator_optimizer, options.batch_size))
+            if critic_steps % settings.critic_steps == 0:
+                generator_losses.append(generator_step(gan, generator_optimizer, settings.batch_size))
             if progress is not None:
                 progress.update(1)
     if not generator_losses:
-        generator_losses.append(generator_step(gan, generator_optimizer, options.batch_size))
+        generator_losses.append(generator_step(gan, generator_optimizer, settings.batch_size))
     critic_loss = critic_total / max(critic_count, 1)
     extra = {"critic_loss": critic_loss, "generator_loss": sum(generator_losses) / len(generator_losses)}
     if private is not None:
@@ -148,13 +148,15 @@ class WGAN(Synthesizer):
     name = "wgan"
     figures = ("critic_loss", "generator_loss")
 
+    def __init__(self, settings: Wgan) -> None:
+        self.training = self.settings = settings
+
     def new_model(self) -> nn.Module:
         return GAN()
 
-    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     options: argparse.Namespace, dp: LocalDP | None, epoch_batches: Callable[[], Iterable[Batch]],
-                     lr: float, progress=None) -> Update:
-        return local_update(model, images, labels, options, dp, epoch_batches, lr, progress)
+    def local_update(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dp: LocalDP | None,
+                     epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress=None) -> Update:
+        return local_update(model, images, labels, self.settings, dp, epoch_batches, lr, progress)
 
     def generator_state(self, model: nn.Module) -> Tensors:
         return {name: t.detach().cpu().clone() for name, t in model.generator.state_dict().items()}
