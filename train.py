@@ -30,7 +30,7 @@ def run_rank(rank: int, world_size: int, config: Config) -> None:
     run, source = config.run, config.source
     device = runtime.set_up(run.threads, run.use_cuda, int(os.environ.get("LOCAL_RANK", rank)))
     comm = GlooCommunicator(rank, world_size, device, run.worker_timeout)
-    job = Job.of(config.job, config.privacy, run.num_rounds, source.data)
+    job = Job.of_config(config)
     try:
         if rank == 0:
             fixed = config.fixed_options()
