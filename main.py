@@ -22,7 +22,8 @@ def start_rank_server() -> None:
 def gloo_launch_ahead(argv: list[str]) -> bool:
     """Whether this command will launch gloo ranks, judged before its options are parsed: then
     the forkserver starts at once and imports while this process does, not after it."""
-    return (not launched_by_torchrun() and argv[:1] not in (["evaluate"], ["schema"]) and backend_asked(argv) == "gloo"
+    return (not launched_by_torchrun() and argv[:1] not in (["evaluate"], ["schema"], ["sample"])
+            and backend_asked(argv) == "gloo"
             and not {"-h", "--help"} & set(argv))
 
 
@@ -171,16 +172,17 @@ def mock_databases(source: Source, target: str | None, workers: int, seed: int) 
     return databases
 
 
-def run_on_mock(databases: MockDatabases, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One mock organization per worker (`mock_databases`) with a temporary folder for the job (a
-    node's privacy ledger lives there), as a node would."""
+def run_on_mock(databases: MockDatabases, kwargs: dict[str, Any], method: str = "central") -> dict[str, Any]:
+    """The central function `method` with these arguments, one mock organization per worker
+    (`mock_databases`) with a temporary folder for the job (a node's privacy ledger lives there), as a
+    node would."""
     from backends.mock import ForgetfulMockClient
 
     with tempfile.TemporaryDirectory(prefix="ppsdg-mock-") as folder:
         client = ForgetfulMockClient(datasets=databases(Path(folder)), module="ppsdg", job_root=Path(folder))
         organizations = [o["id"] for o in client.organization.list()]
         with contextlib.redirect_stdout(io.StringIO()):
-            task = client.task.create(input_={"method": "central", "kwargs": kwargs},
+            task = client.task.create(input_={"method": method, "kwargs": kwargs},
                                       organizations=organizations[:1])
             return client.wait_for_results(task["id"])[0]
 
@@ -326,6 +328,8 @@ def command(name: str, argv: list[str]) -> int:
         return commands.schema(argv)
     if name == "evaluate":
         return commands.evaluate_command(argv)
+    if name == "sample":
+        return commands.sample(argv)
     return run(argv, "ppsdg run")
 
 

@@ -3,7 +3,6 @@ one worker's round on the node's own data. Both are thin: the round itself is co
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,12 +18,11 @@ from vantage6.algorithm.tools.wrappers import load_data
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, data, local, parser, runtime, synthetic, tables
+from ppsdg import checkpoint, coordination, data, local, parser, result, runtime, tables
 from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.config import Config, Table
 from ppsdg.job import Job
-from ppsdg.synthesizers.base import Synthesizer
 from ppsdg.errors import DataError, FederationError, OptionsError, PpsdgError
 from ppsdg.models import new_model
 
@@ -88,8 +86,10 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
         coordination.serve(comm, run, job, test_set, keep, latest[0])
     except FederationError as error:
-        return central_result(latest[0], fixed, job, run.seed, organizations, comm.attribution, error=str(error))
-    return central_result(latest[0], fixed, job, run.seed, organizations, comm.attribution)
+        return result.central_result(latest[0], config.task_options(), fixed, job, run.seed, organizations,
+                                     comm.attribution, error=str(error))
+    return result.central_result(latest[0], config.task_options(), fixed, job, run.seed, organizations,
+                                 comm.attribution)
 
 
 def round_options(config: Config, job: Job) -> dict[str, Any]:
@@ -118,34 +118,6 @@ def organization_ids(given: Any, client: Any) -> list[int]:
     if not (isinstance(given, list) and given and all(type(i) is int for i in given) and len(set(given)) == len(given)):
         raise OptionsError(f"organizations must be a list of distinct organization ids, got {given!r:.200}")
     return given
-
-
-def central_result(point: Checkpoint | None, fixed: dict[str, Any], job: Job, seed: int, organizations: list[int],
-                   attribution: str, error: str | None = None) -> dict[str, Any]:
-    """What the central function returns: the metrics, the checkpoint to save or resume from, how its
-    results were attributed to organizations, and the error that stopped it, if one did (the
-    researcher then still gets every finished round)."""
-    result: dict[str, Any] = {"organizations": organizations, "attribution": attribution,
-                              "metrics": point.records if point else [],
-                              "checkpoint": codec.to_text(checkpoint.encode(point, fixed)) if point else None}
-    if error is not None:
-        result["error"] = error
-    elif point is not None and isinstance(job.settings, Table):
-        result["synthetic"] = synthetic_table(point, job.settings, job.synthesizer, seed)
-    return result
-
-
-def synthetic_table(point: Checkpoint, table: Table, synthesizer: Synthesizer, seed: int) -> dict[str, Any]:
-    """The synthetic table a vantage6 user reads from the result with vantage6's own tools, without
-    ppsdg: its records as CSV text (as many as the nodes' pooled rows of the last round, or
-    --synthetic-samples), the schema they follow, and the run's epsilon and delta. Drawing them is
-    post-processing of the released marginals, here on the server: no privacy cost, the same records
-    as `main.py` writes for the same seed."""
-    last = point.records[-1]
-    count = table.synthetic_samples or sum(worker["num_samples"] for worker in last["workers"])
-    frame, _ = synthetic.drawn(point, synthesizer, seed, count)
-    return {"csv": frame.to_csv(index=False), "rows": count, "schema": json.loads(table.schema),
-            **{key: last[key] for key in ("epsilon", "delta") if key in last}}
 
 
 def run_partial(organization: int, frame: pd.DataFrame | None, kwargs: dict[str, Any], on_node: bool = False,

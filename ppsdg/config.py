@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
+DEFAULT_NODES = 3
+DEFAULT_SEED = 1
+DEFAULT_DELTA = 1e-5
+DEFAULT_ROUNDS = 10
+# A WGAN-GP needs thousands of generator steps; 10 rounds of one epoch of 4,000 images give 120.
+WGAN_EPOCHS = 10
+TABLE_ROUNDS = 3
 # Options of the researcher's side only: where the run's output goes, and how to reach a vantage6 server.
 CLIENT_ONLY = ("output", "resume", "worker_timeout", "server_url", "server_port", "api_path", "username", "password",
                "collaboration", "organizations", "image", "database", "task_timeout")
@@ -184,7 +191,7 @@ class Config:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Config":
         """From checked options (`parser`): the job is the one --gan and --synthesizer name."""
-        kind = Classifier if not options["gan"] else next(job for job in JOBS if job.synthesizer == options["synthesizer"])
+        kind = next(job for job in JOBS if job.synthesizer == (options["synthesizer"] if options["gan"] else None))
         return cls(build(Run, options), build(Source, options), build(Privacy, options), build(kind, options),
                    build(Server, options))
 

@@ -47,7 +47,8 @@ class RunOutput:
     rewrites metrics.jsonl from the checkpoint's records and goes on appending.
     """
 
-    def __init__(self, run: Run, settings: Mapping[str, Any], earlier_records: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(self, run: Run, settings: Mapping[str, Any],
+                 earlier_records: Sequence[Mapping[str, Any]] = ()) -> None:
         """`settings`: the run's configuration as summary.json lists it (`Config.summary`)."""
         self.directory = Path(run.output)
         self.resume, self.keep_model = run.resume, run.save_model

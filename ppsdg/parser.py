@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ppsdg import data, synthesizers, tables
-from ppsdg.config import Config
+from ppsdg.config import DEFAULT_DELTA, DEFAULT_NODES, DEFAULT_ROUNDS, DEFAULT_SEED, TABLE_ROUNDS, WGAN_EPOCHS, Config
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
 from ppsdg.policy import SECURE_NOISE
@@ -20,17 +20,13 @@ from ppsdg.privacy import DEFAULT_TARGET_EPSILON
 
 BACKENDS = ("gloo", "vantage6")
 ACCOUNTANTS = ("prv", "rdp")
-DEFAULT_NODES = 3
-DEFAULT_ROUNDS = 10
-# A WGAN-GP needs thousands of generator steps; 10 rounds of one epoch of 4,000 images give 120.
-WGAN_EPOCHS = 10
-TABLE_ROUNDS = 3
 HELP_WIDTH = 100
 COMMANDS = {
     "run": "train over gloo or vantage6: the classifier, synthetic images (--gan) or a synthetic table "
            "(--data TABLE); `ppsdg run --help` lists its options",
     "schema": "draft the public schema of a table for its owner to review, or check a table against one",
     "evaluate": "score a synthetic data set against the real one (fidelity, TSTR, privacy) as one JSON object",
+    "sample": "draw more synthetic records from a vantage6 function's saved result, with no real data",
 }
 
 
@@ -80,7 +76,7 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
         help=f"local epochs per round (FedAvg; default: {WGAN_EPOCHS} for --synthesizer wgan, else 1)")
     add("-nr", "--num-rounds", type=int, default=None,
         help=f"number of training rounds (default: {DEFAULT_ROUNDS} for images, {TABLE_ROUNDS} for a table)")
-    add("-s", "--seed", type=int, default=1, help="seed of every random draw")
+    add("-s", "--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw")
     add("-gs", "--group-size", type=int, default=None,
         help="workers averaged each round, drawn at random (default: all workers)")
     add("-ta", "--train-all", action="store_true",
@@ -104,7 +100,7 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
                          f"every round within this epsilon (default: {DEFAULT_TARGET_EPSILON:g} where neither "
                          "is given)")
     dp.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample gradient clipping norm")
-    dp.add_argument("--delta", type=float, default=1e-5, help="the delta of (epsilon, delta)-DP")
+    dp.add_argument("--delta", type=float, default=DEFAULT_DELTA, help="the delta of (epsilon, delta)-DP")
     dp.add_argument("--accountant", choices=ACCOUNTANTS, default="prv", help="Opacus accountant")
     dp.add_argument("--secure-noise", action="store_true",
                     help="draw the DP noise and Poisson sampling from a cryptographically secure stream "

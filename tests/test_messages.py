@@ -259,7 +259,7 @@ def test_ppsdg_run_is_the_run_and_names_itself_in_its_help(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["/venv/bin/ppsdg", "frob"])
     assert main.main() == 2
     assert capsys.readouterr().err == ("ppsdg: error: 'frob' is not a command: the commands are run, schema, "
-                                       "evaluate (`ppsdg --help` says what each does)\n")
+                                       "evaluate, sample (`ppsdg --help` says what each does)\n")
 
 
 def test_python_main_py_keeps_its_options_and_help(capsys):

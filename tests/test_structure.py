@@ -4,7 +4,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = {"main", "ppsdg.algorithm", "ppsdg.commands"}
+# The command line, the vantage6 functions (the task decoder), the other commands, and the store's
+# description of the command line's options (`python -m ppsdg.store`).
+ENTRY_POINTS = {"main", "ppsdg.algorithm", "ppsdg.commands", "ppsdg.store"}
 
 
 def module_name(path: Path) -> str:

@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 import main
 from backends import codec
-from ppsdg import algorithm, checkpoint, coordination, data, parser, table_evaluation, tables
+from ppsdg import algorithm, checkpoint, coordination, data, parser, store, table_evaluation, tables
 from ppsdg.config import CLIENT_ONLY, Config
 from ppsdg.errors import DataError, FederationError, OptionsError
 from ppsdg.job import Job
@@ -256,6 +256,46 @@ def test_the_vantage6_result_holds_the_synthetic_table_a_user_reads_without_ppsd
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(table["csv"])), gloo_table[0])
     assert table["rows"] == 500 and table["schema"] == json.loads(config.job.schema)
     assert (table["epsilon"], table["delta"]) == (gloo_table[1]["epsilon"], gloo_table[1]["delta"])
+
+
+def test_the_table_function_gives_a_vantage6_user_the_table_and_its_privacy(gloo_table, table_files, tmp_path):
+    """`synthesize_table`, as vantage6's UI creates it (its form's fields only): the same synthetic table as
+    main.py's for the same seed, a privacy row a round, a preview, each in the shape the store's
+    visualizations name; and `ppsdg sample` draws the same records again from the saved result, or more."""
+    config = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--test-data", str(table_files["test"]),
+                           "--schema", str(table_files["schema"])])
+    databases = main.mock_databases(config.source, "outcome", config.run.workers, config.run.seed)
+    arguments = {"schema": json.loads(table_files["schema"].read_text()), "target": "outcome", "epsilon": 3.0}
+    result = json.loads(json.dumps(main.run_on_mock(databases, arguments, method="synthesize_table")))
+    synthetic = pd.read_csv(io.StringIO(result["synthetic"]["csv"]))
+    pd.testing.assert_frame_equal(synthetic, gloo_table[0])
+    assert result["privacy"] == [{"round": r["round"], "workers": 2, "epsilon": r["epsilon"], "delta": 1e-5}
+                                 for r in result["metrics"]]
+    assert result["privacy"][-1]["epsilon"] == gloo_table[1]["epsilon"]
+    preview = pd.read_csv(io.StringIO(pd.DataFrame(result["preview"]).to_csv(index=False)))
+    pd.testing.assert_frame_equal(preview, synthetic.head(20))
+    shown = {f["name"]: f for f in store.describe()["functions"]}["synthesize_table"]["ui_visualizations"]
+    for visualization in shown:
+        rows = result[visualization["schema"]["location"][0]]
+        columns = visualization["schema"].get("columns", list(synthetic.columns))
+        assert rows and all(list(row) == columns for row in rows), visualization["name"]
+    saved = tmp_path / "result.json"
+    saved.write_text(json.dumps(result))
+    assert main.main(["sample", str(saved), "--output", str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_text() == result["synthetic"]["csv"]
+    assert main.main(["sample", str(saved), "--output", str(tmp_path / "more.csv"), "--rows", "1200"]) == 0
+    more = pd.read_csv(tmp_path / "more.csv")
+    assert len(more) == 1200 and list(more.columns) == list(synthetic.columns)
+
+
+def test_sample_refuses_what_is_not_a_result_by_name(tmp_path, capsys):
+    (tmp_path / "other.json").write_text(json.dumps({"metrics": []}))
+    (tmp_path / "text.json").write_text("not json")
+    for name, message in (("other.json", "not a ppsdg central function's result"), ("text.json", "not JSON"),
+                          ("missing.json", "no such file")):
+        assert main.main(["sample", str(tmp_path / name), "--output", str(tmp_path / "out.csv")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_each_file_is_one_workers_data(table_files):

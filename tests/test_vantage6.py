@@ -217,7 +217,7 @@ def test_central_rejects_a_mismatched_node_count():
 def test_algorithm_store_lists_every_central_option_with_the_parser_default():
     store = json.loads((Path(__file__).parent.parent / "algorithm_store.json").read_text())
     functions = {f["name"]: f for f in store["functions"]}
-    assert set(functions) == {"central", "partial"}
+    assert set(functions) == {"central", "partial", "synthesize_table", "synthesize_images", "train_classifier"}
     listed = {a["name"]: a for a in functions["central"]["arguments"]}
     defaults = {k: v for k, v in vars(parser.build_parser().parse_args([])).items() if k not in CLIENT_ONLY}
     defaults.pop("backend")
