@@ -102,8 +102,9 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
     engine.start()
     with ThreadPoolExecutor(max_workers=1) as pool:
         tools = pool.submit(toolenv.ensure, argv.cache / "venv")
+        researcher = pool.submit(toolenv.ensure, argv.cache / "client-venv", toolenv.CLIENT_REQUIREMENTS)
         images.build_all(runs.REPO, work, argv.wheels)
-        python = tools.result()
+        python, researcher_python = tools.result(), researcher.result()
     server = Server(python, work, bridge_gateway())
     node_set = Nodes(python, work, server)
     try:
@@ -123,7 +124,7 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
                               len(names))
             seconds = compare_transports(work, server, federation, argv.rounds)
             compare_synthetic(work, server, federation, argv.rounds)
-            table_job.compare(work, server, federation, table, RUN_TIMEOUT_S)
+            table_job.compare(work, server, federation, table, RUN_TIMEOUT_S, researcher_python)
             fault_runs(work, server, federation, node_set, argv,
                        argv.round_timeout or max(MIN_ROUND_TIMEOUT_S, ROUND_TIMEOUT_FACTOR * seconds))
             for job in (images_job, table):

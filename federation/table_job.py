@@ -2,14 +2,19 @@
 UCI Adult, read at run time from outside the repository, and the marginals synthesizer runs on it
 under DP, over the federation and through the mock client, with the same seed and epsilon.
 """
+import os
+import time
 from pathlib import Path
 
 from federation import checks, runs
 from federation.accounts import Federation
+from federation.images import ALGORITHM
 from federation.nodes import TABLE
 from federation.server import Server
-from federation.shell import HarnessError
+from federation.shell import HarnessError, run, say
 from ppsdg import tables
+
+RESEARCHER = Path(__file__).with_name("researcher.py")
 
 TRAIN, TEST = "adult-train.csv.gz", "adult-test.csv.gz"
 TARGET = "income"
@@ -46,8 +51,10 @@ def write_job(adult: Path, work: Path, node_count: int) -> runs.Job:
     return runs.Job("table", arguments, TABLE, runs.write_partitions(arguments, folder))
 
 
-def compare(work: Path, server: Server, federation: Federation, job: runs.Job, timeout_s: float) -> None:
-    """The synthetic table over the real federation equals the mock client's, with its evaluation and epsilon."""
+def compare(work: Path, server: Server, federation: Federation, job: runs.Job, timeout_s: float,
+            researcher_python: Path) -> None:
+    """The synthetic table over the real federation equals the mock client's, with its evaluation and epsilon;
+    and so does the one a researcher without ppsdg gets from the store's `synthesize_table` (`as_researcher`)."""
     common = [*job.arguments, "-ldp", "--target-epsilon", str(TARGET_EPSILON)]
     real = runs.require_success(runs.main_py(
         "real table", [*common, *runs.server_arguments(server, federation, job.database),
@@ -55,3 +62,20 @@ def compare(work: Path, server: Server, federation: Federation, job: runs.Job, t
     mock = runs.require_success(runs.main_py("mock table", [*common, "--backend", "vantage6"], work / "mock-table",
                                              timeout_s))
     checks.check_synthetic(real, mock, TARGET_EPSILON)
+    as_researcher(work, server, federation, job, mock, researcher_python, timeout_s)
+
+
+def as_researcher(work: Path, server: Server, federation: Federation, job: runs.Job, mock: runs.Run,
+                  python: Path, timeout_s: float) -> None:
+    """federation/researcher.py, in an environment of vantage6-client alone: its CSV is the mock's table."""
+    out = work / "researcher.csv"
+    schema = job.arguments[job.arguments.index("--schema") + 1]
+    started = time.monotonic()
+    printed = run([str(python), str(RESEARCHER), server.url, str(server.port), federation.username,
+                   str(federation.collaboration), ALGORITHM, schema, TARGET, str(TARGET_EPSILON), str(out)],
+                  timeout_s=timeout_s, env={**os.environ, "VANTAGE6_PASSWORD": federation.password}).stdout
+    if out.read_bytes() != (mock.folder / "synthetic.csv").read_bytes():
+        raise HarnessError("the synthetic table a researcher reads from synthesize_table's result differs from the "
+                           "mock run's")
+    say(f"researcher with vantage6-client alone, synthesize_table: {printed.strip()} "
+        f"({time.monotonic() - started:.0f} s), identical to the mock run's")

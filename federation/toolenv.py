@@ -1,4 +1,5 @@
-"""The harness's own virtual environment (vantage6 CLI and server), in a cache folder outside the repo."""
+"""The harness's own virtual environments, in a cache folder outside the repo: its tools (vantage6 CLI
+and server), and a researcher's, which holds vantage6's client alone."""
 import shutil
 import sys
 from pathlib import Path
@@ -6,17 +7,18 @@ from pathlib import Path
 from federation.shell import run, say
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+CLIENT_REQUIREMENTS = Path(__file__).with_name("client-requirements.txt")
 
 
-def ensure(folder: Path) -> Path:
+def ensure(folder: Path, requirements: Path = REQUIREMENTS) -> Path:
     """Reuse the environment if it was completed from the same requirements, else build it afresh."""
     python = folder / "bin" / "python"
-    stamp = folder / REQUIREMENTS.name
-    if stamp.exists() and stamp.read_text() == REQUIREMENTS.read_text():
+    stamp = folder / requirements.name
+    if stamp.exists() and stamp.read_text() == requirements.read_text():
         return python
-    say(f"creating the vantage6 tool environment in {folder}")
+    say(f"creating the environment of {requirements.name} in {folder}")
     shutil.rmtree(folder, ignore_errors=True)
     run([sys.executable, "-m", "venv", str(folder)], timeout_s=120)
-    run([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], timeout_s=900)
-    shutil.copyfile(REQUIREMENTS, stamp)
+    run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)], timeout_s=900)
+    shutil.copyfile(requirements, stamp)
     return python
