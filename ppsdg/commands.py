@@ -140,7 +140,7 @@ def sample(argv: list[str] | None = None) -> int:
         if output.exists() or output.is_symlink():
             raise OptionsError(f"--output {output} exists: name a new file (nothing is overwritten)")
         seed = config.run.seed if options.seed is None else options.seed
-        frame = result.drawn_frame(point, job, seed, rows)
+        frame, _ = result.drawn_frame(point, job, seed, rows)
         frame.to_csv(output, index=False)
     except (CodecError, OSError) as error:
         print(f"ppsdg: error: {options.result}: not a result ppsdg can draw from: {error}", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from backends import codec
+from backends import Tensors, codec
 from ppsdg import checkpoint, data, synthetic
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.config import ImageSynthesis, Table
@@ -35,10 +35,11 @@ def central_result(point: Checkpoint | None, task: Mapping[str, Any], fixed: Map
     if error is not None:
         result["error"] = error
     elif point is not None and job.synthesizer is not None:
-        frame = drawn_frame(point, job, seed, synthetic_count(job, records))
+        frame, state = drawn_frame(point, job, seed, synthetic_count(job, records))
         result["synthetic"] = synthetic_records(frame, job, records)
         if isinstance(job.settings, Table):
             result["preview"] = json.loads(frame.head(PREVIEW_ROWS).to_json(orient="records"))
+            result["synthetic"]["fit"] = job.synthesizer.release_fit(state, frame)
     return result
 
 
@@ -54,10 +55,11 @@ def synthetic_count(job: Job, records: Sequence[Mapping[str, Any]]) -> int:
     return job.settings.synthetic_samples or sum(worker["num_samples"] for worker in records[-1]["workers"])
 
 
-def drawn_frame(point: Checkpoint, job: Job, seed: int, count: int) -> pd.DataFrame:
-    """`count` synthetic records as a table: a table's own columns, or images in the node CSV layout."""
-    records, _ = synthetic.drawn(point, job.synthesizer, seed, count)
-    return data.to_frame(records) if isinstance(job.settings, ImageSynthesis) else records
+def drawn_frame(point: Checkpoint, job: Job, seed: int, count: int) -> tuple[pd.DataFrame, Tensors]:
+    """`count` synthetic records as a table (a table's own columns, or images in the node CSV layout), and
+    the state they were drawn from."""
+    records, state = synthetic.drawn(point, job.synthesizer, seed, count)
+    return (data.to_frame(records) if isinstance(job.settings, ImageSynthesis) else records), state
 
 
 def synthetic_records(frame: pd.DataFrame, job: Job, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

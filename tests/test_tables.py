@@ -272,6 +272,8 @@ def test_the_table_function_gives_a_vantage6_user_the_table_and_its_privacy(gloo
     assert result["privacy"] == [{"round": r["round"], "workers": 2, "epsilon": r["epsilon"], "delta": 1e-5}
                                  for r in result["metrics"]]
     assert result["privacy"][-1]["epsilon"] == gloo_table[1]["epsilon"]
+    fit = result["synthetic"]["fit"]
+    assert fit["released_marginals"] >= len(synthetic.columns) and 0 < fit["mean_tvd"] <= fit["max_tvd"] < 0.5
     preview = pd.read_csv(io.StringIO(pd.DataFrame(result["preview"]).to_csv(index=False)))
     pd.testing.assert_frame_equal(preview, synthetic.head(20))
     shown = {f["name"]: f for f in store.describe()["functions"]}["synthesize_table"]["ui_visualizations"]
@@ -296,6 +298,24 @@ def test_sample_refuses_what_is_not_a_result_by_name(tmp_path, capsys):
         assert main.main(["sample", str(tmp_path / name), "--output", str(tmp_path / "out.csv")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_fit_to_the_released_marginals_is_zero_for_the_records_released_and_finds_broken_dependence():
+    frame = people(2000, seed=3)
+    layout = marginals.Layout.of(tables.draft(frame, "outcome"), "outcome")
+    codes = tables.encode(frame, layout.schema)[0]
+    plan = np.where(layout.plannable() & np.array([len(clique) == 2 for clique in layout.found]), 1.0, 0.0)
+    plan /= np.sqrt(np.square(plan).sum())
+    state = {"survey": torch.from_numpy(marginals.release(codes, layout, layout.survey_weights(), 0.0, None)),
+             "measured": torch.from_numpy(marginals.release(codes, layout, plan, 0.0, None)),
+             "plan": torch.from_numpy(plan)}
+    fit = marginals.release_fit(state, layout, codes)
+    assert fit == {"released_marginals": len(layout.schema.columns) + int((plan > 0).sum()), "mean_tvd": 0.0,
+                   "max_tvd": 0.0}
+    shuffled = codes.copy()
+    shuffled[:, layout.target] = np.random.default_rng(0).permutation(shuffled[:, layout.target])
+    broken = marginals.release_fit(state, layout, shuffled)
+    assert broken["max_tvd"] > 0.05 and broken["mean_tvd"] > 0
 
 
 def test_each_file_is_one_workers_data(table_files):

@@ -259,6 +259,29 @@ def measurements(state: Tensors, layout: Layout) -> list:
     return result
 
 
+def release_fit(state: Tensors, layout: Layout, codes: np.ndarray) -> dict[str, float | int]:
+    """How closely records (codes) follow the marginals the nodes released and the model was fitted on:
+    each planned clique's measured cells, and each 1-way marginal of the survey, as shares (negative noisy
+    cells taken as 0). The mean and the largest total variation distance over them. It reads released
+    figures only, no data: a researcher's check that the fit converged, not a measure of fidelity (the
+    released marginals carry the DP noise)."""
+    plan, weights = state["plan"].numpy(), layout.survey_weights()
+    gaps = []
+    for index, clique in enumerate(layout.found):
+        if plan[index] > 0:
+            released = layout.part(state["measured"].numpy(), index)
+        elif len(clique) == 1 and weights[index] > 0:
+            released = layout.part(state["survey"].numpy(), index)
+        else:
+            continue
+        shares = np.clip(released, 0.0, None)
+        if shares.sum() > 0:
+            counts = tables.marginal(codes, layout.schema.shape, clique)
+            gaps.append(0.5 * float(np.abs(shares / shares.sum() - counts / max(counts.sum(), 1.0)).sum()))
+    return {"released_marginals": len(gaps), "mean_tvd": float(np.mean(gaps)) if gaps else 0.0,
+            "max_tvd": max(gaps, default=0.0)}
+
+
 _FITTED: dict[str, object] = {}
 
 
@@ -407,6 +430,10 @@ class MarginalsSynthesizer(Synthesizer):
 
     def generator_state(self, model: nn.Module) -> Tensors:
         return {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+
+    def release_fit(self, state: Tensors, records: pd.DataFrame) -> dict[str, float | int]:
+        """The synthetic records' distance to the released marginals (`release_fit`)."""
+        return release_fit(state, self.layout, tables.encode(records, self.layout.schema)[0])
 
     def sample(self, state: Tensors, count: int, seed: int) -> pd.DataFrame:
         """`count` synthetic records in the table's own columns."""
