@@ -1,6 +1,7 @@
 """A researcher who has only `vantage6-client` asks a collaboration for a synthetic table, as the README
 shows: log in with vantage6's `UserClient`, create a task of the store's `synthesize_table` function
-with its form's fields, wait, and write the synthetic records the result holds as CSV.
+with its form's fields, wait, and write the synthetic records the result holds as CSV, and the whole
+result as JSON beside it (what `ppsdg sample` draws more from).
 
     python researcher.py SERVER_URL PORT USERNAME COLLABORATION IMAGE SCHEMA_JSON TARGET EPSILON OUT_CSV
 
@@ -25,8 +26,10 @@ task = client.task.create(
     description="a DP synthetic table", databases=[{"label": "table"}],
     input_={"method": "synthesize_table",
             "kwargs": {"schema": schema, "target": target, "epsilon": float(epsilon), "organizations": organizations}})
-result = client.wait_for_results(task["id"])["data"][0]["result"]
-table = json.loads(result)["synthetic"]
+result = json.loads(client.wait_for_results(task["id"])["data"][0]["result"])
+table = result["synthetic"]
 with open(out, "w") as handle:
     handle.write(table["csv"])
+with open(out.removesuffix(".csv") + ".json", "w") as handle:
+    json.dump(result, handle)
 print(f"{table['rows']} synthetic records at epsilon {table['epsilon']:.3g} in {out}")

@@ -2,7 +2,11 @@
 UCI Adult, read at run time from outside the repository, and the marginals synthesizer runs on it
 under DP, over the federation and through the mock client, with the same seed and epsilon.
 """
+import csv
+import io
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +16,7 @@ from federation.images import ALGORITHM
 from federation.nodes import TABLE
 from federation.server import Server
 from federation.shell import HarnessError, run, say
-from ppsdg import tables
+from ppsdg import store, tables
 
 RESEARCHER = Path(__file__).with_name("researcher.py")
 
@@ -79,3 +83,21 @@ def as_researcher(work: Path, server: Server, federation: Federation, job: runs.
                            "mock run's")
     say(f"researcher with vantage6-client alone, synthesize_table: {printed.strip()} "
         f"({time.monotonic() - started:.0f} s), identical to the mock run's")
+    saved = out.with_suffix(".json")
+    check_visualizations(json.loads(saved.read_text()))
+    again = work / "sampled.csv"
+    run([sys.executable, "main.py", "sample", str(saved), "--output", str(again)], timeout_s=timeout_s, cwd=runs.REPO)
+    if again.read_bytes() != out.read_bytes():
+        raise HarnessError("ppsdg sample on the saved result does not draw the result's own records")
+    say("the result has the shape its store visualizations name, and ppsdg sample draws its records again")
+
+
+def check_visualizations(result: dict) -> None:
+    """Each table the store declares for synthesize_table is in the real result where it says, with its columns."""
+    function = next(f for f in store.describe()["functions"] if f["name"] == "synthesize_table")
+    columns = next(csv.reader(io.StringIO(result["synthetic"]["csv"])))
+    for visualization in function["ui_visualizations"]:
+        rows = result.get(visualization["schema"]["location"][0])
+        wanted = visualization["schema"].get("columns", columns)
+        if not (isinstance(rows, list) and rows and all(list(row) == wanted for row in rows)):
+            raise HarnessError(f"the result's {visualization['name']} is not the table its store entry declares")
