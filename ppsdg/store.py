@@ -120,7 +120,7 @@ def job_function(name: str) -> dict[str, Any]:
         if (name, argument) in ALLOWED:
             entry["allowed_values"] = ALLOWED[name, argument]
         if default is not inspect.Parameter.empty:
-            entry.update(has_default_value=True, default_value=default)
+            entry.update(has_default_value=True, default_value=default_text(default))
         arguments.append(entry)
     visualizations = [PRIVACY_TABLE, PREVIEW_TABLE] if name == "synthesize_table" else [PRIVACY_TABLE]
     return {"name": name, "display_name": display_name, "type": "central", "description": description,
@@ -147,7 +147,15 @@ def option_argument(action: argparse.Action) -> dict[str, Any]:
              "description": (action.help or "").replace("%%", "%")}
     if action.choices is not None:
         entry["allowed_values"] = list(action.choices)
-    return {**entry, "has_default_value": True, "default_value": action.default}
+    return {**entry, "has_default_value": True, "default_value": default_text(action.default)}
+
+
+def default_text(value: Any) -> str | None:
+    """A default as the store takes it: text (it refuses a JSON number or boolean), JSON's spelling of a
+    boolean, null for none."""
+    if value is None:
+        return None
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def describe() -> dict[str, Any]:

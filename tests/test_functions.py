@@ -32,7 +32,7 @@ def test_a_job_function_describes_every_argument_it_accepts_and_nothing_else(nam
         assert entry["type"] == STORE_TYPES[hint] or (entry["type"] == "column" and hint is str), argument
         assert entry.get("has_default_value", False) == (parameter.default is not inspect.Parameter.empty)
         if entry.get("has_default_value"):
-            assert entry["default_value"] == parameter.default
+            assert entry["default_value"] == store.default_text(parameter.default)
 
 
 def test_the_table_form_needs_four_fields_for_a_useful_run():

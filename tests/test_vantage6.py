@@ -17,7 +17,7 @@ from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, no_result
 from conftest import run_main
-from ppsdg import checkpoint, coordination, data, local, models, parser
+from ppsdg import checkpoint, coordination, data, local, models, parser, store
 from ppsdg.config import CLIENT_ONLY, Config
 from ppsdg.errors import FederationError
 from ppsdg.job import Job
@@ -215,8 +215,8 @@ def test_central_rejects_a_mismatched_node_count():
 
 
 def test_algorithm_store_lists_every_central_option_with_the_parser_default():
-    store = json.loads((Path(__file__).parent.parent / "algorithm_store.json").read_text())
-    functions = {f["name"]: f for f in store["functions"]}
+    described = json.loads((Path(__file__).parent.parent / "algorithm_store.json").read_text())
+    functions = {f["name"]: f for f in described["functions"]}
     assert set(functions) == {"central", "partial", "synthesize_table", "synthesize_images", "train_classifier"}
     listed = {a["name"]: a for a in functions["central"]["arguments"]}
     defaults = {k: v for k, v in vars(parser.build_parser().parse_args([])).items() if k not in CLIENT_ONLY}
@@ -224,7 +224,8 @@ def test_algorithm_store_lists_every_central_option_with_the_parser_default():
     assert set(listed) == set(defaults) | {"organizations", "checkpoint"}
     for name, default in defaults.items():
         if name != "num_nodes":
-            assert listed[name]["default_value"] == default, name
+            assert listed[name]["default_value"] == store.default_text(default), name
+    assert store.default_text(False) == "false" and store.default_text(1e-5) == "1e-05"
 
 
 class TampersWithOrganization1(ReversedResults):
