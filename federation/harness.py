@@ -1,6 +1,7 @@
 """A real vantage6 4.15.2 federation on this machine, end to end: `python -m federation.harness`.
 
-Docker engine, images (the algorithm from the project's Dockerfile), server, two nodes holding the
+Docker engine, images (the algorithm from the project's Dockerfile), server, the algorithm store (which
+must accept algorithm_store.json), two nodes holding the
 workers' CSV partitions (images, and a part of Adult), accounts; then a researcher's training through
 `main.py --server-url ...`, checked against the mock client's run of the same options, with where its
 rounds' seconds went and what a round of an algorithm that does nothing takes (federation/floor.py);
@@ -22,6 +23,7 @@ from federation.faults import FaultRun
 from federation.nodes import Nodes
 from federation.policy_runs import PolicyRuns, policy_runs
 from federation.server import Server
+from federation.store import Store
 from federation.shell import say, tail, time_limit
 
 RUN_TIMEOUT_S = 600
@@ -106,10 +108,13 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
         images.build_all(runs.REPO, work, argv.wheels)
         python, researcher_python = tools.result(), researcher.result()
     server = Server(python, work, bridge_gateway())
+    algorithm_store = Store(python, work, server)
     node_set = Nodes(python, work, server)
     try:
         with time_limit(FEDERATION_LIMIT_S, "the federation's runs"):
             server.start()
+            algorithm_store.start()
+            algorithm_store.submit()
             names = nodes.node_names(2)
             federation = accounts.create(server.url, server.port, names)
             images_job = runs.Job("images", training(argv.rounds), nodes.IMAGES,
@@ -132,11 +137,13 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
     except BaseException:
         for name in nodes.node_names(2):
             say(f"last lines of node {name}:\n{tail(node_set.logs(name))}")
-        if server.log_path.exists():
-            say(f"last lines of the server:\n{tail(server.log_path.read_text())}")
+        for part in (server, algorithm_store):
+            if part.log_path.exists():
+                say(f"last lines of {part.log_path.stem}:\n{tail(part.log_path.read_text())}")
         raise
     finally:
         nodes.remove_leftovers()
+        algorithm_store.stop()
         server.stop()
 
 

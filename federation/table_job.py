@@ -82,7 +82,7 @@ def as_researcher(work: Path, server: Server, federation: Federation, job: runs.
     if out.read_bytes() != (mock.folder / "synthetic.csv").read_bytes():
         raise HarnessError("the synthetic table a researcher reads from synthesize_table's result differs from the "
                            "mock run's")
-    say(f"researcher with vantage6-client alone, synthesize_table: {printed.strip()} "
+    say(f"researcher with vantage6-client alone, synthesize_table: {printed.strip().splitlines()[-1]} "
         f"({time.monotonic() - started:.0f} s), identical to the mock run's")
     saved = out.with_suffix(".json")
     check_visualizations(json.loads(saved.read_text()))
