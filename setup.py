@@ -14,6 +14,7 @@ setup(
         "numpy>=1.24",
         "pandas>=2.0",
         "msgpack>=1.0",
+        "cryptography>=41",
         "pybase64>=1.5",
         "tqdm>=4.60",
         "opacus>=1.5",
