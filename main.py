@@ -48,7 +48,6 @@ if __name__ == "__main__" and gloo_launch_ahead(sys.argv[1:]):
 
 # The imports below take about 2 s; the forkserver started above does the same meanwhile.
 import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
 import getpass  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -65,7 +64,7 @@ import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
 from ppsdg import checkpoint, commands, data, output, parser, privacy, runtime, tables  # noqa: E402
-from ppsdg.config import Config, Server, Source, Table  # noqa: E402
+from ppsdg.config import Config, Server, Source  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 from ppsdg.job import Job  # noqa: E402
 
@@ -137,7 +136,7 @@ def launch_vantage6(config: Config) -> int:
     if config.run.resume:
         train.resume_point(config)
         kwargs["checkpoint"] = codec.to_text(checkpoint.load(Path(config.run.output)))
-    target = config.job.target if isinstance(config.job, Table) else None
+    target = config.table.target if config.table is not None else None
     result = (run_on_server(config.server, kwargs) if config.server.server_url else
               run_on_mock(mock_databases(config.source, target, config.run.workers, config.run.seed), kwargs))
     save_central_result(config, result)
@@ -337,9 +336,7 @@ def run(argv: list[str], prog: str = "main.py") -> int:
     """A job: its options and then its inputs checked (`data.check_inputs`) before any worker starts, so
     that a mistake is named in seconds; then the launch. `prog` is the command its help shows."""
     try:
-        config = parser.parse(argv, prog)
-        if isinstance(config.job, Table):
-            config = dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+        config = parser.prepared(parser.parse(argv, prog))
         run, dp = config.run, config.privacy
         if dp.local_dp and not dp.secure_noise and config.server.server_url is None:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
@@ -351,8 +348,7 @@ def run(argv: list[str], prog: str = "main.py") -> int:
                   "round(s)", file=sys.stderr)
         output.check_directory(run.output, config.source.data)
         if config.server.server_url is None:
-            data.check_inputs(config.source, config.job if isinstance(config.job, Table) else None, run.workers,
-                              run.seed)
+            data.check_inputs(config.source, config.table, run.workers, run.seed)
         code = launch_gloo(config) if run.backend == "gloo" else launch_vantage6(config)
     except PpsdgError as error:
         print(f"ppsdg: error: {error}", file=sys.stderr)

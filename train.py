@@ -12,7 +12,7 @@ from typing import NamedTuple
 from backends.gloo import GlooCommunicator
 from ppsdg import checkpoint, coordination, data, local, output, runtime
 from ppsdg.checkpoint import Checkpoint
-from ppsdg.config import Config, Table
+from ppsdg.config import Config
 from ppsdg.job import Job
 from ppsdg.errors import DataError, OptionsError, PpsdgError
 
@@ -42,8 +42,8 @@ def run_rank(rank: int, world_size: int, config: Config) -> None:
                 lambda record, point: written.add_round(record, checkpoint.encode(point, fixed)), resume)
             output.finish_run(written, point, job, source, run.seed)
         else:
-            table = config.job if isinstance(config.job, Table) else None
-            coordination.work(comm, run, job, local.worker_examples(source, table, run.workers, run.seed, rank, device))
+            coordination.work(comm, run, job,
+                              local.worker_examples(source, config.table, run.workers, run.seed, rank, device))
     finally:
         comm.close()
 

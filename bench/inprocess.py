@@ -10,7 +10,6 @@ message's float tensors through half precision, both ways, to measure what a hal
 transport would cost in accuracy.
 """
 import argparse
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,9 +17,9 @@ import torch
 from torch import nn
 
 from backends import Communicator, Tensors, group_of
-from ppsdg import checkpoint, coordination, data, local, parser
+from ppsdg import checkpoint, coordination, local, parser
 from ppsdg.checkpoint import Checkpoint
-from ppsdg.config import Config, Table
+from ppsdg.config import Config
 from ppsdg.job import Job
 from ppsdg.output import RunOutput, finish_run
 from ppsdg.runtime import device_for, set_up
@@ -72,9 +71,8 @@ class InProcess(Communicator):
         run = self.config.run
         if rank not in self._workers:
             device = device_for(run.use_cuda)
-            table = self.config.job if isinstance(self.config.job, Table) else None
             self._workers[rank] = (new_model(self.job.synthesizer, run.seed, device),
-                                   local.worker_examples(self.config.source, table, run.workers, run.seed, rank, device))
+                                   local.worker_examples(self.config.source, self.config.table, run.workers, run.seed, rank, device))
         model, examples = self._workers[rank]
         mailbox = Mailbox(rank, self.world_size, self._staged)
         coordination.worker_round(mailbox, model, examples, run, self.job)
@@ -103,9 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     cli = argparse.ArgumentParser(add_help=False)
     cli.add_argument("--transport-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     known, rest = cli.parse_known_args(argv)
-    config = parser.parse(rest)
-    if isinstance(config.job, Table):
-        config = dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+    config = parser.prepared(parser.parse(rest))
     dtype = None if known.transport_dtype == "float32" else getattr(torch, known.transport_dtype)
     output = RunOutput(config.run, config.summary())
     fixed = config.fixed_options()

@@ -1,6 +1,5 @@
 """`python main.py` as a user runs it, over the real federation, the mock client and gloo, with the same
 training options; and what each run wrote."""
-import dataclasses
 import json
 import os
 import subprocess
@@ -17,8 +16,8 @@ from federation.images import ALGORITHM
 from federation.nodes import IMAGES
 from federation.server import API_PATH, Server
 from federation.shell import HarnessError, say, stop_process, tail
-from ppsdg import data, parser
-from ppsdg.config import Config, Table
+from ppsdg import parser
+from ppsdg.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,17 +59,14 @@ class Job:
 
 def configuration(arguments: list[str]) -> Config:
     """The configuration main.py runs `arguments` with: a table's schema and target fixed as it fixes them."""
-    config = parser.parse(arguments)
-    if isinstance(config.job, Table):
-        return dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
-    return config
+    return parser.prepared(parser.parse(arguments))
 
 
 def write_partitions(arguments: list[str], folder: Path) -> list[Path]:
     """Each worker's part of the data of main.py `arguments`, written to `folder` as the mock client
     writes its organizations' databases (`main.write_partitions`), by rank."""
     config = configuration(arguments)
-    target = config.job.target if isinstance(config.job, Table) else None
+    target = config.table.target if config.table is not None else None
     return main.write_partitions(config.source, target, config.run.workers, config.run.seed, folder)
 
 

@@ -69,8 +69,8 @@ def run_central(client: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if run.num_nodes != len(organizations) + 1:
         raise OptionsError(f"num_nodes is {run.num_nodes} but {len(organizations)} organizations "
                            "were given: it must be their number plus one (the server)")
-    if isinstance(config.job, Table):
-        check_table_task(config.job)
+    if config.table is not None:
+        check_table_task(config.table)
     device = runtime.set_up(run.threads, run.use_cuda)
     job = Job.of_config(config)
     fixed = config.fixed_options()
@@ -136,7 +136,7 @@ def run_partial(organization: int, frame: pd.DataFrame | None, kwargs: dict[str,
         if temporary_folder is not None:
             environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
-        table = config.job if isinstance(config.job, Table) else None
+        table = config.table
         if table is not None:
             check_table_task(table)
         with owner_only(on_node, table is not None):

@@ -196,8 +196,9 @@ class Config:
                    build(Server, options))
 
     @property
-    def table(self) -> bool:
-        return isinstance(self.job, Table)
+    def table(self) -> Table | None:
+        """The job's part where the job is a synthetic table (the data split by its target), else None."""
+        return self.job if isinstance(self.job, Table) else None
 
     def options(self) -> dict[str, Any]:
         """The options of the parts that apply to this job, as one flat mapping (what a vantage6 task

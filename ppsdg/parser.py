@@ -5,6 +5,7 @@ The parser is the one source of defaults: the vantage6 central function takes th
 keyword arguments (long names with underscores) and fills the missing ones from here.
 """
 import argparse
+import dataclasses
 import math
 import textwrap
 from collections.abc import Mapping
@@ -203,6 +204,14 @@ def parse(argv: list[str] | None = None, prog: str = "main.py") -> Config:
         options.schema = tables.Schema.read(schema).text()
     validate(options)
     return Config.from_options(vars(options))
+
+
+def prepared(config: Config) -> Config:
+    """The configuration with a table's schema (drafted where none is given) and target fixed, once for
+    the run (`data.prepare_table`); any other unchanged."""
+    if config.table is None:
+        return config
+    return dataclasses.replace(config, job=data.prepare_table(config.source, config.table))
 
 
 def from_mapping(values: Mapping[str, Any]) -> Config:

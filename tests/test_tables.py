@@ -1,6 +1,5 @@
 """Tables as node data: the schema, encoding, the marginals synthesizer's rounds and privacy, the
 evaluation, and the commands, on a small seeded table (and Adult where the figure needs real data)."""
-import dataclasses
 import io
 import itertools
 import json
@@ -109,8 +108,7 @@ def test_a_bad_schema_is_refused_by_name(schema, message):
 
 
 def table_config(files: dict[str, Path], *extra: str) -> Config:
-    config = parser.parse(["--data", str(files["all"]), "--schema", str(files["schema"]), *extra])
-    return dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+    return parser.prepared(parser.parse(["--data", str(files["all"]), "--schema", str(files["schema"]), *extra]))
 
 
 def rounds(config: Config, parts: list[pd.DataFrame]) -> dict[str, torch.Tensor]:
@@ -246,10 +244,9 @@ def test_both_backends_give_the_same_synthetic_table(gloo_table, table_files, tm
 def test_the_vantage6_result_holds_the_synthetic_table_a_user_reads_without_ppsdg(gloo_table, table_files):
     """The central function's result, as vantage6's UI or UserClient hands it over: the synthetic records
     as CSV text (the same as main.py writes for the same seed), the schema, epsilon and delta."""
-    config = parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--test-data",
-                           str(table_files["test"]), "--schema", str(table_files["schema"]), "-ldp",
-                           "--target-epsilon", "3", "--backend", "vantage6"])
-    config = dataclasses.replace(config, job=data.prepare_table(config.source, config.job))
+    config = parser.prepared(parser.parse(["--data", f"{table_files['a']},{table_files['b']}", "--test-data",
+                                           str(table_files["test"]), "--schema", str(table_files["schema"]),
+                                           "-ldp", "--target-epsilon", "3", "--backend", "vantage6"]))
     databases = main.mock_databases(config.source, config.job.target, config.run.workers, config.run.seed)
     result = json.loads(json.dumps(main.run_on_mock(databases, config.task_options())))
     table = result["synthetic"]
