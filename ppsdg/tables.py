@@ -55,6 +55,8 @@ MAX_COLUMNS = 100
 SHOWN_NAMES = 8
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_CATEGORIES = 1000
+# An integer column's values are whole numbers a float holds exactly (and an int64 too).
+MAX_WHOLE = float(1 << 53)
 MAX_TABLE_BYTES = 2 << 30
 UNPACK_PIECE = 1 << 20
 # A schema file or text: 100 columns of 1000 categories of 100 characters are 10 MB of JSON.
@@ -359,6 +361,8 @@ def _sdv_column(name: str, meta: Any) -> dict[str, Any]:
         if not (_finite(low) and _finite(high) and _finite(float(high) - float(low)) and low < high):
             raise SchemaError(f"column {name!r}: SDV metadata needs its public 'range_min' < 'range_max' "
                               "(ppsdg's domain)")
+        # as floats: a whole number beyond int64 (JSON allows any) would make numpy's arrays of objects
+        low, high = float(low), float(high)
         integer = str(meta.get("computer_representation", "Float")).lower().startswith(("int", "uint"))
         edges = whole_edges(low, high, DRAFT_BINS) if integer else np.linspace(low, high, DRAFT_BINS + 1).tolist()
         return {"name": name, "type": NUMERIC, "edges": [float(e) for e in edges], "integer": integer}
@@ -421,6 +425,9 @@ def _column(entry: Any, index: int) -> Column:
             and _finite(float(edges[-1]) - float(edges[0]))):
         raise SchemaError(f"column {name!r}: 'edges' must be 2 to {MAX_CATEGORIES + 1} finite, increasing numbers "
                           "(as floats), their span finite too")
+    if flags["integer"] and not all(abs(float(edge)) <= MAX_WHOLE for edge in edges):
+        raise SchemaError(f"column {name!r}: an integer column's 'edges' must lie within +-2^53, the whole numbers a "
+                          "float holds exactly")
     scale = entry.get("scale", LINEAR)
     if scale not in (LINEAR, LOG):
         raise SchemaError(f"column {name!r}: 'scale' must be {LINEAR!r} or {LOG!r}")

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pyarrow import parquet
 
@@ -176,6 +176,10 @@ def assert_usable(schema: tables.Schema) -> None:
 
 @settings(max_examples=150, deadline=SECONDS * 1000, suppress_health_check=[HealthCheck.too_slow])
 @given(schema_texts())
+# Found by this test: a numerical range beyond int64 made numpy's arrays of objects (UFuncTypeError).
+@example('{"columns": {"age": {"sdtype": "numerical", "range_min": -1000000000000000000000000000000, '
+         '"range_max": 80, "computer_representation": "Int64"}, "outcome": {"sdtype": "categorical", '
+         '"range_values": ["ill", "well", "other"]}}}')
 def test_fuzzed_schema_is_usable_or_refused_by_name(text):
     try:
         schema = tables.Schema.from_text(text)

@@ -104,6 +104,7 @@ def test_a_unit_id_keeps_one_row_a_person_and_ids_and_ignored_columns_are_not_mo
                   {"name": "c", "type": "categorical", "categories": ["x"]}]}, "more than one 'unit'"),
     ({"columns": [{"name": "a", "type": "ignore", "missing": True}]}, "unknown key"),
     ({"columns": [{"name": "a", "type": "numeric", "edges": [0, 1], "scale": "cube"}]}, "'scale' must be"),
+    ({"columns": [{"name": "a", "type": "numeric", "edges": [-1e30, 80], "integer": True}]}, r"within \+-2\^53"),
     ({"columns": [{"name": "a", "type": "id"}, {"name": "b", "type": "categorical", "categories": ["x"]}],
       "target": "a"}, "not a modelled column")])
 def test_a_schema_of_the_new_types_that_cannot_be_used_is_refused_by_name(schema, message):
