@@ -40,6 +40,7 @@ def run_rank(rank: int, world_size: int, config: Config) -> None:
             point = coordination.serve(
                 comm, run, job, local.test_examples(source, job.classifier is not None, device),
                 lambda record, point: written.add_round(record, checkpoint.encode(point, fixed)), resume)
+            coordination.end_work(comm, point.model, job)
             output.finish_run(written, point, job, source, run.seed)
         else:
             coordination.work(comm, run, job,

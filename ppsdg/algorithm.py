@@ -18,9 +18,10 @@ from vantage6.algorithm.tools.wrappers import load_data
 from backends import codec
 from backends.mock import ForgetfulMockClient
 from backends.vantage6 import CentralCommunicator, node_communicator, node_result
-from ppsdg import checkpoint, coordination, data, local, parser, result, runtime, tables
+from ppsdg import checkpoint, coordination, data, local, parser, result, runtime, secure_aggregation, tables
 from ppsdg.policy import FOLDER, PREFIX, NodePolicy, PolicyError
 from ppsdg.checkpoint import Checkpoint
+from ppsdg.secure_aggregation import NodeSecrets
 from ppsdg.config import Config, Table
 from ppsdg.job import Job
 from ppsdg.errors import DataError, FederationError, OptionsError, PpsdgError
@@ -136,22 +137,38 @@ def run_partial(organization: int, frame: pd.DataFrame | None, kwargs: dict[str,
         if temporary_folder is not None:
             environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
+        secure = config.privacy.secure_aggregation
+        if secure and secure_aggregation.is_key_request(comm.names()):
+            comm.gather(NodeSecrets.fresh(job_folder(environment)).reply())
+            return node_result(comm)
         table = config.table
         if table is not None:
             check_table_task(table)
         with owner_only(on_node, table is not None):
             frame = read_database(table is not None) if frame is None else frame
-        secure = dataclasses.replace(config.privacy, secure_noise=policy.secure(config.privacy, on_node))
-        job = Job.of(config.job, secure, run.num_rounds, config.source.data)
+        privacy = dataclasses.replace(config.privacy, secure_noise=policy.secure(config.privacy, on_node))
+        job = Job.of(config.job, privacy, run.num_rounds, config.source.data)
         policy.admit(run, job, len(frame), environment, organization)
         device = runtime.set_up(run.threads, run.use_cuda)
         with owner_only(on_node, table is not None):
             examples = local.Examples.from_frame(frame, table, device, quiet=on_node)
-        coordination.worker_round(comm, new_model(job.synthesizer, run.seed, device), examples, run, job)
+        secrets = NodeSecrets.load(job_folder(environment)) if secure else None
+        colluders = None if policy.distributed_noise is None else max(policy.distributed_noise, privacy.colluders)
+        coordination.worker_round(comm, new_model(job.synthesizer, run.seed, device), examples, run, job, secrets,
+                                  colluders)
     except PpsdgError as error:
         kind = PolicyError if isinstance(error, PolicyError) else FederationError
         raise kind(f"organization {organization} (worker rank {comm.rank}): {error}") from error
     return node_result(comm)
+
+
+def job_folder(environment: dict[str, str]) -> str:
+    """The job's folder on this node, where secure aggregation keeps the node's key between rounds."""
+    folder = environment.get(FOLDER)
+    if not folder:
+        raise FederationError(f"secure aggregation keeps this node's key in the job's folder, and the node gives "
+                              f"none ({FOLDER})")
+    return folder
 
 
 def node_environment() -> dict[str, str]:

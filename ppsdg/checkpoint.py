@@ -297,15 +297,20 @@ def _history_entry(entry: Any, rank: int) -> HistoryEntry:
 def _check_statistics(state: Tensors, records: list[dict[str, Any]], job: Job, what: str) -> None:
     """Summed statistics are the sum of the releases the records list as averaged: the synthesizer
     checks them against the bounds of those releases' rows and planned noise (check_sum)."""
-    rows_by_round = [[worker.get("num_samples") for worker in record["workers"] if worker.get("averaged")]
-                     for record in records]
+    averaged = [[worker for worker in record["workers"] if worker.get("averaged")] for record in records]
+    rows_by_round = [[worker.get("num_samples") for worker in workers] for workers in averaged]
+    shares_by_round = [[worker.get("noise_share", 1.0) for worker in workers] for workers in averaged]
     rows = [count for counts in rows_by_round for count in counts]
     if not all(_is_int(count) and count >= 1 for count in rows):
         raise CheckpointError(f"the checkpoint's records hold an averaged worker's num_samples that is not a whole "
                               f"number of 1 or more: {_brief(rows)}")
+    shares = [share for shares in shares_by_round for share in shares]
+    if not all(_is_number(share) and 0 < share <= 1 for share in shares):
+        raise CheckpointError(f"the checkpoint's records hold an averaged worker's noise_share that is not a number "
+                              f"in (0, 1]: {_brief(shares)}")
     synthesizer = job.synthesizer
     try:
-        synthesizer.check_sum(state, rows_by_round, synthesizer.release_std(job.dp))
+        synthesizer.check_sum(state, rows_by_round, synthesizer.release_std(job.dp), shares_by_round)
     except FederationError as error:
         raise CheckpointError(f"the checkpoint's {what} is not the sum of the releases its records list: "
                               f"{error}") from error

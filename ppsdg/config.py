@@ -87,6 +87,8 @@ class Privacy:
     delta: float
     accountant: str
     secure_noise: bool
+    secure_aggregation: bool
+    colluders: int
 
 
 @dataclass(frozen=True)

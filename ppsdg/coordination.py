@@ -4,6 +4,7 @@ schema both sides use, aggregation, quorum, and the round record that is a line 
 Both backends run exactly these functions: gloo ranks in `train.py`, vantage6's central and
 partial functions in `algorithm.py`.
 """
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,13 +17,14 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Communicator, Tensors
-from ppsdg import local
+from ppsdg import local, secure_aggregation
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.config import Run
 from ppsdg.job import Job
 from ppsdg.errors import FederationError
 from ppsdg.privacy import HistoryEntry, Ledger, LocalDP, release_entry
 from ppsdg.runtime import derive_seed, every_core
+from ppsdg.secure_aggregation import NodeSecrets
 from ppsdg.models import new_model, state_copy
 
 ROUND = "round"
@@ -44,6 +46,7 @@ class WorkerRecord(TypedDict, total=False):
     critic_loss: float | None
     generator_loss: float
     epsilon: float
+    noise_share: float
     organization: int
 
 
@@ -75,6 +78,7 @@ class RoundRecord(TypedDict, total=False):
     workers: list[WorkerRecord]
     failed: list[FailedRecord]
     late: list[LateRecord]
+    attempts: int
     epsilon: float
     delta: float
     accountant: str
@@ -130,7 +134,19 @@ def reply_template(model: nn.Module, job: Job) -> Tensors:
     state for FedAvg, and the figures the job reports."""
     update = ({name: p.detach() for name, p in model.named_parameters()} if job.federated_sgd
               else dict(model.state_dict()))
-    return Reply(update, 0, 0.0, dict.fromkeys(job.figures, 0.0)).to_message()
+    if not job.secure_aggregation:
+        return Reply(update, 0, 0.0, dict.fromkeys(job.figures, 0.0)).to_message()
+    figures = dict.fromkeys(job.figures + secure_aggregation.FIGURES, 0.0)
+    return Reply(secure_aggregation.reply_template(update, job.synthesizer.secret), 0, 0.0, figures).to_message()
+
+
+def round_message(model: nn.Module, job: Job, round_: int, attempt: int, keys: Mapping[int, bytes],
+                  members: Sequence[int], workers: int) -> Tensors:
+    """What the server sends a round's members: the round and the global state; under secure aggregation
+    also the attempt and the members' public keys."""
+    if job.secure_aggregation:
+        return secure_aggregation.round_message(model.state_dict(), round_, attempt, keys, members, workers)
+    return {ROUND: torch.tensor(round_, dtype=torch.int64), **model.state_dict()}
 
 
 def choose_group(seed: int, round_: int, num_workers: int, group_size: int | None) -> list[int]:
@@ -194,31 +210,88 @@ def check_quorum(comm: Communicator, round_: int, group: Sequence[int], failures
                           f"{needed} are needed (--min-workers) - {missing}")
 
 
-def exchange(comm: Communicator, model: nn.Module, job: Job, round_: int, members: Sequence[int]
-             ) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors]]:
-    """Send the global model to the round's members: their checked replies, why others are missing,
-    and the messages of those rejected (each left its node all the same)."""
-    message = {ROUND: torch.tensor(round_, dtype=torch.int64), **model.state_dict()}
+def exchange(comm: Communicator, model: nn.Module, job: Job, round_: int, members: Sequence[int],
+             message: Tensors) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors]]:
+    """Send the round's message to its members: their checked replies, why others are missing, and the
+    messages of those rejected (each left its node all the same)."""
     try:
         messages = comm.exchange(message, members, reply_template(model, job))
     except FederationError as error:
         raise FederationError(f"round {round_}: {error}") from error
     failures = {rank: comm.failures.get(rank, "no answer") for rank in members if rank not in messages}
-    dp, synthesizer = job.dp, job.synthesizer if job.releases_statistics else None
     replies, rejected = {}, {}
     for rank, reply_message in messages.items():
         try:
             replies[rank] = Reply.from_message(reply_message)
-            entry = checked_entry(dp, replies[rank].figures) if dp is not None else None
-            if synthesizer is not None:
-                synthesizer.check_release(replies[rank].update, replies[rank].num_samples, synthesizer.release_std(dp),
-                                          model.state_dict())
-                check_planned_release(dp, entry)
+            check_reply(job, replies[rank], model.state_dict(), len(members))
         except FederationError as error:
             replies.pop(rank, None)
             failures[rank] = str(error)
             rejected[rank] = reply_message
     return replies, failures, rejected
+
+
+def check_reply(job: Job, reply: Reply, sent: Tensors, members: int) -> None:
+    """A reply's DP spending, and a statistics release's bounds; under secure aggregation the release is
+    masked, so only its declared noise share is checked here, and the sum's bounds once it is summed."""
+    dp, synthesizer = job.dp, job.synthesizer if job.releases_statistics else None
+    entry = checked_entry(dp, reply.figures) if dp is not None else None
+    if synthesizer is None:
+        return
+    if job.secure_aggregation:
+        secure_aggregation.check_figures(reply.figures, members, dp.colluders)
+    else:
+        synthesizer.check_release(reply.update, reply.num_samples, synthesizer.release_std(dp), sent)
+    check_planned_release(dp, entry)
+
+
+def secure_exchange(comm: Communicator, model: nn.Module, job: Job, run: Run, round_: int, group: Sequence[int],
+                    members: Sequence[int], keys: Mapping[int, bytes], ledger: Ledger | None
+                    ) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors], int]:
+    """A secure aggregation round: attempts until every member of one answers, each without the members
+    the one before lost (their masks stay in the others' releases, which cannot be summed: those are
+    charged and discarded). Returns the last attempt's replies, why members are missing, the rejected
+    messages of the last attempt, and the number of attempts."""
+    failures = {rank: "no key: it took no part in the run's key agreement" for rank in members if rank not in keys}
+    present = [rank for rank in members if rank in keys]
+    for attempt in itertools.count(1):
+        try:
+            check_quorum(comm, round_, group, failures, run.min_workers)
+        except FederationError as error:
+            if ledger is None or attempt == 1:
+                raise
+            raise FederationError(f"{error}; with the releases of this round, epsilon is {ledger.worst():.4g}") from error
+        message = round_message(model, job, round_, attempt, keys, present, comm.world_size - 1)
+        replies, lost, rejected = exchange(comm, model, job, round_, present, message)
+        if not lost:
+            return replies, failures, rejected, attempt
+        discarded = {**rejected, **{rank: reply.to_message() for rank, reply in replies.items()}}
+        notes, _ = account(job.dp, ledger, {}, discarded, {})
+        for rank, reason in lost.items():
+            failures[rank] = f"{reason} (attempt {attempt}; the round ran again without it)"
+        for rank, note in notes.items():
+            if rank in lost:
+                failures[rank] += f" ({note})"
+        present = [rank for rank in present if rank not in lost]
+    raise AssertionError("unreachable")
+
+
+def secure_total(job: Job, replies: Mapping[int, Reply], sent: Tensors) -> Reply:
+    """The members' masked releases summed, checked against what an honest sum obeys: the bounds of one
+    release of all their rows under the noise their shares add up to."""
+    synthesizer = job.synthesizer
+    scales = {reply.figures[secure_aggregation.SCALE_FIGURE] for reply in replies.values()}
+    if len(scales) != 1:
+        raise FederationError(f"the members' releases declare different scales {sorted(scales)}")
+    total = secure_aggregation.summed([reply.update for reply in replies.values()], synthesizer.secret, scales.pop())
+    rows = sum(reply.num_samples for reply in replies.values())
+    shares = sum(reply.figures[secure_aggregation.SHARE] for reply in replies.values())
+    try:
+        synthesizer.check_release(total, rows, synthesizer.release_std(job.dp) * math.sqrt(shares), sent)
+    except FederationError as error:
+        raise FederationError(f"the sum of the members' releases is {error}: one of them is not an honest "
+                              "release, and secure aggregation cannot tell which") from error
+    return Reply(total, rows, 0.0, {})
 
 
 def checked_entry(dp: LocalDP, figures: Mapping[str, float]) -> HistoryEntry:
@@ -279,7 +352,8 @@ def account(dp: LocalDP | None, ledger: Ledger | None, replies: Mapping[int, Rep
 
 
 def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None, run: Run,
-                 job: Job, round_: int, test_set: local.Examples, ledger: Ledger | None) -> RoundRecord:
+                 job: Job, round_: int, test_set: local.Examples, ledger: Ledger | None,
+                 keys: Mapping[int, bytes]) -> RoundRecord:
     """The server's part of a round: draw the group, exchange, account, aggregate, test.
 
     Every release is charged before the quorum is checked: a round that stops the run has still
@@ -290,7 +364,13 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     dp = job.dp
     group = choose_group(run.seed, round_, num_workers, run.group_size)
     members = participants(group, num_workers, run.train_all)
-    replies, failures, rejected = exchange(comm, model, job, round_, members)
+    sent, attempts = state_copy(model), 1
+    if job.secure_aggregation:
+        replies, failures, rejected, attempts = secure_exchange(comm, model, job, run, round_, group, members, keys,
+                                                                ledger)
+    else:
+        replies, failures, rejected = exchange(comm, model, job, round_, members,
+                                               round_message(model, job, round_, 0, {}, members, num_workers))
     late = comm.late_replies()
     for_rejected, for_late = account(dp, ledger, replies, rejected, late)
     for rank, note in for_rejected.items():
@@ -302,8 +382,14 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
         if ledger is None:
             raise
         raise FederationError(f"{error}; with the releases of this round, epsilon is {ledger.worst():.4g}") from error
-    aggregate(model, optimizer, [reply for rank, reply in replies.items() if rank in group], job.lr(round_),
-              summed=job.releases_statistics)
+    averaged = [reply for rank, reply in replies.items() if rank in group]
+    if job.secure_aggregation:
+        try:
+            averaged = [secure_total(job, {rank: reply for rank, reply in replies.items() if rank in group}, sent)]
+        except FederationError as error:
+            raise FederationError(f"round {round_}: {error}; with the releases of this round, epsilon is "
+                                  f"{ledger.worst():.4g}") from error
+    aggregate(model, optimizer, averaged, job.lr(round_), summed=job.releases_statistics)
     if job.synthesizer is not None:
         job.synthesizer.after_round(model, round_)
     figures = job.synthesizer.figures if job.synthesizer is not None else ()
@@ -318,6 +404,8 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     record = RoundRecord(round=round_, test_loss=test_loss, test_accuracy=accuracy,
                          lr=job.lr(round_), group=group, participants=members, workers=workers,
                          failed=[FailedRecord(rank=rank, reason=failures[rank]) for rank in members if rank in failures])
+    if job.secure_aggregation:
+        record["attempts"] = attempts
     if late:
         record["late"] = [LateRecord(rank=rank, replies=len(messages), **({"charge": for_late[rank]} if dp else {}))
                           for rank, messages in sorted(late.items())]
@@ -342,7 +430,8 @@ def worker_record(rank: int, reply: Reply, averaged: bool, dp: LocalDP | None, l
                   figures: Sequence[str]) -> WorkerRecord:
     """A worker's line in the round record; under DP, with its epsilon so far (already charged)."""
     worker = WorkerRecord(rank=rank, num_samples=reply.num_samples, train_loss=reply.train_loss,
-                          averaged=averaged, **{k: v for k, v in reply.figures.items() if k in figures})
+                          averaged=averaged, **{k: v for k, v in reply.figures.items()
+                                                if k in (*figures, secure_aggregation.SHARE)})
     if dp is not None and ledger is not None:
         worker.update({k: None for k in dp.withheld if k in worker})
         worker["epsilon"] = ledger.epsilon_of(rank)
@@ -366,10 +455,11 @@ def serve(comm: Communicator, run: Run, job: Job, test_set: local.Examples,
     if ledger is not None:
         ledger.restore(point.histories)
     records, snapshots = list(point.records), dict(point.snapshots)
+    keys = agree_keys(comm) if job.secure_aggregation else {}
     with tqdm(range(point.round + 1, run.num_rounds + 1), desc="rounds", position=0,
               disable=None) as rounds:
         for round_ in rounds:
-            record = server_round(comm, model, optimizer, run, job, round_, test_set, ledger)
+            record = server_round(comm, model, optimizer, run, job, round_, test_set, ledger, keys)
             records.append(record)
             if job.sample_every and round_ % job.sample_every == 0:
                 snapshots[round_] = job.synthesizer.generator_state(model)
@@ -380,6 +470,31 @@ def serve(comm: Communicator, run: Run, job: Job, test_set: local.Examples,
             on_round(record, point)
             rounds.set_postfix(progress_figures(record))
     return point
+
+
+def agree_keys(comm: Communicator) -> dict[int, bytes]:
+    """The run's key agreement: every worker's public key, relayed by the server to the members of each
+    round. A worker that does not answer takes part in no secure round of the run."""
+    workers = list(range(1, comm.world_size))
+    try:
+        replies = comm.exchange(secure_aggregation.key_request(), workers, secure_aggregation.key_template())
+    except FederationError as error:
+        raise FederationError(f"the key agreement of secure aggregation: {error}") from error
+    keys = {rank: reply[secure_aggregation.PUBLIC_KEY].numpy().tobytes() for rank, reply in replies.items()}
+    if len(set(keys.values())) < 2:
+        missing = "; ".join(f"{comm.describe(rank)}: {comm.failures.get(rank, 'no answer')}"
+                            for rank in workers if rank not in keys)
+        raise FederationError(f"the key agreement of secure aggregation needs two workers with distinct keys, "
+                              f"and {len(keys)} answered - {missing}")
+    return keys
+
+
+def end_work(comm: Communicator, state: Tensors, job: Job) -> None:
+    """Server side (gloo): under secure aggregation a worker takes whatever message comes (a round may
+    run again), so the server tells every worker when the run is over, in a message of the rounds' shape."""
+    if job.secure_aggregation:
+        message = secure_aggregation.round_message(state, secure_aggregation.END, 0, {}, [], comm.world_size - 1)
+        comm.broadcast(message, src=0, group=list(range(1, comm.world_size)))
 
 
 def server_optimizer(model: nn.Module, job: Job) -> torch.optim.Optimizer | None:
@@ -405,26 +520,66 @@ def receive_start(comm: Communicator) -> int:
     return int(comm.broadcast({START: torch.tensor(0, dtype=torch.int64)}, src=0)[START])
 
 
-def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples, run: Run, job: Job) -> int:
-    """The worker's part of a round, the same on every backend: receive, train, reply."""
-    message = comm.broadcast({ROUND: torch.tensor(0, dtype=torch.int64), **model.state_dict()}, src=0)
+def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples, run: Run, job: Job,
+                 secrets: NodeSecrets | None = None, colluders: int | None = None) -> int:
+    """The worker's part of a round, the same on every backend: receive, train, reply. Under secure
+    aggregation (`secrets`, the node's half of the key agreement) the release is masked, with its share
+    of the noise for `colluders` (None: all of it); returns END where the server ends the run."""
+    workers = comm.world_size - 1
+    message = comm.broadcast(round_message(model, job, 0, 0, {}, [], workers), src=0)
     round_ = int(message.pop(ROUND))
+    if round_ == secure_aggregation.END and job.secure_aggregation:
+        return round_
     if not 1 <= round_ <= run.num_rounds:
         raise FederationError(f"the server's message is for round {round_}, not one of this run's 1..{run.num_rounds}")
+    attempt = int(message.pop(secure_aggregation.ATTEMPT, torch.tensor(0)))
+    keys = message.pop(secure_aggregation.KEYS, None)
     model.load_state_dict(message)
-    update, num_samples, loss, figures = local.local_update(model, examples, job, run.seed, round_, comm.rank)
-    if job.dp is not None:
-        loss, figures = job.dp.release(loss, figures)
-    comm.gather(Reply(update, num_samples, loss, figures).to_message(), dst=0)
+    if job.secure_aggregation:
+        peers = secrets.peers({secure_aggregation.KEYS: keys}, comm.rank)
+        reply = secure_update(model, examples, job, run.seed, round_, attempt, comm.rank, secrets, peers, colluders)
+    else:
+        update, num_samples, loss, figures = local.local_update(model, examples, job, run.seed, round_, comm.rank)
+        if job.dp is not None:
+            loss, figures = job.dp.release(loss, figures)
+        reply = Reply(update, num_samples, loss, figures)
+    comm.gather(reply.to_message(), dst=0)
     return round_
+
+
+def secure_update(model: nn.Module, examples: local.Examples, job: Job, seed: int, round_: int, attempt: int,
+                  rank: int, secrets: NodeSecrets, peers: Mapping[int, bytes], colluders: int | None) -> Reply:
+    """A member's masked release: its exact counts, its share of the noise (discrete Gaussian, secure
+    under --secure-noise, else seeded by (seed, round, rank, attempt)), masked under this attempt's
+    context, which it spends first."""
+    synthesizer, dp = job.synthesizer, job.dp
+    synthesizer.check_instructions(model)
+    share = secure_aggregation.share_of(len(peers), colluders)
+    exact = synthesizer.exact_release(model, examples.images, dp, share)
+    noise = dp.integer_noise(secure_aggregation.noise_sigma(exact, share), derive_seed(seed, round_, rank, attempt))
+    mask_context = secure_aggregation.context(round_, attempt)
+    secrets.use(mask_context)
+    update = secure_aggregation.masked_reply(exact, share, noise, rank, secrets, peers, mask_context)
+    figures = {**dp.release_spent(dp.release_noise()), secure_aggregation.SHARE: share,
+               secure_aggregation.SCALE_FIGURE: exact.scale}
+    return Reply(update, len(examples), 0.0, figures)
 
 
 def work(comm: Communicator, run: Run, job: Job, examples: local.Examples) -> None:
     """A long-lived worker (gloo): from the round the server starts at, take part in the rounds
-    whose group holds this rank."""
+    whose group holds this rank; under secure aggregation, after the key agreement, answer each
+    message until the server ends the run."""
     model = new_model(job.synthesizer, run.seed, examples.labels.device)
     num_workers = comm.world_size - 1
-    for round_ in range(receive_start(comm) + 1, run.num_rounds + 1):
+    start = receive_start(comm)
+    if job.secure_aggregation:
+        comm.broadcast(secure_aggregation.key_request(), src=0)
+        secrets = NodeSecrets.fresh()
+        comm.gather(secrets.reply(), dst=0)
+        while worker_round(comm, model, examples, run, job, secrets, job.dp.colluders) != secure_aggregation.END:
+            pass
+        return
+    for round_ in range(start + 1, run.num_rounds + 1):
         group = choose_group(run.seed, round_, num_workers, run.group_size)
         if comm.rank in participants(group, num_workers, run.train_all):
             worker_round(comm, model, examples, run, job)

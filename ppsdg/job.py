@@ -51,6 +51,11 @@ class Job:
         return self.synthesizer is not None and self.synthesizer.releases_statistics
 
     @property
+    def secure_aggregation(self) -> bool:
+        """Whether the workers' releases are masked and summed (`secure_aggregation`), not read one by one."""
+        return self.dp is not None and self.dp.colluders is not None
+
+    @property
     def figures(self) -> tuple[str, ...]:
         """The figures a worker reports beside its update: the DP accountant entry, the GAN's losses."""
         return (self.dp.figures if self.dp else ()) + (self.synthesizer.figures if self.synthesizer else ())

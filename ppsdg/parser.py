@@ -16,7 +16,7 @@ from ppsdg import data, synthesizers, tables
 from ppsdg.config import DEFAULT_DELTA, DEFAULT_NODES, DEFAULT_ROUNDS, DEFAULT_SEED, TABLE_ROUNDS, WGAN_EPOCHS, Config
 from ppsdg.data import PARTITION_SCHEMES
 from ppsdg.errors import OptionsError
-from ppsdg.policy import SECURE_NOISE
+from ppsdg.policy import DISTRIBUTED_NOISE, SECURE_NOISE
 from ppsdg.privacy import DEFAULT_TARGET_EPSILON
 
 BACKENDS = ("gloo", "vantage6")
@@ -109,6 +109,15 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
                          "knows the seed could otherwise recompute and remove the noise. Runs are then not "
                          "reproducible. A real vantage6 node does this unless its owner allows the seed "
                          f"(PPSDG_ALLOW_SEEDED_NOISE=1); {SECURE_NOISE}=1 forces it anywhere")
+    dp.add_argument("--secure-aggregation", action="store_true",
+                    help="a table's marginals: the server learns only the sum of the nodes' releases (pairwise "
+                         "masks), and each node adds only its share of the noise, so that the sum carries the "
+                         "noise of one central release (not sqrt(nodes) times it); one extra exchange a run "
+                         "for the key agreement. A vantage6 node adds its full noise unless its owner allows "
+                         f"shares ({DISTRIBUTED_NOISE})")
+    dp.add_argument("--colluders", type=int, default=0,
+                    help="with --secure-aggregation: how many nodes may collude with the server; each node adds "
+                         "1/(nodes - colluders) of the noise variance, so the honest ones still add all of it")
     gan = parser.add_argument_group("synthetic data (with --gan)")
     gan.add_argument("--synthesizer", choices=synthesizers.NAMES, default=None,
                      help="the synthesis method: for images 'moments' (the default: class-conditional "
@@ -359,6 +368,20 @@ def validate(options: argparse.Namespace) -> None:
     _require(options.synthetic_samples is None or options.synthetic_samples > data.NUM_CLASSES * 3,
              f"--synthetic-samples must be more than {data.NUM_CLASSES * 3} (the evaluation needs every class)")
     _require(options.sample_every >= 0, "--sample-every must be 0 or more")
+    validate_secure_aggregation(options, workers)
+
+
+def validate_secure_aggregation(options: argparse.Namespace, workers: int) -> None:
+    """Secure aggregation sums whole-number releases under DP: a table's marginals, with --local_dp."""
+    if not options.secure_aggregation:
+        _require(options.colluders == 0, "--colluders is for --secure-aggregation")
+        return
+    _require(options.local_dp, "--secure-aggregation needs --local_dp: it sums the nodes' noisy releases")
+    _require(options.gan and options.synthesizer == "marginals",
+             "--secure-aggregation sums a table's marginals (--synthesizer marginals, implied by a table as "
+             "--data); the classifier, the WGAN-GP and the moments release no such counts")
+    _require(workers >= 2, "--secure-aggregation needs at least 2 workers: one node's sum is its release")
+    _require(0 <= options.colluders < workers, f"--colluders must be in 0..{workers - 1} for {workers} workers")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -41,8 +41,9 @@ MAX_THREADS = "PPSDG_MAX_THREADS"
 MAX_ROUNDS = "PPSDG_MAX_ROUNDS"
 MIN_NOISE_MULTIPLIER = "PPSDG_MIN_NOISE_MULTIPLIER"
 MAX_GRAD_NORM = "PPSDG_MAX_GRAD_NORM"
+DISTRIBUTED_NOISE = "PPSDG_DISTRIBUTED_NOISE"
 KNOWN = (REQUIRE_DP, SECURE_NOISE, ALLOW_SEEDED_NOISE, MAX_EPSILON, DELTA, MAX_EPOCHS, MAX_BATCH_SIZE, MAX_THREADS,
-         MAX_ROUNDS, MIN_NOISE_MULTIPLIER, MAX_GRAD_NORM)
+         MAX_ROUNDS, MIN_NOISE_MULTIPLIER, MAX_GRAD_NORM, DISTRIBUTED_NOISE)
 PREFIX = "PPSDG_"
 FOLDER = "TEMPORARY_FOLDER"
 DEFAULT_DELTA = 1e-5
@@ -66,13 +67,13 @@ def flag(env: Mapping[str, str], name: str) -> bool:
     return value == "1"
 
 
-def whole(env: Mapping[str, str], name: str, default: int | None = None) -> int | None:
-    """A positive whole number in plain digits, or `default` when the variable is not set."""
+def whole(env: Mapping[str, str], name: str, default: int | None = None, least: int = 1) -> int | None:
+    """A whole number of at least `least` in plain digits, or `default` when the variable is not set."""
     value = env.get(name)
     if value is None:
         return default
-    if not WHOLE.fullmatch(value) or int(value) < 1:
-        raise PolicyError(f"{name}={value!r} cannot be read: it must be a whole number of at least 1")
+    if not WHOLE.fullmatch(value) or int(value) < least:
+        raise PolicyError(f"{name}={value!r} cannot be read: it must be a whole number of at least {least}")
     return int(value)
 
 
@@ -153,6 +154,9 @@ class NodePolicy:
     max_rounds: int | None = None
     min_noise_multiplier: float | None = None
     max_grad_norm: float | None = None
+    # Under secure aggregation, the colluders this node assumes: it adds 1/(members - colluders) of the
+    # noise variance; None: the owner allows no share, and the node adds all of it.
+    distributed_noise: int | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> "NodePolicy":
@@ -168,7 +172,7 @@ class NodePolicy:
                    max_epochs=whole(env, MAX_EPOCHS, DEFAULT_MAX_EPOCHS), max_batch_size=whole(env, MAX_BATCH_SIZE),
                    max_threads=whole(env, MAX_THREADS, runtime.cores()), max_rounds=whole(env, MAX_ROUNDS),
                    min_noise_multiplier=positive(env, MIN_NOISE_MULTIPLIER),
-                   max_grad_norm=positive(env, MAX_GRAD_NORM))
+                   max_grad_norm=positive(env, MAX_GRAD_NORM), distributed_noise=whole(env, DISTRIBUTED_NOISE, least=0))
 
     def secure(self, privacy: Privacy, on_node: bool) -> bool:
         """Whether the round's DP noise and sampling must come from the secure stream: on a real node

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ppsdg import discrete_gaussian
 from ppsdg.config import LocalTraining, Privacy
 from ppsdg.errors import FederationError, OptionsError
 from ppsdg.secure_random import SecurePoissonSampler, SecureRandom
@@ -114,6 +115,8 @@ class LocalDP:
         self.delta = privacy.delta
         self.accountant = privacy.accountant
         self.secure = privacy.secure_noise
+        # Under secure aggregation, the colluders the run assumes (`secure_aggregation`); None: off.
+        self.colluders = privacy.colluders if privacy.secure_aggregation else None
         self.training = training
         self.planned_rounds = num_rounds
         self._source: SecureRandom | None = None
@@ -200,6 +203,12 @@ class LocalDP:
         if self.secure:
             return self.source().normal(shape, std, like)
         return torch.randn(shape, dtype=like.dtype, device=like.device) * std
+
+    def integer_noise(self, sigma: np.ndarray, seed: int) -> np.ndarray:
+        """Discrete Gaussian noise of standard deviation `sigma` per entry (a secure aggregation share, in
+        fixed-point units): from the secure stream under --secure-noise, else seeded by `seed`."""
+        generator = self.source().generator if self.secure else np.random.default_rng(seed)
+        return discrete_gaussian.sample(generator, sigma)
 
     def _secure_sampling(self, loader: DataLoader) -> DataLoader:
         """The same Poisson batches as Opacus's loader (its collate keeps empty batches), drawn securely."""

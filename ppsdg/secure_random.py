@@ -27,6 +27,11 @@ class SecureRandom:
     def __init__(self) -> None:
         self._generator = np.random.Generator(ChaCha(key=secrets.randbits(KEY_BITS), counter=0, rounds=20))
 
+    @property
+    def generator(self) -> np.random.Generator:
+        """The stream itself, for a sampler that draws from a numpy Generator (the discrete Gaussian)."""
+        return self._generator
+
     def normal(self, shape: Sequence[int], std: float, like: torch.Tensor) -> torch.Tensor:
         """Gaussian noise N(0, std^2) of `shape`, with the dtype and device of `like`."""
         draws = self._generator.standard_normal((DRAWS, *shape)).sum(axis=0) / math.sqrt(DRAWS)

@@ -2,6 +2,7 @@
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -21,6 +22,19 @@ Update = tuple[Tensors, int, float, dict[str, float]]
 SIGMAS = 6.0
 
 
+@dataclass(frozen=True)
+class ExactRelease:
+    """A statistics release before its noise, for secure aggregation to noise, mask and sum: `counts`, the
+    node's whole-number statistics, and `std`, each entry's standard deviation of the full noise (0:
+    an entry released as it is, a zero); the server multiplies their sum by `scale`. `public` is the
+    rest of the reply, which travels in the clear (the declared noise, for the node's `share` of it)."""
+
+    counts: Tensors
+    std: Tensors
+    scale: float
+    public: Tensors
+
+
 class Synthesizer(ABC):
     """One synthesis method. `aggregation` is how the server folds the replies into the global state:
     "average" (FedAvg, weighted by sample counts) or "sum" (statistics released once per round)."""
@@ -31,6 +45,8 @@ class Synthesizer(ABC):
     sensitivity = 1.0
     # A synthesizer that trains by SGD: its local training (batches, epochs, DP-SGD's clipping).
     training: LocalTraining | None = None
+    # The parts of a release that secure aggregation masks (`exact_release`'s counts).
+    secret: tuple[str, ...] = ()
 
     @property
     def releases_statistics(self) -> bool:
@@ -47,6 +63,11 @@ class Synthesizer(ABC):
                      epoch_batches: Callable[[], Iterable[Batch]], lr: float, progress: tqdm | None) -> Update:
         """A worker's part of a round: its update, sample count, loss and named figures; `epoch_batches`
         and `lr` serve a synthesizer that trains by SGD (its own settings: `training`)."""
+
+    def exact_release(self, model: nn.Module, images: torch.Tensor, dp: LocalDP, share: float) -> ExactRelease:
+        """A worker's release under secure aggregation, before its noise, of which it adds `share` of the
+        variance. Only a synthesizer whose statistics are counts has one (the parser refuses the others)."""
+        raise NotImplementedError(f"{self.name} has no release for secure aggregation")
 
     def check_instructions(self, sent: nn.Module) -> None:
         """On the node, before its data are touched: refuse (FederationError) a global state whose
@@ -68,13 +89,15 @@ class Synthesizer(ABC):
         adds to the model as they are; a bound cannot catch a lie within it (README, *Dishonest nodes*)."""
         raise NotImplementedError(f"{self.name} sums its releases but does not bound them")
 
-    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float) -> None:
+    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float,
+                  shares_by_round: list[list[float]]) -> None:
         """Refuse a summed state (a checkpoint's model or snapshot) that the releases of these rows, each
-        with noise `noise_std`, could not have summed to. A sum of releases is one release of their rows
-        with their summed variance, so by default the same bounds as `check_release`."""
+        with its share of the noise `noise_std` (1: all of it; less under secure aggregation), could not
+        have summed to. A sum of releases is one release of their rows with their summed variance, so by
+        default the same bounds as `check_release`."""
         rows = [count for counts in rows_by_round for count in counts]
         # A synthesizer whose rounds ask for different kinds of release checks its sum itself.
-        self.check_release(state, sum(rows), noise_std * math.sqrt(len(rows)), state)
+        self.check_release(state, sum(rows), summed_std(noise_std, shares_by_round), state)
 
     def release_std(self, dp: LocalDP | None) -> float:
         """The standard deviation of the Gaussian noise on one release's vector of full sensitivity: the
@@ -89,6 +112,11 @@ class Synthesizer(ABC):
     def sample(self, state: Tensors, count: int, seed: int) -> "data.ImageSet | pd.DataFrame":
         """`count` synthetic records, the same from a seed: images with balanced labels (0, 1, ..., 9,
         0, ...), or a table's rows in its own columns."""
+
+def summed_std(noise_std: float, shares_by_round: list[list[float]]) -> float:
+    """The noise of a sum of releases, each with its share of the variance of noise `noise_std`."""
+    return noise_std * math.sqrt(sum(share for shares in shares_by_round for share in shares))
+
 
 def check_within(name: str, values: torch.Tensor, low: float, high: float, noise_std: float) -> None:
     """Every entry of a released statistic within [low - SIGMAS * noise_std, high + SIGMAS * noise_std]:

@@ -35,7 +35,8 @@ from ppsdg import tables
 from ppsdg.config import Table
 from ppsdg.privacy import LocalDP
 from ppsdg.errors import FederationError
-from ppsdg.synthesizers.base import Batch, Synthesizer, Update, check_noise_variance, check_within
+from ppsdg.synthesizers.base import (Batch, ExactRelease, Synthesizer, Update, check_noise_variance, check_within,
+                                    summed_std)
 from ppsdg.tables import Schema
 
 STATISTICS = ("survey", "measured", "plan", "survey_noise", "measure_noise")
@@ -129,6 +130,15 @@ def release(codes: np.ndarray, layout: Layout, weights: np.ndarray, noise_std: f
             counts = counts + dp.gaussian(counts.shape, noise_std / float(weights[index]), counts)
         vector[layout.starts[index]:layout.starts[index + 1]] = counts.numpy()
     return vector
+
+
+def reply(model: nn.Module, surveying: bool, vector: torch.Tensor, variance: float) -> Tensors:
+    """A node's reply: `vector` as the survey's cells or the measured ones, the other part zero, no plan,
+    and the noise variance it carries declared for its part."""
+    zeros, noise = torch.zeros_like(vector), torch.tensor(variance, dtype=torch.float64)
+    return {"survey": vector if surveying else zeros, "measured": zeros if surveying else vector,
+            "plan": torch.zeros_like(model.plan.cpu()), "survey_noise": noise if surveying else torch.zeros_like(noise),
+            "measure_noise": torch.zeros_like(noise) if surveying else noise}
 
 
 def dependence(state: Tensors, layout: Layout) -> dict[tuple[int, int], float]:
@@ -320,6 +330,7 @@ class MarginalsSynthesizer(Synthesizer):
 
     name = "marginals"
     aggregation = "sum"
+    secret = tuple(NOISE_OF)
 
     def __init__(self, table: Table, num_rounds: int) -> None:
         self.layout = Layout.of(Schema.from_text(table.schema), table.target)
@@ -333,20 +344,34 @@ class MarginalsSynthesizer(Synthesizer):
         """The survey while the plan is empty, else the planned cliques: this node's noisy counts,
         divided by the number of measuring rounds, so that their sum over the rounds is one noisy count."""
         codes = images.cpu().numpy()
-        plan = model.plan.cpu().numpy()
-        surveying = not plan.any()
-        weights = self.layout.survey_weights() if surveying else plan
+        surveying, weights, share = self.asked(model)
         noise_multiplier = dp.release_noise() if dp is not None else 0.0
-        share = 1.0 if surveying else 1.0 / (self.rounds - 1)
         vector = torch.from_numpy(release(codes, self.layout, weights, noise_multiplier, dp)) * share
-        zeros = torch.zeros_like(vector)
-        variance = torch.tensor((noise_multiplier * share) ** 2, dtype=torch.float64)
-        update = {"survey": vector if surveying else zeros, "measured": zeros if surveying else vector,
-                  "plan": torch.zeros_like(model.plan.cpu()),
-                  "survey_noise": variance if surveying else torch.zeros_like(variance),
-                  "measure_noise": torch.zeros_like(variance) if surveying else variance}
+        update = reply(model, surveying, vector, (noise_multiplier * share) ** 2)
         figures = dp.release_spent(noise_multiplier) if dp is not None else {}
         return update, len(codes), 0.0, figures
+
+    def exact_release(self, model: nn.Module, images: torch.Tensor, dp: LocalDP, share: float) -> ExactRelease:
+        """The round's counts as they are, each weighted clique's cells with the noise std m / w_k, and
+        the noise variance declared for the node's `share` of it; the server scales their sum as
+        `local_update` scales a release."""
+        surveying, weights, scale = self.asked(model)
+        noise_multiplier = dp.release_noise()
+        counts = reply(model, surveying, torch.from_numpy(release(images.cpu().numpy(), self.layout, weights, 0.0, None)),
+                       (noise_multiplier * scale) ** 2 * share)
+        inverse = np.divide(1.0, weights, out=np.zeros_like(weights), where=weights > 0)
+        std = reply(model, surveying, torch.from_numpy(np.repeat(inverse * noise_multiplier, np.diff(self.layout.starts))),
+                    0.0)
+        return ExactRelease({name: counts[name] for name in NOISE_OF}, {name: std[name] for name in NOISE_OF}, scale,
+                            {name: counts[name] for name in counts if name not in NOISE_OF})
+
+    def asked(self, model: nn.Module) -> tuple[bool, np.ndarray, float]:
+        """What the global state asks a node for: the survey (while the plan is empty) or the planned
+        cliques; their weights; and the share of the budget each of its releases carries."""
+        plan = model.plan.cpu().numpy()
+        surveying = not plan.any()
+        return (surveying, self.layout.survey_weights() if surveying else plan,
+                1.0 if surveying else 1.0 / (self.rounds - 1))
 
     def check_instructions(self, sent: nn.Module) -> None:
         """The plan is the server's one instruction: the node follows it only if it is one that `select`
@@ -382,7 +407,8 @@ class MarginalsSynthesizer(Synthesizer):
         share = 1.0 if surveying else 1.0 / (self.rounds - 1)
         self._check_part(update, part, num_samples * share, noise_std * share)
 
-    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float) -> None:
+    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float,
+                  shares_by_round: list[list[float]]) -> None:
         """The server's state: round 1's releases summed in the survey, the later rounds' in the measured
         cells, and the plan the one that the survey selects (post-processing, so it is recomputed)."""
         surveyed, measuring = rows_by_round[:1], rows_by_round[1:]
@@ -390,11 +416,12 @@ class MarginalsSynthesizer(Synthesizer):
         if measuring and plan.any():
             share = 1.0 / (self.rounds - 1)
             rows = [count for counts in measuring for count in counts]
-            self._check_part(state, "measured", sum(rows) * share, noise_std * share * math.sqrt(len(rows)))
+            self._check_part(state, "measured", sum(rows) * share,
+                             summed_std(noise_std, shares_by_round[1:]) * share)
         elif bool(state["measured"].any()) or float(state["measure_noise"]) != 0:
             raise FederationError("update rejected: measured cells without a measuring round that planned them")
         if surveyed and surveyed[0]:
-            self._check_part(state, "survey", sum(surveyed[0]), noise_std * math.sqrt(len(surveyed[0])))
+            self._check_part(state, "survey", sum(surveyed[0]), summed_std(noise_std, shares_by_round[:1]))
         elif bool(state["survey"].any()) or float(state["survey_noise"]) != 0 or plan.any():
             raise FederationError("update rejected: survey cells or a plan without a surveying round")
         if plan.any() and not np.array_equal(plan, select(state, self.layout, self.rounds - 1)):

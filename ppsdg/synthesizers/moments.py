@@ -26,12 +26,11 @@ from torch import nn
 from tqdm import tqdm
 
 from backends import Tensors
-from ppsdg import data
-from ppsdg.config import Moments
+from ppsdg import config, data
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
 from ppsdg.synthesizers import refiner
-from ppsdg.synthesizers.base import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within
+from ppsdg.synthesizers.base import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within, summed_std
 
 COUNT_WEIGHT, MEAN_WEIGHT, SECOND_WEIGHT = 0.3, 1.0, 1.0
 SENSITIVITY = math.sqrt(COUNT_WEIGHT ** 2 + MEAN_WEIGHT ** 2 + SECOND_WEIGHT ** 2)
@@ -356,7 +355,7 @@ class MomentsSynthesizer(Synthesizer):
     aggregation = "sum"
     sensitivity = SENSITIVITY
 
-    def __init__(self, moments: Moments, num_rounds: int, dp: LocalDP | None, source: str) -> None:
+    def __init__(self, moments: config.Moments, num_rounds: int, dp: LocalDP | None, source: str) -> None:
         kind = moments.basis
         if kind == "auto":
             kind = "dct" if source == "embedded" else "digits"
@@ -415,19 +414,20 @@ class MomentsSynthesizer(Synthesizer):
                                   f"holds {held} statistics")
         check_part(part(update, prefix), float(num_samples), noise_std, "cell" if in_cells else "class")
 
-    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float) -> None:
+    def check_sum(self, state: Tensors, rows_by_round: list[list[int]], noise_std: float,
+                  shares_by_round: list[list[float]]) -> None:
         """The server's state: the releases up to the first round with rows summed per class (round 1's
         but for failures), the later rounds' per cell, and the split the one that those class statistics
         give (post-processing, so it is recomputed). A sum of releases is one release of their rows with
         their summed variance."""
         if not self.split:
-            super().check_sum(state, rows_by_round, noise_std)
+            super().check_sum(state, rows_by_round, noise_std, shares_by_round)
             return
         first = next((i + 1 for i, counts in enumerate(rows_by_round) if sum(counts) > 0), len(rows_by_round))
-        parts = (("", "class", rows_by_round[:first]), (CELL_PREFIX, "cell", rows_by_round[first:]))
+        parts = (("", "class", slice(None, first)), (CELL_PREFIX, "cell", slice(first, None)))
         for prefix, kind, rounds in parts:
-            rows = [count for counts in rounds for count in counts]
-            check_part(part(state, prefix), float(sum(rows)), noise_std * math.sqrt(len(rows)), kind)
+            rows = [count for counts in rows_by_round[rounds] for count in counts]
+            check_part(part(state, prefix), float(sum(rows)), summed_std(noise_std, shares_by_round[rounds]), kind)
         split = split_of(state, self.split)
         if not bool(state["count"].any()):
             split = tuple(torch.zeros_like(value) for value in split)
