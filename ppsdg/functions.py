@@ -21,12 +21,12 @@ IMAGE_METHODS = ("moments", "wgan")
 def synthesize_table(client: Any, schema: dict[str, Any] | str, target: str,
                      epsilon: float = DEFAULT_TARGET_EPSILON, organizations: list[int] | None = None,
                      rows: int | None = None, rounds: int = TABLE_ROUNDS, seed: int = DEFAULT_SEED,
-                     delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+                     delta: float = DEFAULT_DELTA, secure_aggregation: bool = False) -> dict[str, Any]:
     """A DP synthetic table of the organizations' tables, under their public `schema`."""
     return algorithm.run_central(client, {
         "gan": True, "synthesizer": "marginals", "schema": schema_text(schema), "target": target,
         "local_dp": True, "target_epsilon": epsilon, "organizations": organizations, "synthetic_samples": rows,
-        "num_rounds": rounds, "seed": seed, "delta": delta})
+        "num_rounds": rounds, "seed": seed, "delta": delta, "secure_aggregation": secure_aggregation})
 
 
 @decorators.algorithm_client

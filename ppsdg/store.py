@@ -44,6 +44,9 @@ FORMS: dict[str, dict[str, tuple[str, str, str]]] = {
                                         "it selects"),
         "seed": ("Seed", "integer", SEED),
         "delta": ("Delta", "float", DELTA),
+        "secure_aggregation": ("Secure aggregation", "boolean", "the researcher sees only the organizations' sum, "
+                               "which carries one organization's noise where each node's owner allows it "
+                               "(PPSDG_DISTRIBUTED_NOISE); one more exchange a run"),
     },
     "synthesize_images": {
         "epsilon": ("Privacy budget", "float", EPSILON),
