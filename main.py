@@ -63,7 +63,7 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from backends import codec  # noqa: E402
 from backends.gloo import free_port  # noqa: E402
-from ppsdg import checkpoint, commands, data, output, parser, privacy, runtime, tables  # noqa: E402
+from ppsdg import checkpoint, commands, data, output, parser, policy, privacy, runtime, tables  # noqa: E402
 from ppsdg.config import Config, Server, Source  # noqa: E402
 from ppsdg.errors import FederationError, OptionsError, PpsdgError, last_error  # noqa: E402
 from ppsdg.job import Job  # noqa: E402
@@ -342,6 +342,11 @@ def run(argv: list[str], prog: str = "main.py") -> int:
             print("ppsdg: note: the DP noise is drawn from --seed so that runs are reproducible; anyone who "
                   "knows the seed can remove it. Deploy with --secure-noise (a real vantage6 node draws it "
                   "securely unless its owner allows the seed).", file=sys.stderr)
+        if (dp.secure_aggregation and run.backend == "vantage6" and config.server.server_url is None
+                and policy.DISTRIBUTED_NOISE not in os.environ):
+            print(f"ppsdg: note: under --secure-aggregation each mock node adds all of the noise, as a real node does "
+                  f"unless its owner allows a share; {policy.DISTRIBUTED_NOISE}=0 in the environment rehearses "
+                  "nodes that allow one", file=sys.stderr)
         if privacy.default_target_applies(dp):
             print(f"ppsdg: note: -ldp without --noise-multiplier or --target-epsilon: the noise is planned for the "
                   f"default target epsilon {privacy.DEFAULT_TARGET_EPSILON:g} over the run's {run.num_rounds} "

@@ -123,7 +123,7 @@ def federate(work: Path, argv: argparse.Namespace, engine: DockerEngine) -> None
             databases = [{images_job.database: image, table.database: part}
                          for image, part in zip(images_job.partitions, table.partitions)]
             for name, api_key, database in zip(names, federation.api_keys, databases):
-                node_set.configure(name, api_key, database, nodes.SEEDED_NOISE)
+                node_set.configure(name, api_key, database, {**nodes.SEEDED_NOISE, **nodes.DISTRIBUTED_NOISE})
                 node_set.start(name)
             watch.wait_online(accounts.root_client(server.url, server.port), federation.collaboration,
                               len(names))

@@ -20,6 +20,8 @@ SCOPE = "user"
 # A real node draws DP noise securely unless its owner allows the seed: the harness compares the real
 # federation with the mock run bit for bit, so its owners allow it.
 SEEDED_NOISE = {"PPSDG_ALLOW_SEEDED_NOISE": "1"}
+# The owner's consent to a share of the noise under secure aggregation (assuming no colluders).
+DISTRIBUTED_NOISE = {"PPSDG_DISTRIBUTED_NOISE": "0"}
 
 
 def node_names(count: int) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from federation import checks, runs
 from federation.accounts import Federation
 from federation.images import ALGORITHM
-from federation.nodes import TABLE
+from federation.nodes import DISTRIBUTED_NOISE, TABLE
 from federation.server import Server
 from federation.shell import HarnessError, run, say
 from ppsdg import store, tables
@@ -70,6 +70,29 @@ def compare(work: Path, server: Server, federation: Federation, job: runs.Job, t
                                              timeout_s))
     checks.check_synthetic(real, mock, TARGET_EPSILON)
     as_researcher(work, server, federation, job, mock, researcher_python, timeout_s)
+    secure(work, server, federation, job, timeout_s)
+
+
+def secure(work: Path, server: Server, federation: Federation, job: runs.Job, timeout_s: float) -> None:
+    """The table job under secure aggregation: over the real federation (nodes that allow a share of the
+    noise, DISTRIBUTED_NOISE) its synthetic table equals the mock's, each round summed in one attempt with
+    each node adding half the noise, and what the central function read of each node was masked."""
+    common = [*job.arguments, "-ldp", "--target-epsilon", str(TARGET_EPSILON), "--secure-aggregation"]
+    real = runs.require_success(runs.main_py(
+        "real table, secure aggregation", [*common, *runs.server_arguments(server, federation, job.database),
+                                           "--task-timeout", str(timeout_s)],
+        work / "real-secure-table", timeout_s, federation.password))
+    mock = runs.require_success(runs.main_py("mock table, secure aggregation", [*common, "--backend", "vantage6"],
+                                             work / "mock-secure-table", timeout_s,
+                                             extra_environment=DISTRIBUTED_NOISE))
+    checks.check_synthetic(real, mock, TARGET_EPSILON)
+    shares = {worker["noise_share"] for record in real.records() for worker in record["workers"]}
+    attempts = {record["attempts"] for record in real.records()}
+    if shares != {0.5} or attempts != {1}:
+        raise HarnessError(f"secure aggregation over the real federation: noise shares {sorted(shares)} and attempts "
+                           f"{sorted(attempts)}, where each of the 2 nodes adds half the noise in one attempt a round")
+    say(f"secure aggregation over the real federation: each node added half the noise, "
+        f"{real.seconds_per_round():.1f} s a round")
 
 
 def as_researcher(work: Path, server: Server, federation: Federation, job: runs.Job, mock: runs.Run,

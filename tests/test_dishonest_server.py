@@ -23,7 +23,7 @@ from ppsdg.models import new_model
 from ppsdg.policy import FOLDER, MAX_ROUNDS, NodeLedger
 from ppsdg.synthesizers import marginals
 from ppsdg.job import Job
-from test_tables import people
+from conftest import people
 from test_vantage6 import worker_frames
 
 ORGANIZATION = 7

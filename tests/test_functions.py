@@ -9,7 +9,7 @@ import pytest
 
 from ppsdg import algorithm, functions, parser, store, tables
 
-STORE_TYPES = {float: "float", int: "integer", str: "string", float | None: "float", int | None: "integer",
+STORE_TYPES = {float: "float", int: "integer", str: "string", bool: "boolean", float | None: "float", int | None: "integer",
                list[int] | None: "organization_list", dict[str, Any] | str: "json"}
 
 

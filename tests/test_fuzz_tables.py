@@ -44,7 +44,7 @@ from test_checkpoint import mutate_meta
 from test_dishonest_server import (ORGANIZATION, TARGET, initial_state, node,  # noqa: F401 (node: a fixture)
                                    table_options, task)
 from test_fuzz_surfaces import HOSTILE, FuzzedClient, b64json, mutated_text
-from test_tables import people
+from conftest import people
 
 SECONDS = 10
 FUZZ = settings(max_examples=80, deadline=SECONDS * 1000,

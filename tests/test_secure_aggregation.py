@@ -19,7 +19,7 @@ from ppsdg.errors import FederationError, OptionsError
 from ppsdg.job import Job
 from ppsdg.models import new_model
 from ppsdg.secure_aggregation import NodeSecrets
-from test_tables import people, table_files  # noqa: F401 (a fixture)
+from conftest import people
 
 SEED = 1
 
@@ -185,11 +185,11 @@ def table_run(files: dict[str, Path], folder: Path, *extra: str) -> tuple[pd.Dat
 
 
 @pytest.fixture(scope="module")
-def gloo_secure(table_files, tmp_path_factory):  # noqa: F811
+def gloo_secure(table_files, tmp_path_factory):
     return table_run(table_files, tmp_path_factory.mktemp("secure-gloo"), "--secure-aggregation")
 
 
-def test_both_backends_give_the_same_table_under_secure_aggregation(gloo_secure, table_files, tmp_path,  # noqa: F811
+def test_both_backends_give_the_same_table_under_secure_aggregation(gloo_secure, table_files, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setenv("PPSDG_DISTRIBUTED_NOISE", "0")
     synthetic, records = table_run(table_files, tmp_path, "--secure-aggregation", "--backend", "vantage6")
@@ -198,7 +198,7 @@ def test_both_backends_give_the_same_table_under_secure_aggregation(gloo_secure,
     assert all(w["noise_share"] == 0.5 for record in records for w in record["workers"])
 
 
-def test_a_node_whose_owner_allows_no_share_adds_all_the_noise_and_the_round_says_so(gloo_secure, table_files,  # noqa: F811
+def test_a_node_whose_owner_allows_no_share_adds_all_the_noise_and_the_round_says_so(gloo_secure, table_files,
                                                                                       tmp_path, monkeypatch):
     monkeypatch.delenv("PPSDG_DISTRIBUTED_NOISE", raising=False)
     _, records = table_run(table_files, tmp_path, "--secure-aggregation", "--backend", "vantage6")
@@ -223,7 +223,7 @@ class LosesRank3InRound2(ForgetfulMockClient):
         return entries
 
 
-def test_a_member_lost_after_the_key_agreement_costs_an_attempt_not_the_run(table_files, tmp_path,  # noqa: F811
+def test_a_member_lost_after_the_key_agreement_costs_an_attempt_not_the_run(table_files, tmp_path,
                                                                             monkeypatch):
     monkeypatch.setenv("PPSDG_DISTRIBUTED_NOISE", "0")
     monkeypatch.setattr(LosesRank3InRound2, "listings", [])

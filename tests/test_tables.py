@@ -14,6 +14,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 import main
+from conftest import TABLE_ROWS, people
 from backends import codec
 from ppsdg import algorithm, checkpoint, coordination, data, parser, store, table_evaluation, tables
 from ppsdg.config import CLIENT_ONLY, Config
@@ -24,35 +25,6 @@ from ppsdg.policy import PolicyError
 from ppsdg.privacy import LocalDP
 from ppsdg.synthesizers import marginals
 
-ROWS = 600
-
-
-def people(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
-    """A table with the traits of a registry: dependent columns, numbers, categories, missing cells."""
-    rng = np.random.default_rng(seed)
-    age = rng.integers(18, 80, rows)
-    sex = rng.choice(["F", "M"], rows)
-    smoker = np.where(rng.random(rows) < 0.2 + 0.3 * (sex == "M"), "yes", "no")
-    weight = np.round(55 + 15 * (sex == "M") + rng.normal(0, 8, rows), 1)
-    outcome = np.where(rng.random(rows) < 0.1 + 0.5 * (smoker == "yes") * (age > 50), "ill", "well")
-    region = rng.choice(["north", "south", "east"], rows).astype(object)
-    region[rng.random(rows) < 0.05] = None
-    return pd.DataFrame({"age": age, "sex": sex, "smoker": smoker, "weight": weight, "region": region,
-                         "outcome": outcome})
-
-
-@pytest.fixture(scope="module")
-def table_files(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("table")
-    frame = people()
-    paths = {"all": folder / "people.csv", "a": folder / "a.csv", "b": folder / "b.csv.gz",
-             "test": folder / "test.csv", "schema": folder / "schema.json"}
-    frame.to_csv(paths["all"], index=False)
-    frame.iloc[:250].to_csv(paths["a"], index=False)
-    frame.iloc[250:500].to_csv(paths["b"], index=False)
-    people(200, seed=1).to_csv(paths["test"], index=False)
-    paths["schema"].write_text(tables.draft(frame, "outcome").text())
-    return paths
 
 
 def test_a_drafted_schema_reads_back_and_describes_every_column(table_files):
@@ -69,7 +41,7 @@ def test_codes_decode_to_the_same_categories_and_numbers_inside_their_bins(table
     schema = tables.Schema.read(table_files["schema"])
     frame = people()
     codes, mapped = tables.encode(frame, schema)
-    assert mapped == {} and codes.shape == (ROWS, 6)
+    assert mapped == {} and codes.shape == (TABLE_ROWS, 6)
     decoded = tables.decode(codes, schema, np.random.default_rng(0))
     assert list(decoded.columns) == list(frame.columns)
     for name in ("sex", "smoker", "outcome"):
@@ -381,17 +353,17 @@ def test_a_release_no_honest_node_could_send_is_rejected(table_files):
     honest = synthesizer.local_update(new_model(synthesizer, config.run.seed), codes, codes[:, -1],
                                       LocalDP(config.privacy, config.run.num_rounds), None, 0.0, None)[0]
     surveying = new_model(synthesizer, config.run.seed).state_dict()
-    synthesizer.check_release(honest, ROWS, 2.0, surveying)
+    synthesizer.check_release(honest, TABLE_ROWS, 2.0, surveying)
     poisoned = [{**honest, "survey": honest["survey"] * 1000}, {**honest, "survey": -honest["survey"]},
                 {**honest, "survey_noise": torch.tensor(0.0, dtype=torch.float64)},
                 {**honest, "plan": torch.ones_like(honest["plan"])},
                 {**honest, "measured": honest["survey"]}]
     for update in poisoned:
         with pytest.raises(FederationError, match="update rejected"):
-            synthesizer.check_release(update, ROWS, 2.0, surveying)
+            synthesizer.check_release(update, TABLE_ROWS, 2.0, surveying)
     measuring = {**surveying, "plan": torch.ones_like(surveying["plan"])}
     with pytest.raises(FederationError, match="the round asked for the measurement and the release holds survey cells"):
-        synthesizer.check_release(honest, ROWS, 2.0, measuring)
+        synthesizer.check_release(honest, TABLE_ROWS, 2.0, measuring)
 
 
 def test_a_checkpoint_of_a_table_run_reads_back_and_a_poisoned_one_is_refused(gloo_table):
