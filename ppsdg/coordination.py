@@ -4,7 +4,6 @@ schema both sides use, aggregation, quorum, and the round record that is a line 
 Both backends run exactly these functions: gloo ranks in `train.py`, vantage6's central and
 partial functions in `algorithm.py`.
 """
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -246,34 +245,45 @@ def check_reply(job: Job, reply: Reply, sent: Tensors, members: int) -> None:
 
 
 def secure_exchange(comm: Communicator, model: nn.Module, job: Job, run: Run, round_: int, group: Sequence[int],
-                    members: Sequence[int], keys: Mapping[int, bytes], ledger: Ledger | None
-                    ) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors], int]:
+                    members: Sequence[int], keys: dict[int, bytes], ledger: Ledger | None
+                    ) -> tuple[dict[int, Reply], dict[int, str], int]:
     """A secure aggregation round: attempts until every member of one answers, each without the members
     the one before lost (their masks stay in the others' releases, which cannot be summed: those are
-    charged and discarded). Returns the last attempt's replies, why members are missing, the rejected
-    messages of the last attempt, and the number of attempts."""
-    failures = {rank: "no key: it took no part in the run's key agreement" for rank in members if rank not in keys}
+    charged and discarded). A member lost is dropped from `keys`, the run's: it takes part in no later
+    round, which would otherwise lose an attempt, and charge everyone's release, to it again. Returns
+    the last attempt's replies, why members are missing, and the number of attempts."""
+    failures = {rank: "no key: it took no part in the run's key agreement, or was lost in an earlier secure round"
+                for rank in members if rank not in keys}
     present = [rank for rank in members if rank in keys]
-    for attempt in itertools.count(1):
+    attempt = 1
+    while True:
         try:
             check_quorum(comm, round_, group, failures, run.min_workers)
+            if len(present) < 2:
+                raise FederationError(f"round {round_}: secure aggregation sums two members or more, and "
+                                      f"{len(present)} remain")
         except FederationError as error:
             if ledger is None or attempt == 1:
                 raise
-            raise FederationError(f"{error}; with the releases of this round, epsilon is {ledger.worst():.4g}") from error
+            raise FederationError(f"{error}{spent(ledger)}") from error
         message = round_message(model, job, round_, attempt, keys, present, comm.world_size - 1)
         replies, lost, rejected = exchange(comm, model, job, round_, present, message)
         if not lost:
-            return replies, failures, rejected, attempt
+            return replies, failures, attempt
         discarded = {**rejected, **{rank: reply.to_message() for rank, reply in replies.items()}}
         notes, _ = account(job.dp, ledger, {}, discarded, {})
         for rank, reason in lost.items():
             failures[rank] = f"{reason} (attempt {attempt}; the round ran again without it)"
-        for rank, note in notes.items():
-            if rank in lost:
-                failures[rank] += f" ({note})"
+            if rank in notes:
+                failures[rank] += f" ({notes[rank]})"
+            del keys[rank]
         present = [rank for rank in present if rank not in lost]
-    raise AssertionError("unreachable")
+        attempt += 1
+
+
+def spent(ledger: Ledger) -> str:
+    """What a round that stops the run adds to its error: the epsilon its releases, charged first, reached."""
+    return f"; with the releases of this round, epsilon is {ledger.worst():.4g}"
 
 
 def secure_total(job: Job, replies: Mapping[int, Reply], sent: Tensors) -> Reply:
@@ -353,7 +363,7 @@ def account(dp: LocalDP | None, ledger: Ledger | None, replies: Mapping[int, Rep
 
 def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None, run: Run,
                  job: Job, round_: int, test_set: local.Examples, ledger: Ledger | None,
-                 keys: Mapping[int, bytes]) -> RoundRecord:
+                 keys: dict[int, bytes]) -> RoundRecord:
     """The server's part of a round: draw the group, exchange, account, aggregate, test.
 
     Every release is charged before the quorum is checked: a round that stops the run has still
@@ -364,10 +374,10 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     dp = job.dp
     group = choose_group(run.seed, round_, num_workers, run.group_size)
     members = participants(group, num_workers, run.train_all)
-    sent, attempts = state_copy(model), 1
+    attempts = 1
     if job.secure_aggregation:
-        replies, failures, rejected, attempts = secure_exchange(comm, model, job, run, round_, group, members, keys,
-                                                                ledger)
+        replies, failures, attempts = secure_exchange(comm, model, job, run, round_, group, members, keys, ledger)
+        rejected = {}
     else:
         replies, failures, rejected = exchange(comm, model, job, round_, members,
                                                round_message(model, job, round_, 0, {}, members, num_workers))
@@ -381,14 +391,13 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
     except FederationError as error:
         if ledger is None:
             raise
-        raise FederationError(f"{error}; with the releases of this round, epsilon is {ledger.worst():.4g}") from error
+        raise FederationError(f"{error}{spent(ledger)}") from error
     averaged = [reply for rank, reply in replies.items() if rank in group]
     if job.secure_aggregation:
         try:
-            averaged = [secure_total(job, {rank: reply for rank, reply in replies.items() if rank in group}, sent)]
+            averaged = [secure_total(job, replies, model.state_dict())]
         except FederationError as error:
-            raise FederationError(f"round {round_}: {error}; with the releases of this round, epsilon is "
-                                  f"{ledger.worst():.4g}") from error
+            raise FederationError(f"round {round_}: {error}{spent(ledger)}") from error
     aggregate(model, optimizer, averaged, job.lr(round_), summed=job.releases_statistics)
     if job.synthesizer is not None:
         job.synthesizer.after_round(model, round_)

@@ -83,18 +83,19 @@ def test_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path):
     assert train.resume_point(parser.from_mapping({"output": str(tmp_path), "num_rounds": 5})).round == 2
 
 
-def start_ranks(tmp_path: Path, *argv: str, last_dies_at: list[str] | None = None) -> list[subprocess.Popen]:
-    """Server and two workers as separate processes, the way torchrun starts them; with
-    `last_dies_at` (a point of tests/die_at.py and a round), worker 2 dies there."""
+def start_ranks(tmp_path: Path, *argv: str, last_dies_at: list[str] | None = None,
+                workers: int = 2) -> list[subprocess.Popen]:
+    """Server and the workers as separate processes, the way torchrun starts them; with
+    `last_dies_at` (a point of tests/die_at.py and a round), the last worker dies there."""
     port = free_port()
     processes = []
-    for rank in range(3):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
+    for rank in range(workers + 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(workers + 1), "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port)}
-        entry = [str(ROOT / "tests" / "die_at.py"), *last_dies_at] if last_dies_at and rank == 2 else [
+        entry = [str(ROOT / "tests" / "die_at.py"), *last_dies_at] if last_dies_at and rank == workers else [
             str(ROOT / "main.py")]
         processes.append(subprocess.Popen(
-            [sys.executable, *entry, "--backend", "gloo", "-nn", "3", "--output", str(tmp_path), *argv],
+            [sys.executable, *entry, "--backend", "gloo", "-nn", str(workers + 1), "--output", str(tmp_path), *argv],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
 
@@ -150,6 +151,27 @@ def test_gloo_worker_that_dies_is_left_out_when_min_workers_allows(tmp_path, sma
     assert [[f["rank"] for f in r["failed"]] for r in records] == [[], [2], [2], [2]]
     doing = "waiting for" if point == "awaiting-update" else "sending to"
     assert records[1]["failed"][0]["reason"].startswith(f"lost while {doing} it ("), records[1]["failed"]
+
+
+def test_a_gloo_member_that_dies_under_secure_aggregation_costs_its_round_an_attempt(tmp_path, table_files):
+    """Worker 3 dies in round 2 after the key agreement, its release unsent: the round runs again without
+    it, and the later rounds go on without it, in one attempt each."""
+    parts = ",".join(str(table_files[name]) for name in ("a", "b", "a"))
+    processes = start_ranks(tmp_path, "--data", parts, "--schema", str(table_files["schema"]), "-ldp",
+                            "--noise-multiplier", "3", "--secure-aggregation", "--min-workers", "2",
+                            "--synthetic-samples", "200", "--worker-timeout", "60",
+                            last_dies_at=["awaiting-update", "2"], workers=3)
+    try:
+        _, error = processes[0].communicate(timeout=180)
+    finally:
+        for process in processes:
+            process.kill()
+    assert processes[0].returncode == 0, error[-3000:]
+    records = [json.loads(line) for line in (tmp_path / output.METRICS).read_text().splitlines()]
+    assert [r["attempts"] for r in records] == [1, 2, 1]
+    assert [[w["rank"] for w in r["workers"]] for r in records] == [[1, 2, 3], [1, 2], [1, 2]]
+    assert records[1]["failed"][0]["reason"].startswith("lost while waiting for it (")
+    assert "the round ran again without it" in records[1]["failed"][0]["reason"]
 
 
 NODE_FRAMES = {
