@@ -293,7 +293,8 @@ def secure_total(job: Job, replies: Mapping[int, Reply], sent: Tensors) -> Reply
     scales = {reply.figures[secure_aggregation.SCALE_FIGURE] for reply in replies.values()}
     if len(scales) != 1:
         raise FederationError(f"the members' releases declare different scales {sorted(scales)}")
-    total = secure_aggregation.summed([reply.update for reply in replies.values()], synthesizer.secret, scales.pop())
+    total = synthesizer.completed(secure_aggregation.summed([reply.update for reply in replies.values()],
+                                                            synthesizer.secret, scales.pop()))
     rows = sum(reply.num_samples for reply in replies.values())
     shares = sum(reply.figures[secure_aggregation.SHARE] for reply in replies.values())
     try:
@@ -564,7 +565,7 @@ def secure_update(model: nn.Module, examples: local.Examples, job: Job, seed: in
     synthesizer, dp = job.synthesizer, job.dp
     synthesizer.check_instructions(model)
     share = secure_aggregation.share_of(len(peers), colluders)
-    exact = synthesizer.exact_release(model, examples.images, dp, share)
+    exact = synthesizer.exact_release(model, examples.images, examples.labels, dp, share)
     noise = dp.integer_noise(secure_aggregation.noise_sigma(exact, share), derive_seed(seed, round_, rank, attempt))
     mask_context = secure_aggregation.context(round_, attempt)
     secrets.use(mask_context)

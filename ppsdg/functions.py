@@ -32,15 +32,15 @@ def synthesize_table(client: Any, schema: dict[str, Any] | str, target: str,
 @decorators.algorithm_client
 def synthesize_images(client: Any, epsilon: float = DEFAULT_TARGET_EPSILON, method: str = IMAGE_METHODS[0],
                       organizations: list[int] | None = None, samples: int | None = None,
-                      rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED,
-                      delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+                      rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED, delta: float = DEFAULT_DELTA,
+                      secure_aggregation: bool = False) -> dict[str, Any]:
     """DP synthetic digit images of the organizations' labelled images. The moments' public basis is the
     embedded digits': the nodes' images are not them."""
     basis = {"moments_basis": "digits"} if method == "moments" else {}
     return algorithm.run_central(client, {
         "gan": True, "synthesizer": method, **basis, "local_dp": True, "target_epsilon": epsilon,
         "organizations": organizations, "synthetic_samples": samples, "num_rounds": rounds, "seed": seed,
-        "delta": delta})
+        "delta": delta, "secure_aggregation": secure_aggregation})
 
 
 @decorators.algorithm_client

@@ -110,7 +110,7 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
                          "reproducible. A real vantage6 node does this unless its owner allows the seed "
                          f"(PPSDG_ALLOW_SEEDED_NOISE=1); {SECURE_NOISE}=1 forces it anywhere")
     dp.add_argument("--secure-aggregation", action="store_true",
-                    help="a table's marginals: the server learns only the sum of the nodes' releases (pairwise "
+                    help="marginals and moments: the server learns only the sum of the nodes' releases (pairwise "
                          "masks), and each node adds only its share of the noise, so that the sum carries the "
                          "noise of one central release (not sqrt(nodes) times it); one extra exchange a run "
                          "for the key agreement. A vantage6 node adds its full noise unless its owner allows "
@@ -377,9 +377,9 @@ def validate_secure_aggregation(options: argparse.Namespace, workers: int) -> No
         _require(options.colluders == 0, "--colluders is for --secure-aggregation")
         return
     _require(options.local_dp, "--secure-aggregation needs --local_dp: it sums the nodes' noisy releases")
-    _require(options.gan and options.synthesizer == "marginals",
-             "--secure-aggregation sums a table's marginals (--synthesizer marginals, implied by a table as "
-             "--data); the classifier, the WGAN-GP and the moments release no such counts")
+    _require(options.gan and options.synthesizer in ("marginals", "moments"),
+             "--secure-aggregation sums statistics releases (a table's marginals, the images' moments); the "
+             "classifier and the WGAN-GP train by DP-SGD, whose models are averaged, not summed")
     _require(workers >= 2, "--secure-aggregation needs at least 2 workers: one node's sum is its release")
     _require(0 <= options.colluders < workers, f"--colluders must be in 0..{workers - 1} for {workers} workers")
 

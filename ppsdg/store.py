@@ -30,6 +30,8 @@ ORGANIZATIONS = "the organizations whose data take part (default: every organiza
 SEED = "seed of the server's choices and of the synthetic draw; a node draws its DP noise securely"
 DELTA = "the delta of (epsilon, delta)-DP: keep it well below one over the number of records"
 # The form of each job function: per argument, its display name, store type and description.
+SECURE = ("the researcher sees only the organizations' sum, which carries one organization's noise where each "
+          "node's owner allows it (PPSDG_DISTRIBUTED_NOISE); one more exchange a run")
 FORMS: dict[str, dict[str, tuple[str, str, str]]] = {
     "synthesize_table": {
         "schema": ("Schema", "json", "the table's public schema (JSON), drafted with `ppsdg schema DATA` and "
@@ -44,9 +46,7 @@ FORMS: dict[str, dict[str, tuple[str, str, str]]] = {
                                         "it selects"),
         "seed": ("Seed", "integer", SEED),
         "delta": ("Delta", "float", DELTA),
-        "secure_aggregation": ("Secure aggregation", "boolean", "the researcher sees only the organizations' sum, "
-                               "which carries one organization's noise where each node's owner allows it "
-                               "(PPSDG_DISTRIBUTED_NOISE); one more exchange a run"),
+        "secure_aggregation": ("Secure aggregation", "boolean", SECURE),
     },
     "synthesize_images": {
         "epsilon": ("Privacy budget", "float", EPSILON),
@@ -58,6 +58,7 @@ FORMS: dict[str, dict[str, tuple[str, str, str]]] = {
         "rounds": ("Rounds", "integer", "rounds of releases or of training"),
         "seed": ("Seed", "integer", SEED),
         "delta": ("Delta", "float", DELTA),
+        "secure_aggregation": ("Secure aggregation", "boolean", SECURE + " (moments only)"),
     },
     "train_classifier": {
         "epsilon": ("Privacy budget", "float", "the epsilon of each organization's DP-SGD over the whole run "

@@ -13,7 +13,7 @@ from scipy.stats import chisquare
 import main
 from backends import codec
 from backends.mock import ForgetfulMockClient
-from ppsdg import algorithm, coordination, local, parser, privacy, secure_aggregation, tables
+from ppsdg import algorithm, coordination, data, local, output, parser, privacy, secure_aggregation, tables
 from ppsdg.config import Config
 from ppsdg.errors import FederationError, OptionsError
 from ppsdg.job import Job
@@ -81,6 +81,29 @@ def test_the_masks_cancel_and_the_sum_carries_the_noise_of_one_release(table_fil
     assert residual.size > 2500
     assert abs(residual.var() - 1.0) < 0.1, residual.var()
     assert abs(residual.mean()) < 0.1
+
+
+def test_the_moments_sum_carries_one_releases_noise_and_symmetric_second_moments():
+    config = parser.parse(["--gan", "-ldp", "--noise-multiplier", "2.0", "--secure-aggregation", "-nn", "4"])
+    train_set, _ = data.load("embedded")
+    parts = [local.Examples.from_images(train_set.subset(part), torch.device("cpu"))
+             for part in data.partition(train_set.labels[:900], 3, "iid", seed=1)]
+    replies, total, job = secure_round(config, parts, colluders=0)
+    synthesizer = job.synthesizer
+    model = new_model(synthesizer, config.run.seed)
+    exact = [synthesizer.exact_release(model, part.images, part.labels, job.dp, 1.0) for part in parts]
+    second = total.update["second"]
+    assert torch.equal(second, second.transpose(1, 2))
+    residuals = []
+    for name in synthesizer.secret:
+        std = exact[0].std[name].numpy()
+        found = (total.update[name].numpy() - sum(release.counts[name].numpy() for release in exact))[std > 0]
+        residuals.append(found / std[std > 0])
+    residual = np.concatenate(residuals)
+    # One release's noise, not three; the estimate's standard error sqrt(2 / n) is 0.015 here.
+    assert residual.size > 8000
+    assert abs(residual.var() - 1.0) < 0.06, residual.var()
+    assert float(total.update["noise_variance"]) == pytest.approx(synthesizer.release_std(job.dp) ** 2)
 
 
 def test_without_masks_the_replies_would_be_the_counts_the_server_never_sees(table_files):
@@ -161,8 +184,9 @@ def test_secure_aggregation_is_refused_where_it_cannot_work(table_files, extra, 
     with pytest.raises(OptionsError, match=message):
         parser.parse(["--data", str(table_files["all"]), "--schema", str(table_files["schema"]), "--secure-aggregation",
                       *extra])
-    with pytest.raises(OptionsError, match="the classifier, the WGAN-GP and the moments"):
-        parser.parse(["--gan", "-ldp", "--secure-aggregation"])
+    for job in (["--gan", "--synthesizer", "wgan"], []):
+        with pytest.raises(OptionsError, match="the classifier and the WGAN-GP train by DP-SGD"):
+            parser.parse([*job, "-ldp", "--secure-aggregation"])
     with pytest.raises(OptionsError, match="--colluders is for --secure-aggregation"):
         parser.parse(["--colluders", "1"])
 
@@ -196,6 +220,18 @@ def test_both_backends_give_the_same_table_under_secure_aggregation(gloo_secure,
     pd.testing.assert_frame_equal(synthetic, gloo_secure[0])
     assert [coordination.comparable(r) for r in records] == [coordination.comparable(r) for r in gloo_secure[1]]
     assert all(w["noise_share"] == 0.5 for record in records for w in record["workers"])
+
+
+def test_both_backends_give_the_same_moments_under_secure_aggregation(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPSDG_DISTRIBUTED_NOISE", "0")
+    states = []
+    for backend in ("gloo", "vantage6"):
+        folder = tmp_path / backend
+        assert main.main(["--gan", "-ldp", "--target-epsilon", "3", "--secure-aggregation", "-nr", "2", "-sm",
+                          "--synthetic-samples", "60", "--tstr-epochs", "1", "--backend", backend,
+                          "--output", str(folder)]) == 0
+        states.append(torch.load(folder / output.MODEL, weights_only=True))
+    assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
 
 
 def test_a_node_whose_owner_allows_no_share_adds_all_the_noise_and_the_round_says_so(gloo_secure, table_files,

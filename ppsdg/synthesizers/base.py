@@ -64,10 +64,16 @@ class Synthesizer(ABC):
         """A worker's part of a round: its update, sample count, loss and named figures; `epoch_batches`
         and `lr` serve a synthesizer that trains by SGD (its own settings: `training`)."""
 
-    def exact_release(self, model: nn.Module, images: torch.Tensor, dp: LocalDP, share: float) -> ExactRelease:
+    def exact_release(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dp: LocalDP,
+                      share: float) -> ExactRelease:
         """A worker's release under secure aggregation, before its noise, of which it adds `share` of the
-        variance. Only a synthesizer whose statistics are counts has one (the parser refuses the others)."""
+        variance. Only a synthesizer that releases statistics has one (the parser refuses the others)."""
         raise NotImplementedError(f"{self.name} has no release for secure aggregation")
+
+    def completed(self, total: Tensors) -> Tensors:
+        """The sum of the members' exact releases (`exact_release`) as the global state holds it: by
+        default as it is."""
+        return total
 
     def check_instructions(self, sent: nn.Module) -> None:
         """On the node, before its data are touched: refuse (FederationError) a global state whose

@@ -351,7 +351,8 @@ class MarginalsSynthesizer(Synthesizer):
         figures = dp.release_spent(noise_multiplier) if dp is not None else {}
         return update, len(codes), 0.0, figures
 
-    def exact_release(self, model: nn.Module, images: torch.Tensor, dp: LocalDP, share: float) -> ExactRelease:
+    def exact_release(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dp: LocalDP,
+                      share: float) -> ExactRelease:
         """The round's counts as they are, each weighted clique's cells with the noise std m / w_k, and
         the noise variance declared for the node's `share` of it; the server scales their sum as
         `local_update` scales a release."""

@@ -30,9 +30,13 @@ from ppsdg import config, data
 from ppsdg.errors import FederationError
 from ppsdg.privacy import LocalDP
 from ppsdg.synthesizers import refiner
-from ppsdg.synthesizers.base import SIGMAS, Batch, Synthesizer, Update, check_noise_variance, check_within, summed_std
+from ppsdg.synthesizers.base import (SIGMAS, Batch, ExactRelease, Synthesizer, Update, check_noise_variance,
+                                    check_within, summed_std)
 
 COUNT_WEIGHT, MEAN_WEIGHT, SECOND_WEIGHT = 0.3, 1.0, 1.0
+# Under secure aggregation a node's coordinates lie on a grid of 1/GRID, so that its sums and second
+# moments are whole multiples of the fixed point's unit (secure_aggregation.SCALE = GRID^2).
+GRID = 256.0
 SENSITIVITY = math.sqrt(COUNT_WEIGHT ** 2 + MEAN_WEIGHT ** 2 + SECOND_WEIGHT ** 2)
 STATISTICS = ("count", "sum", "second", "noise_variance")
 CELL_PREFIX = "cell_"
@@ -354,6 +358,7 @@ class MomentsSynthesizer(Synthesizer):
     name = "moments"
     aggregation = "sum"
     sensitivity = SENSITIVITY
+    secret = ("count", "sum", "second")
 
     def __init__(self, moments: config.Moments, num_rounds: int, dp: LocalDP | None, source: str) -> None:
         kind = moments.basis
@@ -384,6 +389,31 @@ class MomentsSynthesizer(Synthesizer):
         released = {prefix + name: update[name] for name in STATISTICS}
         update = {name: released.get(name, zero).to(images.device) for name, zero in template.items()}
         return update, len(labels), 0.0, figures
+
+    def exact_release(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, dp: LocalDP,
+                      share: float) -> ExactRelease:
+        """The class statistics of coordinates truncated to a grid (GRID, toward zero: the norm stays at
+        most 1, and with it the sensitivity), so that they are whole multiples of the fixed point's unit;
+        of the second moments the upper triangle only, whose sum the server mirrors (`completed`). Each
+        entry's noise is `release`'s: the diagonal's full variance, the off-diagonal's half."""
+        pixels = (images.cpu().reshape(len(images), -1).double() * data.STD + data.MEAN).clamp(0.0, 1.0)
+        z = torch.trunc(encode(pixels, self.projection) * GRID) / GRID
+        exact = statistics(z, labels.cpu(), len(model.count))
+        dims = exact["sum"].shape[1]
+        upper = torch.triu(torch.ones(dims, dims, dtype=torch.float64))
+        half = torch.where(torch.eye(dims, dtype=torch.bool), 1.0, 1 / math.sqrt(2)).double() * upper
+        noise = self.release_std(dp)
+        std = {"count": torch.full_like(exact["count"], noise / COUNT_WEIGHT),
+               "sum": torch.full_like(exact["sum"], noise / MEAN_WEIGHT),
+               "second": (half * noise / SECOND_WEIGHT).expand_as(exact["second"]).clone()}
+        public = {name: torch.zeros_like(t.cpu()) for name, t in model.state_dict().items() if name not in self.secret}
+        public["noise_variance"] = torch.tensor(noise ** 2 * share, dtype=torch.float64)
+        return ExactRelease({**exact, "second": exact["second"] * upper}, std, 1.0, public)
+
+    def completed(self, total: Tensors) -> Tensors:
+        """The summed upper triangles mirrored into symmetric second moments, as `release` makes them."""
+        second = total["second"]
+        return {**total, "second": torch.triu(second) + torch.triu(second, 1).transpose(1, 2)}
 
     def check_instructions(self, sent: nn.Module) -> None:
         """The split is the server's one instruction (without DP only). Whatever its center and
