@@ -46,6 +46,7 @@ def admit(node: NodePolicy, chosen: Config, env: dict[str, str], organization: i
     ("PPSDG_MAX_EPSILON", " 2"), ("PPSDG_DELTA", "1"), ("PPSDG_DELTA", "1e-5x"),
     ("PPSDG_MAX_EPOCHS", "1.5"), ("PPSDG_MAX_EPOCHS", "0"), ("PPSDG_MAX_EPOCHS", "+3"),
     ("PPSDG_MAX_THREADS", "\u0663"), ("PPSDG_MIN_NOISE_MULTIPLIER", "1e999"), ("PPSDG_MAX_GRAD_NORM", "-0.5"),
+    ("PPSDG_DISTRIBUTED_NOISE", "-1"), ("PPSDG_DISTRIBUTED_NOISE", "yes"), ("PPSDG_DISTRIBUTED_NOISE", ""),
 ])
 def test_a_variable_the_node_cannot_read_is_a_refusal_that_names_it(name, value):
     with pytest.raises(PolicyError, match=re.escape(f"{name}={value!r} cannot be read")):
@@ -54,12 +55,13 @@ def test_a_variable_the_node_cannot_read_is_a_refusal_that_names_it(name, value)
 
 def test_readable_variables_and_defaults():
     read = NodePolicy.from_environment({"PPSDG_REQUIRE_DP": "1", "PPSDG_SECURE_NOISE": "0", "PPSDG_MAX_EPSILON": "2.5",
-                                        "PPSDG_DELTA": "1e-6", "PPSDG_MAX_EPOCHS": "3", "PPSDG_MIN_NOISE_MULTIPLIER": ".8"})
+                                        "PPSDG_DELTA": "1e-6", "PPSDG_MAX_EPOCHS": "3", "PPSDG_MIN_NOISE_MULTIPLIER": ".8",
+                                        "PPSDG_DISTRIBUTED_NOISE": "0"})
     assert (read.require_dp, read.secure_noise, read.max_epsilon, read.delta, read.max_epochs,
-            read.min_noise_multiplier) == (True, False, 2.5, 1e-6, 3, 0.8)
+            read.min_noise_multiplier, read.distributed_noise) == (True, False, 2.5, 1e-6, 3, 0.8, 0)
     default = NodePolicy.from_environment({})
-    assert (default.require_dp, default.max_epsilon, default.delta, default.max_threads, default.max_epochs) == \
-        (False, None, 1e-5, runtime.cores(), 100)
+    assert (default.require_dp, default.max_epsilon, default.delta, default.max_threads, default.max_epochs,
+            default.distributed_noise) == (False, None, 1e-5, runtime.cores(), 100, None)
 
 
 @pytest.mark.parametrize("variable, limit, option, asked", [
