@@ -9,12 +9,15 @@ itself (a perfect model's table of that size).
     python bench/bench_breadth.py --epsilons 3                       # the test parts
     python bench/bench_breadth.py --epsilons 3 --validation          # defaults are chosen here
     python bench/bench_breadth.py --epsilons 3 --validation --bins 10   # a variant of the draft
+    python bench/bench_breadth.py --epsilons 3 --secure-aggregation     # the run under secure aggregation
     python bench/bench_breadth.py --report
 
 The test part is a seeded 20% of each table, stratified by its target: a method or default is never
 chosen on it. `--validation` holds out 20% of the training part instead and scores on that: the
 split on which defaults are chosen. Results: bench/results/breadth.jsonl, one line a run; a run
-already there is not run again.
+already there is not run again. A row's `secure` says whether the run passed `--secure-aggregation` (a
+row without it did not): the sum of the nodes' releases then carries one release's noise, not sqrt(3)
+times it; the floors are the same either way.
 """
 import argparse
 import functools
@@ -127,7 +130,8 @@ def evaluate(synthetic: Path, train: Path, test: Path, schema: Path, target: str
     return json.loads(done.stdout)
 
 
-def run_one(table: Table, epsilon: float, seed: int, validation: bool, bins: int, folder: Path) -> dict:
+def run_one(table: Table, epsilon: float, seed: int, validation: bool, bins: int, secure: bool,
+            folder: Path) -> dict:
     train, test = held_out(read(table), table.target)
     if validation:
         train, test = held_out(train, table.target)
@@ -144,12 +148,12 @@ def run_one(table: Table, epsilon: float, seed: int, validation: bool, bins: int
                                                "--bins", str(bins)], check=True, capture_output=True, text=True).stdout)
     command = [*runs.MAIN, "--data", ",".join(map(str, nodes)), "--test-data", str(paths["test"]), "--schema",
                str(paths["schema"]), "-s", str(seed), "-ldp", "--target-epsilon", f"{epsilon:g}", "--output",
-               str(folder / "run")]
+               str(folder / "run"), *(["--secure-aggregation"] if secure else [])]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     row = {"table": table.name, "epsilon": epsilon, "seed": seed, "validation": validation, "bins": bins, "plan": PLAN,
-           "rows": len(train),
+           "secure": secure, "rows": len(train),
            "columns": len(train.columns), "node_rows": [sum(1 for _ in open(node)) - 1 for node in nodes],
            "wall_seconds": round(seconds, 1)}
     if done.returncode != 0:
@@ -178,17 +182,17 @@ def report() -> str:
     """One line per table and epsilon (mean over seeds): the synthetic table against the floors."""
     groups: dict[tuple, list[dict]] = {}
     for row in done():
-        groups.setdefault((row.get("plan", "tree"), row["validation"], row["bins"], row["table"], row["epsilon"]),
-                          []).append(row)
+        groups.setdefault((row.get("plan", "tree"), row.get("secure", False), row["validation"], row["bins"],
+                           row["table"], row["epsilon"]), []).append(row)
     keys = ("tstr_auc", "trtr_auc", "independent_tstr_auc", "naive_bayes_tstr_auc", "tvd_2way", "independent_tvd_2way",
             "naive_bayes_tvd_2way", "resample_tvd_2way", "tvd_3way", "memorized_share", "wall_seconds")
-    lines = ["| plan | split | bins | table | rows x cols | epsilon | seeds | " + " | ".join(keys) + " | 2-way / independent |",
-             "|" + "---|" * (len(keys) + 8)]
-    for (plan, validation, bins, name, epsilon), rows in sorted(groups.items()):
+    lines = ["| plan | secure | split | bins | table | rows x cols | epsilon | seeds | " + " | ".join(keys)
+             + " | 2-way / independent |", "|" + "---|" * (len(keys) + 9)]
+    for (plan, secure, validation, bins, name, epsilon), rows in sorted(groups.items()):
         good = [row for row in rows if "error" not in row]
+        first = f"| {plan} | {'yes' if secure else 'no'} | {'validation' if validation else 'test'} | {bins} | {name} |"
         if not good:
-            lines.append(f"| {plan} | {'validation' if validation else 'test'} | {bins} | {name} | | {epsilon:g} | {len(rows)} | "
-                         f"error: {rows[-1]['error']} |")
+            lines.append(f"{first} | {epsilon:g} | {len(rows)} | error: {rows[-1]['error']} |")
             continue
 
         def mean(key: str) -> float | None:
@@ -197,8 +201,8 @@ def report() -> str:
 
         cells = [f"{mean(key):.4g}" if mean(key) is not None else "-" for key in keys]
         ratio = mean("tvd_2way") / mean("independent_tvd_2way")
-        lines.append(f"| {plan} | {'validation' if validation else 'test'} | {bins} | {name} | {good[0]['rows']} x {good[0]['columns']} "
-                     f"| {epsilon:g} | {len(good)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+        lines.append(f"{first} {good[0]['rows']} x {good[0]['columns']} | {epsilon:g} | {len(good)} | "
+                     + " | ".join(cells) + f" | {ratio:.2f} |")
     return "\n".join(lines)
 
 
@@ -210,17 +214,20 @@ def main() -> None:
     cli.add_argument("--validation", action="store_true")
     cli.add_argument("--bins", type=int, default=DRAFT_BINS,
                      help=f"the draft's bins of a numeric column (`ppsdg schema --bins`; default {DRAFT_BINS}, the draft's)")
+    cli.add_argument("--secure-aggregation", action="store_true", help="the runs pass --secure-aggregation to main.py")
     cli.add_argument("--report", action="store_true")
     options = cli.parse_args()
     if not options.report:
-        seen = {(r["table"], r["epsilon"], r["seed"], r["validation"], r["bins"], r.get("plan", "tree")) for r in done()}
+        seen = {(r["table"], r["epsilon"], r["seed"], r["validation"], r["bins"], r.get("plan", "tree"),
+                 r.get("secure", False)) for r in done()}
         chosen = [table for table in TABLES if table.name in options.tables.split(",")]
         for table in chosen:
             for epsilon in map(float, options.epsilons.split(",")):
                 for seed in map(int, options.seeds.split(",")):
-                    if (table.name, epsilon, seed, options.validation, options.bins, PLAN) not in seen:
+                    if (table.name, epsilon, seed, options.validation, options.bins, PLAN,
+                            options.secure_aggregation) not in seen:
                         runs.record_run(RESULTS, functools.partial(run_one, table, epsilon, seed, options.validation,
-                                                                   options.bins))
+                                                                   options.bins, options.secure_aggregation))
     print(report())
 
 

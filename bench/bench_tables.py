@@ -1,12 +1,19 @@
 """Synthetic tables against the privacy budget: epsilon x split x nodes x seed on UCI Adult, run as a
-user runs it (`main.py --data parts --test-data TEST --schema S [-ldp --target-epsilon E]`), with
-every figure of its summary and the wall time.
+user runs it (`main.py --data parts --test-data TEST --schema S [-ldp --target-epsilon E]
+[--secure-aggregation]`), with every figure of its summary, the wall time and the mean time of a round.
 
     python bench/bench_tables.py --epsilons 1,10 --splits iid --nodes 3 --seeds 1,2,3
+    python bench/bench_tables.py --epsilons 1 --nodes 3,10 --secure-aggregation --results bench/results/tables-secure.jsonl
     python bench/bench_tables.py --report        # the table of what ran, mean and spread
     python bench/bench_tables.py --plot          # bench/results/tables_privacy_utility.png
 
-Results go to bench/results/tables.jsonl, one line a run; a run already there is not run again.
+Results go to bench/results/tables.jsonl (or --results), one line a run; a run already there is not
+run again. A row's `secure` says whether it ran under secure aggregation (a row without it did not):
+each node then adds 1/nodes of the noise variance, so the sum carries one release's noise, not
+sqrt(nodes) times it. One node has nothing to aggregate and is refused it.
+`--num-nodes` is always given (nodes + 1, the server included): for one file main.py's default is two
+workers, each with half the file and its own noise, which the one-node rows of tables.jsonl, run
+before it was given, are.
 The data are ../shared/data/adult (never copied here): the training file split over the nodes, the
 test file as the real test part. The schema is drafted from the training file (`ppsdg schema`).
 Splits: `iid` (a seeded shuffle cut in equal parts), `race` (nodes by race: the largest group apart,
@@ -54,7 +61,7 @@ def split(train: pd.DataFrame, how: str, nodes: int) -> list[pd.DataFrame]:
     return [train.iloc[np.sort(np.concatenate(part))] for part in parts]
 
 
-def run_one(epsilon: float, how: str, nodes: int, seed: int, folder: Path) -> dict:
+def run_one(epsilon: float, how: str, nodes: int, seed: int, secure: bool, folder: Path) -> dict:
     train = pd.read_csv(ADULT / "adult-train.csv.gz", dtype=str, keep_default_na=False)
     paths = []
     for index, part in enumerate(split(train, how, nodes)):
@@ -64,43 +71,52 @@ def run_one(epsilon: float, how: str, nodes: int, seed: int, folder: Path) -> di
     schema.write_text(subprocess.run([*runs.MAIN, "schema", str(ADULT / "adult-train.csv.gz"), "--target", "income"],
                                      check=True, capture_output=True, text=True).stdout)
     privacy = [] if math.isinf(epsilon) else ["-ldp", "--target-epsilon", f"{epsilon:g}"]
-    command = [*runs.MAIN, "--data", ",".join(map(str, paths)), "--test-data", str(ADULT / "adult-test.csv.gz"),
-               "--schema", str(schema), "-s", str(seed), *privacy, "--output", str(folder / "run")]
+    privacy += ["--secure-aggregation"] if secure else []
+    command = [*runs.MAIN, "--data", ",".join(map(str, paths)), "--num-nodes", str(nodes + 1), "--test-data",
+               str(ADULT / "adult-test.csv.gz"), "--schema", str(schema), "-s", str(seed), *privacy, "--output",
+               str(folder / "run")]
     load, started = round(runs.load(), 2), time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     summary = json.loads((folder / "run" / "summary.json").read_text())
+    rounds = [record["seconds"] for record in runs.read_rows(folder / "run" / "metrics.jsonl")]
     return {"epsilon": None if math.isinf(epsilon) else epsilon, "split": how, "nodes": nodes, "seed": seed,
-            "wall_seconds": round(seconds, 1), "load_before": load,
+            "secure": secure, "wall_seconds": round(seconds, 1), "round_seconds": round(statistics.mean(rounds), 2),
+            "load_before": load,
             "reported_epsilon": summary.get("epsilon"),
             **{key: summary["evaluation"][key] for key in FIGURES}}
 
 
-def done() -> list[dict]:
-    return runs.read_rows(RESULTS)
+def done(results: Path) -> list[dict]:
+    return runs.read_rows(results)
 
 
-def report() -> str:
-    """Mean and spread (standard deviation over seeds) of each figure per configuration."""
+def report(results: Path) -> str:
+    """Mean and spread (standard deviation over seeds) of each figure per configuration; `-` where no
+    row has the figure (round_seconds came after the first rows)."""
     groups: dict[tuple, list[dict]] = {}
-    for row in done():
-        groups.setdefault((row["epsilon"] or math.inf, row["split"], row["nodes"]), []).append(row)
-    keys = ("tstr_auc", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share", "wall_seconds")
-    lines = ["| epsilon | split | nodes | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 4)]
-    for (epsilon, how, nodes), rows in sorted(groups.items()):
+    for row in done(results):
+        groups.setdefault((row["epsilon"] or math.inf, row["split"], row["nodes"], row.get("secure", False)),
+                          []).append(row)
+    keys = ("tstr_auc", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share", "round_seconds",
+            "wall_seconds")
+    lines = ["| epsilon | split | nodes | secure | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 5)]
+    for (epsilon, how, nodes, secure), rows in sorted(groups.items()):
         cells = []
         for key in keys:
-            values = [row[key] for row in rows]
+            values = [row[key] for row in rows if key in row]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.4g} ± {spread:.2g}")
-        lines.append(f"| {epsilon:g} | {how} | {nodes} | {len(rows)} | " + " | ".join(cells) + " |")
+            cells.append(f"{statistics.mean(values):.4g} ± {spread:.2g}" if values else "-")
+        lines.append(f"| {epsilon:g} | {how} | {nodes} | {'yes' if secure else 'no'} | {len(rows)} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot() -> Path:
+def plot(results: Path) -> Path:
     """The privacy-utility plot: TSTR AUC and 2-/3-way TVD against epsilon, one line per method (the
     federated runs by split and node count, the centralized anchors of bench_table_anchors.py), the
-    means over seeds; runs without DP as dotted levels, real data's AUC (TRTR) as a dashed one."""
+    means over seeds; runs without DP as dotted levels, real data's AUC (TRTR) as a dashed one. The
+    figure is named after the results file (tables.jsonl: tables_privacy_utility.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,8 +125,9 @@ def plot() -> Path:
     from bench_table_anchors import RESULTS as ANCHORS
 
     lines: dict[str, dict[float, list[dict]]] = {}
-    for row in done():
-        lines.setdefault(f"ppsdg, {row['split']}, {row['nodes']} node(s)", {}).setdefault(
+    for row in done(results):
+        secure = ", secure aggregation" if row.get("secure") else ""
+        lines.setdefault(f"ppsdg, {row['split']}, {row['nodes']} node(s){secure}", {}).setdefault(
             row["epsilon"] or math.inf, []).append(row)
     for row in runs.read_rows(ANCHORS):
         lines.setdefault(f"{row['method'].upper()} (centralized)", {}).setdefault(row["epsilon"], []).append(row)
@@ -125,12 +142,12 @@ def plot() -> Path:
             if math.inf in points:
                 axis.axhline(statistics.mean(r[key] for r in points[math.inf]), color=color, linestyle=":")
         if key == "tstr_auc":
-            axis.axhline(statistics.mean(r["trtr_auc"] for r in done()), color="black", linestyle="--",
+            axis.axhline(statistics.mean(r["trtr_auc"] for r in done(results)), color="black", linestyle="--",
                          label="real data (TRTR)")
         axis.set(xscale="log", xlabel="epsilon (delta 1e-5)", title=title)
     axes[0].legend(fontsize=7)
     figure.suptitle("Adult: synthetic tables against the privacy budget (dotted: no DP)")
-    path = runs.RESULTS / "tables_privacy_utility.png"
+    path = runs.RESULTS / f"{results.stem}_privacy_utility.png"
     figure.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
@@ -141,21 +158,27 @@ def main() -> None:
     cli.add_argument("--splits", default="iid")
     cli.add_argument("--nodes", default="3")
     cli.add_argument("--seeds", default="1,2,3")
+    cli.add_argument("--secure-aggregation", action="store_true",
+                     help="the runs pass --secure-aggregation to main.py (with DP and two nodes or more)")
+    cli.add_argument("--results", type=Path, default=RESULTS, help=f"the results file (default: {RESULTS})")
     cli.add_argument("--report", action="store_true")
     cli.add_argument("--plot", action="store_true")
     options = cli.parse_args()
     if options.plot:
-        print(plot())
+        print(plot(options.results))
         return
     if not options.report:
-        seen = {(r["epsilon"] or math.inf, r["split"], r["nodes"], r["seed"]) for r in done()}
+        secure = options.secure_aggregation
+        seen = {(r["epsilon"] or math.inf, r["split"], r["nodes"], r["seed"], r.get("secure", False))
+                for r in done(options.results)}
         for epsilon in map(float, options.epsilons.split(",")):
             for how in options.splits.split(","):
                 for nodes in map(int, options.nodes.split(",")):
                     for seed in map(int, options.seeds.split(",")):
-                        if (epsilon, how, nodes, seed) not in seen:
-                            runs.record_run(RESULTS, functools.partial(run_one, epsilon, how, nodes, seed))
-    print(report())
+                        if (epsilon, how, nodes, seed, secure) not in seen:
+                            runs.record_run(options.results,
+                                            functools.partial(run_one, epsilon, how, nodes, seed, secure))
+    print(report(options.results))
 
 
 if __name__ == "__main__":

@@ -210,9 +210,11 @@ def check_quorum(comm: Communicator, round_: int, group: Sequence[int], failures
 
 
 def exchange(comm: Communicator, model: nn.Module, job: Job, round_: int, members: Sequence[int],
-             message: Tensors) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors]]:
-    """Send the round's message to its members: their checked replies, why others are missing, and the
-    messages of those rejected (each left its node all the same)."""
+             message: Tensors | None = None) -> tuple[dict[int, Reply], dict[int, str], dict[int, Tensors]]:
+    """Send the round's message (by default the round and the global state) to its members: their checked
+    replies, why others are missing, and the messages of those rejected (each left its node all the same)."""
+    if message is None:
+        message = round_message(model, job, round_, 0, {}, members, comm.world_size - 1)
     try:
         messages = comm.exchange(message, members, reply_template(model, job))
     except FederationError as error:
@@ -364,11 +366,12 @@ def account(dp: LocalDP | None, ledger: Ledger | None, replies: Mapping[int, Rep
 
 def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Optimizer | None, run: Run,
                  job: Job, round_: int, test_set: local.Examples, ledger: Ledger | None,
-                 keys: dict[int, bytes]) -> RoundRecord:
+                 keys: dict[int, bytes] | None = None) -> RoundRecord:
     """The server's part of a round: draw the group, exchange, account, aggregate, test.
 
     Every release is charged before the quorum is checked: a round that stops the run has still
-    spent what its workers released, and the error says what the run's epsilon has become.
+    spent what its workers released, and the error says what the run's epsilon has become. Under
+    secure aggregation `keys` are the run's public keys (`agree_keys`).
     """
     started = time.perf_counter()
     num_workers = comm.world_size - 1
@@ -380,8 +383,7 @@ def server_round(comm: Communicator, model: nn.Module, optimizer: torch.optim.Op
         replies, failures, attempts = secure_exchange(comm, model, job, run, round_, group, members, keys, ledger)
         rejected = {}
     else:
-        replies, failures, rejected = exchange(comm, model, job, round_, members,
-                                               round_message(model, job, round_, 0, {}, members, num_workers))
+        replies, failures, rejected = exchange(comm, model, job, round_, members)
     late = comm.late_replies()
     for_rejected, for_late = account(dp, ledger, replies, rejected, late)
     for rank, note in for_rejected.items():

@@ -142,10 +142,11 @@ def test_without_noise_round_1_splits_each_class_in_four_cells_that_the_later_ro
         assert torch.allclose(cells[name].sum(1), 2 * state[name], atol=1e-9), name
     assert bool((cells["count"] > 0).all())
     rows = [[int(reply["count"].sum()) for reply in releases[0][1]]] * 3
-    synthesizer.check_sum(state, rows, 0.0)
+    full = [[1.0] * len(counts) for counts in rows]
+    synthesizer.check_sum(state, rows, 0.0, full)
     state["split_directions"][3] = -state["split_directions"][3]
     with pytest.raises(FederationError, match="the split is not the one that round 1's statistics give"):
-        synthesizer.check_sum(state, rows, 0.0)
+        synthesizer.check_sum(state, rows, 0.0, full)
 
 
 def test_a_release_with_a_split_or_of_the_kind_the_round_did_not_ask_for_is_rejected_by_name():

@@ -56,7 +56,7 @@ def secure_round(config: Config, parts: list[local.Examples], colluders: int | N
 def exact_survey(config: Config, parts: list[local.Examples]) -> np.ndarray:
     job = Job.of_config(config)
     model = new_model(job.synthesizer, config.run.seed)
-    return sum(job.synthesizer.exact_release(model, part.images, job.dp, 1.0).counts["survey"].numpy()
+    return sum(job.synthesizer.exact_release(model, part.images, part.labels, job.dp, 1.0).counts["survey"].numpy()
                for part in parts)
 
 
@@ -136,8 +136,8 @@ def test_a_share_below_the_plan_is_rejected_and_a_dishonest_sum_is_refused(table
     job = Job.of_config(config)
     honest = type(job.synthesizer).exact_release
 
-    def inflated(self, model, images, dp, share):
-        release = honest(self, model, images, dp, share)
+    def inflated(self, model, images, labels, dp, share):
+        release = honest(self, model, images, labels, dp, share)
         return release if len(images) != 200 else type(release)(
             {name: counts * 50 for name, counts in release.counts.items()}, release.std, release.scale, release.public)
 
