@@ -381,6 +381,8 @@ def validate_secure_aggregation(options: argparse.Namespace, workers: int) -> No
              "--secure-aggregation sums statistics releases (a table's marginals, the images' moments); the "
              "classifier and the WGAN-GP train by DP-SGD, whose models are averaged, not summed")
     _require(workers >= 2, "--secure-aggregation needs at least 2 workers: one node's sum is its release")
+    _require(not options.train_all, "--secure-aggregation sums every member's release: with --train-all the "
+             "workers outside the group would release into the sum")
     _require(0 <= options.colluders < workers, f"--colluders must be in 0..{workers - 1} for {workers} workers")
 
 

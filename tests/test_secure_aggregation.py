@@ -184,6 +184,8 @@ def test_secure_aggregation_is_refused_where_it_cannot_work(table_files, extra, 
     with pytest.raises(OptionsError, match=message):
         parser.parse(["--data", str(table_files["all"]), "--schema", str(table_files["schema"]), "--secure-aggregation",
                       *extra])
+    with pytest.raises(OptionsError, match="with --train-all the workers outside the group"):
+        parser.parse(["--gan", "-ldp", "--secure-aggregation", "-nn", "4", "--group-size", "2", "--train-all"])
     for job in (["--gan", "--synthesizer", "wgan"], []):
         with pytest.raises(OptionsError, match="the classifier and the WGAN-GP train by DP-SGD"):
             parser.parse([*job, "-ldp", "--secure-aggregation"])
