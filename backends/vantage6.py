@@ -1,10 +1,7 @@
-"""The Communicator over vantage6: a round is one subtask on the group's organizations.
-
-Server side (inside the central function): `exchange` creates the round's subtask with the message
-as its input, waits, decodes every reply against the template and returns them ordered by rank.
-Node side (inside the partial function): `broadcast` returns the task's message, `gather` keeps the
-reply as the function's result. Tensors travel as codec text inside vantage6's JSON; nothing is
-pickled.
+"""The Communicator over vantage6 4.x, the server's side: a round is one subtask on the group's
+organizations. Inside the central function, `exchange` creates the round's subtask with the message as
+its input, waits, decodes every reply against the template and returns them ordered by rank. The
+node's side is `backends/subtask.py`.
 """
 import hashlib
 import json
@@ -16,7 +13,8 @@ from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 from vantage6.common import base64s_to_bytes
 from vantage6.common.task_status import has_task_finished
 
-from backends import Communicator, Tensors, codec, group_of
+from backends import Tensors, codec, group_of
+from backends.subtask import CentralSide
 from ppsdg.errors import FederationError, last_error
 
 WORKER_METHOD = "partial"
@@ -40,15 +38,13 @@ def attribution_of(client: Any) -> str:
                           "their run ids, so no result could be attributed to its organization")
 
 
-class CentralCommunicator(Communicator):
-    """Rank 0 in a central function; rank r is the r-th organization of `organizations`."""
+class CentralCommunicator(CentralSide):
+    """The central function's side over vantage6 4.x."""
 
     def __init__(self, client: Any, organizations: Sequence[int], options: Mapping[str, Any],
                  round_timeout_s: float = 3600.0, poll_s: float = POLL_SECONDS) -> None:
-        super().__init__(0, len(organizations) + 1)
+        super().__init__(organizations, options)
         self.client = client
-        self.organizations = list(organizations)
-        self.options = dict(options)
         self.round_timeout_s = round_timeout_s
         self.poll_s = poll_s
         self.attribution = attribution_of(client)
@@ -59,25 +55,11 @@ class CentralCommunicator(Communicator):
         # Under DP, the digest of every reply taken in this run -> the organization that sent it.
         self._seen: dict[str, int] = {}
 
-    def organization_of(self, rank: int) -> int:
-        return self.organizations[rank - 1]
-
-    def describe(self, rank: int) -> str:
-        return f"organization {self.organization_of(rank)} (worker rank {rank})"
-
-    def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
-        raise FederationError("the central function sends a round's message with exchange (one subtask)")
-
-    def gather(self, tensors: Tensors, dst: int = 0,
-               group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
-        raise FederationError("the central function gathers a round's replies with exchange (one subtask)")
-
     def exchange(self, message: Tensors, group: Sequence[int], reply_template: Tensors) -> dict[int, Tensors]:
         ranks = [r for r in group_of(group, self.world_size) if r != 0]
         organizations = {self.organization_of(r): r for r in ranks}
-        task_input = json.loads(json.dumps({"method": WORKER_METHOD, "kwargs": {
-            "message": codec.encode_text(message), "ranks": {str(o): r for o, r in organizations.items()},
-            "world_size": self.world_size, "options": self.options}}))
+        task_input = json.loads(json.dumps({"method": WORKER_METHOD,
+                                            "kwargs": self.task_input(message, organizations)}))
         task = self.client.task.create(input_=task_input, organizations=list(organizations),
                                        name="ppsdg round", description="ppsdg: one federated round")
         runs = self._wait(task["id"], list(organizations))
@@ -237,48 +219,3 @@ def no_result(run: Mapping[str, Any] | None) -> str:
     if error is not None:
         reason += f": {error}"
     return reason
-
-
-class NodeCommunicator(Communicator):
-    """A worker inside a partial function: one round's message in, one reply out."""
-
-    def __init__(self, message: str, rank: int, world_size: int) -> None:
-        super().__init__(rank, world_size)
-        self._message = message
-        self.reply: str | None = None
-
-    def broadcast(self, tensors: Tensors, src: int = 0, group: Sequence[int] | None = None) -> Tensors:
-        received, _ = codec.decode_text(self._message, expect=tensors)
-        return received
-
-    def names(self) -> Tensors:
-        """The message as it came, held to no template: to tell what the server asks before answering
-        (secure aggregation's key agreement, or a round)."""
-        received, _ = codec.decode_text(self._message, require_finite=False)
-        return received
-
-    def gather(self, tensors: Tensors, dst: int = 0,
-               group: Sequence[int] | None = None) -> dict[int, Tensors] | None:
-        self.reply = codec.encode_text(tensors)
-        return None
-
-
-def node_communicator(organization_id: int, task_kwargs: Mapping[str, Any]) -> NodeCommunicator:
-    """The node's side of a subtask: its rank comes from the task input, looked up by its organization."""
-    ranks = task_kwargs.get("ranks")
-    message = task_kwargs.get("message")
-    if not isinstance(ranks, dict) or not isinstance(message, str):
-        raise FederationError("the task input lacks the round's message or the organizations' ranks")
-    rank = ranks.get(str(organization_id))
-    if not isinstance(rank, int):
-        raise FederationError(f"organization {organization_id} is not among this round's workers")
-    world_size = task_kwargs.get("world_size")
-    if not isinstance(world_size, int) or not 0 < rank < world_size:
-        raise FederationError(f"the task input's world size {world_size!r} does not hold worker rank {rank}")
-    return NodeCommunicator(message, rank, world_size)
-
-
-def node_result(comm: NodeCommunicator) -> dict[str, Any]:
-    """The partial function's result: the reply and the rank it answers as. Which organization made
-    it is the server's to say (the run), not the node's."""
-    return {"rank": comm.rank, "message": comm.reply}

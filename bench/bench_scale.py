@@ -164,7 +164,7 @@ def echo_partial() -> Any:
     model's shapes, as a worker does, and send it back as its update."""
     from vantage6.algorithm.tools.decorators import algorithm_client, data
 
-    from backends.vantage6 import node_communicator, node_result
+    from backends.subtask import node_communicator, node_result
 
     @data(1)
     @algorithm_client

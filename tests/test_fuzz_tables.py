@@ -32,7 +32,7 @@ import main
 from backends import codec
 from backends.vantage6 import CentralCommunicator
 from conftest import peak_traced_bytes
-from ppsdg import algorithm, checkpoint, commands, coordination, data, tables
+from ppsdg import algorithm, central_task, checkpoint, commands, coordination, data, policy, tables
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.config import Config
 from ppsdg.errors import DataError, FederationError, PpsdgError
@@ -557,7 +557,7 @@ def test_fuzzed_node_database_is_read_or_refused_in_one_sentence(node, monkeypat
     """A node's database as the node's configuration names it: the round is answered, or refused with the
     one sentence that says nothing of the data."""
     suffix, blob = named
-    path = Path(os.environ[algorithm.FOLDER]) / f"database{suffix}"
+    path = Path(os.environ[policy.FOLDER]) / f"database{suffix}"
     path.write_bytes(blob)
     monkeypatch.setenv("USER_REQUESTED_DATABASE_LABELS", "table")
     monkeypatch.setenv("TABLE_DATABASE_URI", str(path))
@@ -668,7 +668,7 @@ def central_sees(round_: str, client: FuzzedClient, comm: CentralCommunicator | 
     job = Job.of_config(config)
     model = new_model(job.synthesizer, config.run.seed)
     model.load_state_dict(honest_releases()[round_][0])
-    comm = comm or CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(config, job),
+    comm = comm or CentralCommunicator(client, [ORGANIZATION], central_task.round_options(config, job),
                                        round_timeout_s=0.0, poll_s=0.0)
     replies, failures, _ = coordination.exchange(comm, model, job, ROUNDS[round_][0], [1])
     return replies, failures
@@ -720,7 +720,7 @@ def test_a_replayed_release_is_rejected_by_name(node):
     release draws its noise afresh, so one equal to a release taken earlier is replayed."""
     config = table_options()
     client = client_of(honest_releases()["measurement"][1])
-    comm = CentralCommunicator(client, [ORGANIZATION], algorithm.round_options(config, Job.of_config(config)),
+    comm = CentralCommunicator(client, [ORGANIZATION], central_task.round_options(config, Job.of_config(config)),
                                round_timeout_s=0.0, poll_s=0.0)
     assert list(central_sees("measurement", client, comm)[0]) == [1]
     tensors, _ = codec.decode_text(honest_releases()["measurement"][1])

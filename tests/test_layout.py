@@ -8,7 +8,7 @@ import torch
 
 from backends import Communicator, Tensors
 from backends.gloo import local_world_size
-from backends.vantage6 import node_communicator
+from backends.subtask import node_communicator
 from ppsdg import coordination, local, parser, privacy, runtime
 from ppsdg.errors import FederationError
 from ppsdg.job import Job

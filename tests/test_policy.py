@@ -8,7 +8,7 @@ import torch
 import main
 from backends import codec
 from backends.mock import ForgetfulMockClient
-from ppsdg import algorithm, checkpoint, data, parser, privacy, runtime
+from ppsdg import algorithm, checkpoint, coordination, data, parser, privacy, runtime
 from ppsdg.config import Config, Moments
 from ppsdg.policy import FOLDER, NodeLedger, NodePolicy, PolicyError
 from ppsdg.job import Job
@@ -101,7 +101,7 @@ def test_the_planned_entry_is_what_a_round_releases():
         message, _ = round_message(chosen)
         reply = algorithm.run_partial(7, frame, {"message": message, "ranks": {"7": 1}, "world_size": 2,
                                                  "options": chosen.task_options()})
-        figures = algorithm.coordination.Reply.from_message(codec.decode_text(reply["message"])[0]).figures
+        figures = coordination.Reply.from_message(codec.decode_text(reply["message"])[0]).figures
         releases_once = isinstance(chosen.job, Moments)
         assert privacy.entry_from_extra(figures) == Job.of_config(chosen).dp.planned_entry(len(frame), releases_once)
 
@@ -190,7 +190,7 @@ def test_node_reads_its_variables_as_a_vantage6_node_encodes_them(monkeypatch):
     """A node hands the container base32 text with '=' written as '!'; a plain value passes as it is."""
     import base64
 
-    from ppsdg.algorithm import node_environment
+    from ppsdg.node_task import node_environment
 
     monkeypatch.setenv("PPSDG_REQUIRE_DP", base64.b32encode(b"1").decode().replace("=", "!"))
     monkeypatch.setenv("PPSDG_MAX_EPSILON", "2.5")

@@ -4,9 +4,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The command line, the vantage6 functions (the task decoder), the other commands, and the store's
-# description of the command line's options (`python -m ppsdg.store`).
-ENTRY_POINTS = {"main", "ppsdg.algorithm", "ppsdg.commands", "ppsdg.store"}
+# The command line, the vantage6 functions' task decoders (the central's and the node's, any version),
+# the other commands, and the store's description of the command line's options (`python -m ppsdg.store`).
+ENTRY_POINTS = {"main", "ppsdg.central_task", "ppsdg.node_task", "ppsdg.commands", "ppsdg.store"}
 
 
 def module_name(path: Path) -> str:

@@ -16,7 +16,7 @@ from scipy.stats import norm
 import main
 from conftest import TABLE_ROWS, people
 from backends import codec
-from ppsdg import algorithm, checkpoint, coordination, data, parser, store, table_evaluation, tables
+from ppsdg import algorithm, central_task, checkpoint, coordination, data, parser, store, table_evaluation, tables
 from ppsdg.config import CLIENT_ONLY, Config
 from ppsdg.errors import DataError, FederationError, OptionsError
 from ppsdg.job import Job
@@ -384,10 +384,10 @@ def test_a_checkpoint_of_a_table_run_reads_back_and_a_poisoned_one_is_refused(gl
 
 def test_a_rounds_subtask_carries_the_planned_release_noise_not_the_target(table_files):
     config = table_config(table_files, "-nn", "3", "-ldp", "--target-epsilon", "3")
-    carried = algorithm.round_options(config, Job.of_config(config))
+    carried = central_task.round_options(config, Job.of_config(config))
     planned = LocalDP(config.privacy, config.run.num_rounds).release_noise()
     assert carried["target_epsilon"] is None and carried["noise_multiplier"] == planned > 1.0
     rebuilt = parser.from_mapping(json.loads(json.dumps(carried)))
     assert LocalDP(rebuilt.privacy, rebuilt.run.num_rounds).release_noise() == planned
     sgd = parser.parse(["-ldp", "--target-epsilon", "3"])
-    assert algorithm.round_options(sgd, Job.of_config(sgd))["target_epsilon"] == 3.0
+    assert central_task.round_options(sgd, Job.of_config(sgd))["target_epsilon"] == 3.0
