@@ -13,7 +13,10 @@ from ppsdg.errors import FederationError
 
 class CentralSide(Communicator):
     """Rank 0 in a central function; rank r is the r-th organization of `organizations`; a round is one
-    subtask, so only `exchange` (each version's) sends and gathers."""
+    subtask, so only `exchange` (each version's) sends and gathers. `attribution` says how a result is
+    matched to its organization (the central function's result repeats it)."""
+
+    attribution: str
 
     def __init__(self, organizations: Sequence[int], options: Mapping[str, Any]) -> None:
         super().__init__(0, len(organizations) + 1)

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backends import codec
+from backends.subtask import CentralSide
 from ppsdg import checkpoint, coordination, local, parser, result, runtime
 from ppsdg.checkpoint import Checkpoint
 from ppsdg.config import Config
@@ -13,9 +14,8 @@ from ppsdg.job import Job
 from ppsdg.node_task import check_table_task
 
 # How a version's central function reaches its nodes: (client, organizations in rank order, the options a
-# round's subtask carries, the round's timeout) -> a Communicator that also says `organization_of(rank)`
-# and how it attributes results (`attribution`).
-Connect = Callable[[Any, list[int], dict[str, Any], float], Any]
+# round's subtask carries, the round's timeout) -> its Communicator.
+Connect = Callable[[Any, list[int], dict[str, Any], float], CentralSide]
 
 
 def run_central(client: Any, kwargs: dict[str, Any], communicator: Connect) -> dict[str, Any]:
