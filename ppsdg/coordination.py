@@ -571,7 +571,7 @@ def secure_update(model: nn.Module, examples: local.Examples, job: Job, seed: in
     noise = dp.integer_noise(secure_aggregation.noise_sigma(exact, share), derive_seed(seed, round_, rank, attempt))
     mask_context = secure_aggregation.context(round_, attempt)
     secrets.use(mask_context)
-    update = secure_aggregation.masked_reply(exact, share, noise, rank, secrets, peers, mask_context)
+    update = secure_aggregation.masked_reply(exact, noise, rank, secrets, peers, mask_context)
     figures = {**dp.release_spent(dp.release_noise()), secure_aggregation.SHARE: share,
                secure_aggregation.SCALE_FIGURE: exact.scale}
     return Reply(update, len(examples), 0.0, figures)

@@ -74,10 +74,6 @@ def round_message(state: Tensors, round_: int, attempt: int, keys: Mapping[int, 
             KEYS: rows, **state}
 
 
-def message_template(state: Tensors, workers: int) -> Tensors:
-    return round_message(state, 0, 0, {}, [], workers)
-
-
 def reply_template(template: Tensors, secret: Sequence[str]) -> Tensors:
     """A member's reply: the round's usual reply, its secret parts as masked 64-bit words."""
     return {name: torch.zeros_like(t, dtype=torch.int64) if name in secret else t for name, t in template.items()}
@@ -161,21 +157,18 @@ def share_of(members: int, colluders: int | None) -> float:
     return 1.0 / (members - colluders)
 
 
-def masked_reply(exact: ExactRelease, share: float, noise: np.ndarray, rank: int, secrets: NodeSecrets,
+def masked_reply(exact: ExactRelease, noise: np.ndarray, rank: int, secrets: NodeSecrets,
                  peers: Mapping[int, bytes], mask_context: str) -> Tensors:
     """A member's reply: each secret part's fixed-point counts plus its noise share, masked; the rest in
     the clear. `noise` is the discrete Gaussian draw for the parts in order, in fixed-point units."""
-    parts, start, reply = list(exact.counts), 0, dict(exact.public)
-    for name in parts:
-        counts = exact.counts[name].numpy()
-        scaled = counts * SCALE
+    start, reply = 0, dict(exact.public)
+    for name, counts in exact.counts.items():
+        scaled = counts.numpy() * SCALE
         if not np.array_equal(scaled, np.rint(scaled)):
             raise FederationError(f"secure aggregation sums whole numbers: the release's {name} is not")
-        values = scaled.astype(np.int64) + noise[start:start + counts.size].reshape(counts.shape)
-        start += counts.size
-        if not np.all(np.abs(values) < secure_sum.LIMIT):
-            raise FederationError(f"secure aggregation: the release's {name} is outside what the ring holds")
-        words = secure_sum.masked(values.view(np.uint64), rank, secrets.private, peers, mask_context.encode())
+        values = scaled.astype(np.int64) + noise[start:start + scaled.size].reshape(scaled.shape)
+        start += scaled.size
+        words = secure_sum.masked(secure_sum.to_ring(values), rank, secrets.private, peers, mask_context.encode())
         reply[name] = torch.from_numpy(words.view(np.int64).copy())
     return reply
 

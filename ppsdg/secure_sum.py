@@ -10,7 +10,7 @@ seeds. Releases travel as fixed-point integers modulo 2^64 (`to_ring`, `from_rin
 the `cryptography` package's; nothing here is a cipher.
 
 A node that leaves after the key agreement leaves its masks in the others' releases: the sum of the
-rest is then noise, so the round must fail by name (`check_complete`) and be run again without it.
+rest is then noise, so the round is run again without it (`coordination.secure_exchange`).
 """
 from collections.abc import Mapping, Sequence
 
@@ -71,23 +71,15 @@ def ring_sum(releases: Sequence[np.ndarray]) -> np.ndarray:
     return total
 
 
-def to_ring(values: np.ndarray, scale: float) -> np.ndarray:
-    """Fixed point: each value times `scale`, rounded, as two's complement in the ring."""
-    scaled = np.rint(np.asarray(values, dtype=np.float64) * scale)
-    if not np.all(np.abs(scaled) < LIMIT):
-        raise FederationError(f"a release is outside what the ring holds at scale {scale:g} (|value| * scale < 2^62)")
-    return scaled.astype(np.int64).view(np.uint64)
+def to_ring(values: np.ndarray) -> np.ndarray:
+    """Whole fixed-point values (int64) as two's complement in the ring; refused beyond +-2^62, so that a
+    sum of a few of them cannot wrap."""
+    values = np.asarray(values, dtype=np.int64)
+    if not np.all(np.abs(values) < LIMIT):
+        raise FederationError("a release is outside what the ring holds (|value| in fixed point < 2^62)")
+    return values.view(np.uint64)
 
 
 def from_ring(total: np.ndarray, scale: float) -> np.ndarray:
     """The signed fixed-point sum, back to numbers."""
     return total.astype(np.uint64).view(np.int64).astype(np.float64) / scale
-
-
-def check_complete(agreed: Sequence[int], answered: Sequence[int]) -> None:
-    """Every node that took part in the key agreement must release: one that did not leaves its masks in
-    the others' releases, and the round cannot be summed (it is run again without that node)."""
-    missing = sorted(set(agreed) - set(answered))
-    if missing:
-        raise FederationError(f"secure sum: worker(s) {', '.join(map(str, missing))} agreed on masks but did not "
-                              "release: the others' masks cannot cancel; the round is run again without them")

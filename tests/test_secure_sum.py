@@ -29,7 +29,7 @@ def test_fixed_point_sums_of_noisy_counts_come_back_within_rounding():
     rng = np.random.default_rng(1)
     counts = {rank: rng.normal(50.0, 30.0, size=200) for rank in (1, 2, 3)}
     scale = 2.0**20
-    released = round_of({rank: secure_sum.to_ring(vector, scale) for rank, vector in counts.items()})
+    released = round_of({rank: secure_sum.to_ring(np.rint(vector * scale)) for rank, vector in counts.items()})
     total = secure_sum.from_ring(secure_sum.ring_sum(list(released.values())), scale)
     assert np.abs(total - sum(counts.values())).max() <= 3 * 0.5 / scale
     assert (total < 0).any() == (sum(counts.values()) < 0).any()
@@ -39,7 +39,7 @@ def test_fixed_point_sums_of_noisy_counts_come_back_within_rounding():
 def test_a_single_masked_release_is_uniform_whatever_it_holds(held):
     size = 1 << 15
     vector = {"zeros": np.zeros(size, dtype=np.uint64), "ones": np.full(size, 2**64 - 1, dtype=np.uint64),
-              "counts": secure_sum.to_ring(np.arange(size) % 7, 1.0)}[held]
+              "counts": secure_sum.to_ring(np.arange(size) % 7)}[held]
     released = round_of({1: vector, 2: np.zeros(size, dtype=np.uint64), 3: np.zeros(size, dtype=np.uint64)})[1]
     for shift in (0, 28, 56):
         byte = ((released >> np.uint64(shift)) & np.uint64(255)).astype(np.int64)
@@ -54,18 +54,16 @@ def test_both_nodes_of_a_pair_derive_one_seed_and_each_round_its_own():
     assert seed != secure_sum.pair_seed(first, second_public, CONTEXT, (1, 3))
 
 
-def test_a_node_missing_after_the_key_agreement_leaves_masks_and_is_named():
+def test_a_node_missing_after_the_key_agreement_leaves_its_masks_in_the_others_sum():
+    """Why a round that lost a member runs again without it (test_secure_aggregation, test_reliability)."""
     values = {rank: np.full(64, rank, dtype=np.uint64) for rank in (1, 2, 3)}
     released = round_of(values)
     without = secure_sum.ring_sum([released[1], released[2]])
     assert not np.array_equal(without, values[1] + values[2])
-    with pytest.raises(FederationError, match=r"worker\(s\) 3 agreed on masks but did not release"):
-        secure_sum.check_complete([1, 2, 3], [1, 2])
-    secure_sum.check_complete([1, 2, 3], [3, 1, 2])
 
 
 def test_a_release_outside_the_ring_is_refused():
-    with pytest.raises(FederationError, match="outside what the ring holds"):
-        secure_sum.to_ring(np.array([1e300]), 1.0)
-    with pytest.raises(FederationError, match="outside what the ring holds"):
-        secure_sum.to_ring(np.array([float("nan")]), 1.0)
+    for value in (2**62, -(2**62), 2**63 - 1):
+        with pytest.raises(FederationError, match="outside what the ring holds"):
+            secure_sum.to_ring(np.array([value], dtype=np.int64))
+    assert secure_sum.to_ring(np.array([-1])).tolist() == [2**64 - 1]
