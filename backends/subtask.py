@@ -54,11 +54,10 @@ class NodeCommunicator(Communicator):
         received, _ = codec.decode_text(self._message, expect=tensors)
         return received
 
-    def names(self) -> Tensors:
-        """The message as it came, held to no template: to tell what the server asks before answering
-        (secure aggregation's key agreement, or a round)."""
-        received, _ = codec.decode_text(self._message, require_finite=False)
-        return received
+    def carries(self, tensors: Tensors) -> bool:
+        """Whether the message is exactly `tensors` (a small fixed request, such as secure aggregation's key
+        agreement): told by comparing text, without decoding a round's whole message."""
+        return self._message == codec.encode_text(tensors)
 
     def gather(self, tensors: Tensors, dst: int = 0,
                group: Sequence[int] | None = None) -> dict[int, Tensors] | None:

@@ -548,7 +548,7 @@ def worker_round(comm: Communicator, model: nn.Module, examples: local.Examples,
     keys = message.pop(secure_aggregation.KEYS, None)
     model.load_state_dict(message)
     if job.secure_aggregation:
-        peers = secrets.peers({secure_aggregation.KEYS: keys}, comm.rank)
+        peers = secrets.peers(keys, comm.rank)
         reply = secure_update(model, examples, job, run.seed, round_, attempt, comm.rank, secrets, peers, colluders)
     else:
         update, num_samples, loss, figures = local.local_update(model, examples, job, run.seed, round_, comm.rank)

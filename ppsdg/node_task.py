@@ -39,7 +39,7 @@ def run_partial(organization: int, read: Callable[[bool], pd.DataFrame], kwargs:
             environment[FOLDER] = temporary_folder
         policy = NodePolicy.from_environment(environment)
         secure = config.privacy.secure_aggregation
-        if secure and secure_aggregation.is_key_request(comm.names()):
+        if secure and comm.carries(secure_aggregation.key_request()):
             comm.gather(NodeSecrets.fresh(job_folder(environment)).reply())
             return node_result(comm)
         table = config.table

@@ -59,10 +59,6 @@ def key_template() -> Tensors:
     return {PUBLIC_KEY: torch.zeros(KEY_BYTES, dtype=torch.uint8)}
 
 
-def is_key_request(message: Mapping[str, torch.Tensor]) -> bool:
-    return set(message) == {ROUND} and int(message[ROUND]) == 0
-
-
 def round_message(state: Tensors, round_: int, attempt: int, keys: Mapping[int, bytes], members: Sequence[int],
                   workers: int) -> Tensors:
     """A round's message: the global state, the attempt, and the public key of each member (rank r in row
@@ -126,10 +122,11 @@ class NodeSecrets:
     def reply(self) -> Tensors:
         return {PUBLIC_KEY: torch.frombuffer(bytearray(self.public), dtype=torch.uint8)}
 
-    def peers(self, message: Mapping[str, torch.Tensor], rank: int) -> dict[int, bytes]:
-        """The attempt's members and their public keys, refused unless they hold this node's own key at its
-        rank, distinct keys, and at least one other member (alone, its release would be its own)."""
-        rows = message[KEYS].numpy()
+    def peers(self, keys: torch.Tensor, rank: int) -> dict[int, bytes]:
+        """The attempt's members and their public keys (a round message's KEYS), refused unless they hold
+        this node's own key at its rank, distinct keys, and at least one other member (alone, its release
+        would be its own)."""
+        rows = keys.numpy()
         peers = {index + 1: row.tobytes() for index, row in enumerate(rows) if row.any()}
         if peers.get(rank) != self.public:
             raise FederationError("secure aggregation: the round's keys do not hold this node's own key at its rank")

@@ -46,7 +46,7 @@ def secure_round(config: Config, parts: list[local.Examples], colluders: int | N
     message = secure_aggregation.round_message(model.state_dict(), round_, attempt, keys, list(keys), len(parts))
     replies = {}
     for rank, examples in enumerate(parts, start=1):
-        peers = secrets[rank].peers(message, rank)
+        peers = secrets[rank].peers(message[secure_aggregation.KEYS], rank)
         reply = coordination.secure_update(model, examples, job, config.run.seed, round_, attempt, rank,
                                            secrets[rank], peers, colluders)
         replies[rank] = coordination.Reply.from_message(reply.to_message())
@@ -151,13 +151,13 @@ def test_a_node_refuses_keys_without_its_own_a_lone_member_and_a_mask_twice():
     state = {}
     stranger = secure_aggregation.round_message(state, 1, 1, {1: other.public, 2: NodeSecrets.fresh().public}, [1, 2], 2)
     with pytest.raises(FederationError, match="do not hold this node's own key"):
-        secrets.peers(stranger, 1)
+        secrets.peers(stranger[secure_aggregation.KEYS], 1)
     alone = secure_aggregation.round_message(state, 1, 1, {1: secrets.public}, [1], 2)
     with pytest.raises(FederationError, match="no other member"):
-        secrets.peers(alone, 1)
+        secrets.peers(alone[secure_aggregation.KEYS], 1)
     repeated = secure_aggregation.round_message(state, 1, 1, {1: secrets.public, 2: secrets.public}, [1, 2], 2)
     with pytest.raises(FederationError, match="repeat a key"):
-        secrets.peers(repeated, 1)
+        secrets.peers(repeated[secure_aggregation.KEYS], 1)
     secrets.use(secure_aggregation.context(2, 1))
     with pytest.raises(FederationError, match="a mask serves once"):
         secrets.use(secure_aggregation.context(2, 1))
