@@ -4,6 +4,7 @@ the rows, the columns, the categories per column and the nodes grow.
     python bench/bench_table_scale.py                                   # the sweep below
     python bench/bench_table_scale.py --shapes 50000x100x10x3,1000000x15x10x3
     python bench/bench_table_scale.py --report
+    python bench/bench_table_scale.py --shapes 1000000x15x10x3 --again     # once more, beside the old row
 
 A shape is ROWSxCOLUMNSxCATEGORIESxNODES. Its table is drawn from a seeded tree of dependent columns
 (each column a noisy copy of an earlier one, every third column numeric, a binary target that
@@ -11,7 +12,8 @@ depends on three columns), split evenly over the nodes, with a test part of a fi
 then run as a user runs it: `ppsdg schema` on the union, and `main.py --data node1,...
 --test-data TEST --schema S -ldp --target-epsilon 1` on gloo, the evaluation included. The message
 is one node's release (the model state it sends back), as the layout sizes it.
-Results: bench/results/table_scale.jsonl, one line a run; a shape already there is not run again.
+Results: bench/results/table_scale.jsonl, one line a run; a shape already there is not run again
+unless --again is given (a quiet machine's figure beside a loaded one's).
 """
 import argparse
 import functools
@@ -125,9 +127,10 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--shapes", default=SWEEP, help="ROWSxCOLUMNSxCATEGORIESxNODES, comma-separated")
     cli.add_argument("--report", action="store_true")
+    cli.add_argument("--again", action="store_true", help="run the shapes even if results hold them")
     options = cli.parse_args()
     if not options.report:
-        seen = {row["shape"] for row in runs.read_rows(RESULTS)} if RESULTS.exists() else set()
+        seen = {row["shape"] for row in runs.read_rows(RESULTS)} if RESULTS.exists() and not options.again else set()
         for shape in options.shapes.split(","):
             if shape not in seen:
                 runs.record_run(RESULTS, functools.partial(run_one, shape))

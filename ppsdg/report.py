@@ -45,11 +45,12 @@ def pictures(meanings: Mapping[str, str]) -> list[Line]:
 
 def table(evaluation: Mapping[str, Any], extra: Sequence[Line] = ()) -> str:
     """The table evaluation's figures (`ppsdg/table_evaluation.py`), then `extra` (privacy, pictures)."""
-    why = evaluation["unavailable"]
+    why, notes = evaluation["unavailable"], evaluation.get("notes", {})
     independent = evaluation.get("tvd_2way_independent")
     scale = "0 identical" + (f", independent columns {independent:.4f}" if independent is not None else "")
     lines = [figure("TSTR ROC AUC", evaluation["tstr_auc"], "trained on synthetic, tested on real rows; higher is "
-                    f"better (real data's own {shown(evaluation['trtr_auc'])}, chance 0.5)", why.get("tstr_auc")),
+                    f"better (real data's own {shown(evaluation['trtr_auc'])}, chance 0.5)"
+                    + (f"; {notes['tstr_auc']}" if "tstr_auc" in notes else ""), why.get("tstr_auc")),
              figure("TSTR accuracy", evaluation["tstr_accuracy"], "the same model's right answers; higher is better "
                     f"(real data's own {shown(evaluation['trtr_accuracy'])})", why.get("tstr_accuracy")),
              figure("2-way TVD", evaluation["tvd_2way"], "mean gap to the real shares of column pairs; lower is "

@@ -227,9 +227,10 @@ def diverged(model: Any, inputs: pd.DataFrame, labels: np.ndarray) -> bool:
 
 def classifier_figures(train: pd.DataFrame, test: pd.DataFrame, schema: Schema, target: str,
                        trained_on: str = "the synthetic table") -> tuple[Figures, Reasons]:
-    """Accuracy and ROC AUC of the fixed recipe trained on `train` (named `trained_on` in a reason).
-    Rows without a target are left out: they have no class to learn or to be scored against. A
-    single training class is all a model could predict: its accuracy stands, its AUC does not."""
+    """Accuracy and ROC AUC of the fixed recipe trained on `train` (named `trained_on` in a reason),
+    and the reason for each that is None or a note on one that stands (`roc_auc`). Rows without a
+    target are left out: they have no class to learn or to be scored against. A single training
+    class is all a model could predict: its accuracy stands, its AUC does not."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import accuracy_score
 
@@ -264,23 +265,26 @@ def classifier_figures(train: pd.DataFrame, test: pd.DataFrame, schema: Schema, 
 
 def roc_auc(labels: np.ndarray, probabilities: np.ndarray, classes: np.ndarray,
             trained_on: str) -> tuple[float | None, str | None]:
-    """ROC AUC of a model's class probabilities (columns in `classes` order) on the test labels:
-    for a two-class model scikit-learn's binary AUC, otherwise the mean over the test part's classes
-    of each one's one-vs-rest AUC (scikit-learn's macro one-vs-rest, which needs every class in the
-    test part; a class only the training side has is left out). None where a test class was never
-    seen in training (the model has no score for it) or the test part holds a single class."""
+    """ROC AUC of a model's class probabilities (columns in `classes` order) on the test labels, and a
+    note: for a two-class model and a two-class test part scikit-learn's binary AUC, otherwise the mean
+    over the test part's classes of each one's one-vs-rest AUC (scikit-learn's macro one-vs-rest; a
+    class only the training side has is left out). A test class that never occurs in training is one
+    the model never predicts: probability 0 on every row, a one-vs-rest AUC of 0.5; the note names it
+    (a synthesizer that drops a rare class is marked down, not excused). None, with the note as the
+    reason, where the test part holds a single class."""
     from sklearn.metrics import roc_auc_score
 
-    present, known = np.unique(labels), set(classes)
-    unseen = [str(label) for label in present if label not in known]
-    if unseen:
-        return None, f"the test part's class(es) {', '.join(unseen)} never occur in {trained_on}'s target"
+    present, known = np.unique(labels), list(classes)
     if len(present) < 2:
         return None, "the test part's target has a single class: ROC AUC needs two"
-    if len(classes) == 2:
+    unseen = [str(label) for label in present if label not in known]
+    if len(classes) == 2 and not unseen:
         return float(roc_auc_score(labels == classes[1], probabilities[:, 1])), None
-    return float(np.mean([roc_auc_score(labels == label, probabilities[:, index])
-                          for index, label in enumerate(classes) if label in present])), None
+    scores = [roc_auc_score(labels == label, probabilities[:, known.index(label)] if label in known
+                            else np.zeros(len(labels))) for label in present]
+    note = f"the test part's class(es) {', '.join(unseen)} never occur in {trained_on}'s target: scored as never " \
+           "predicted (one-vs-rest AUC 0.5 each)" if unseen else None
+    return float(np.mean(scores)), note
 
 
 class DistanceSpace(NamedTuple):
@@ -363,8 +367,9 @@ def privacy_figures(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataF
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, schema: Schema,
              target: str) -> dict[str, Any]:
     """Every figure of the protocol, as one flat mapping (the keys of `ppsdg evaluate`'s JSON), with
-    `unavailable`: each figure that is None, and why. A bar names the step running (55 columns: a
-    minute, most of it the classifiers)."""
+    `unavailable`: each figure that is None, and why; and `notes`: what a reader must know of a figure
+    that stands (a test class the synthetic table never shows). A bar names the step running (55
+    columns: a minute, most of it the classifiers)."""
     with progress.Steps("measuring the synthetic table", 4) as steps:
         steps.step("fidelity (TVD)")
         figures, reasons = fidelity_figures(synthetic, train, schema)
@@ -377,7 +382,10 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, s
         reason = empty_part({"the synthetic table": synthetic, "the training part": train, "the test part": test})
         values, why = unavailable(PRIVACY_FIGURES, reason) if reason else \
             (privacy_figures(synthetic, train, test, schema), {})
-    return {**figures, "target": target, **values, "unavailable": {**reasons, **why}}
+    figures.update(values)
+    reasons.update(why)
+    return {**figures, "target": target, "unavailable": {key: reasons[key] for key in reasons if figures[key] is None},
+            "notes": {key: reasons[key] for key in reasons if figures[key] is not None}}
 
 
 def read_parts(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,

@@ -11,7 +11,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 import main
-from ppsdg import output, parser, table_evaluation, tables
+from ppsdg import output, parser, report, table_evaluation, tables
 
 MISSING = "<missing>"
 
@@ -197,9 +197,16 @@ def test_roc_auc_of_three_classes_is_the_macro_one_vs_rest_mean_of_a_hand_comput
     assert table_evaluation.roc_auc(labels[[0, 2, 3]], probabilities[[0, 2, 3]], classes, "x") == (1.0, None)
     assert table_evaluation.roc_auc(np.array(["c", "c"]), probabilities[2:], classes, "x") == \
         (None, "the test part's target has a single class: ROC AUC needs two")
+    # A model that never saw c gives it 0 on every row: c's one-vs-rest AUC is 0.5 (all ties). a and b,
+    # renormalized over two columns (0.67 0.33, 0.29 0.71, 0.33 0.67, 0.59 0.41), each still rank their
+    # own row first: 1 each.
     assert table_evaluation.roc_auc(labels, probabilities[:, :2] / probabilities[:, :2].sum(1, keepdims=True),
                                     classes[:2], "the synthetic table") == \
-        (None, "the test part's class(es) c never occur in the synthetic table's target")
+        (pytest.approx(2.5 / 3), "the test part's class(es) c never occur in the synthetic table's target: scored as "
+                                 "never predicted (one-vs-rest AUC 0.5 each)")
+    two = probabilities[:, :2] / probabilities[:, :2].sum(1, keepdims=True)
+    assert table_evaluation.roc_auc(labels, two, classes[:2], "x")[0] == pytest.approx(
+        roc_auc_score(labels, np.column_stack([two, np.zeros(len(labels))]), multi_class="ovr", average="macro"))
 
 
 def class_table(rows: int, seed: int, classes: int) -> pd.DataFrame:
@@ -256,8 +263,10 @@ def test_figures_that_cannot_be_computed_are_null_with_a_reason_and_the_json_is_
                                                   " with"}
     assert 0.6 < figures["trtr_auc"] < 1
     two_classes = table_evaluation.evaluate(train[train["kind"] != "k2"], train, test, schema, "kind")
-    assert two_classes["unavailable"] == {"tstr_auc": "the test part's class(es) k2 never occur in the synthetic "
-                                                      "table's target"}
+    assert two_classes["unavailable"] == {} and 0.5 < two_classes["tstr_auc"] < 1
+    assert two_classes["notes"] == {"tstr_auc": "the test part's class(es) k2 never occur in the synthetic table's "
+                                                "target: scored as never predicted (one-vs-rest AUC 0.5 each)"}
+    assert "k2 never occur" in report.table(two_classes)
     assert 0.3 < two_classes["tstr_accuracy"] < 0.7
     empty = table_evaluation.evaluate(train.iloc[:0], train, test, schema, "kind")
     assert [key for key, value in empty.items() if value is None] == list(empty["unavailable"]) == \
