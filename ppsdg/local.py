@@ -52,7 +52,7 @@ class Examples:
         if isinstance(dataset, data.ImageSet):
             return cls.from_images(dataset, device)
         schema = tables.Schema.from_text(table.schema)
-        codes, mapped = tables.encode(dataset, schema)
+        codes, mapped = tables.encode(dataset, schema, fine=True)
         if mapped and not quiet:
             print(f"ppsdg: note: cells the schema mapped: {mapped}", file=sys.stderr)
         codes_tensor = torch.from_numpy(codes).to(device)

@@ -82,6 +82,7 @@ def attacks() -> dict[str, dict[tuple[int, ...], float]]:
             "weight 1 on every triple": {c: 1.0 for c in plannable if len(c) == 3},
             "the survey's weights times 30": {c: w for c, w in survey.items() if w > 0},
             "a pair without the target": {next(c for c in layout.found if len(c) == 2 and layout.target not in c): 1.0},
+            "a fine histogram": {next(c for c in layout.found if layout.is_fine(c)): 1.0},
             "a negative weight": {plannable[0]: -0.5},
             "a weight that is not a number": {plannable[0]: math.nan}}
 

@@ -795,8 +795,8 @@ def table_checkpoint() -> tuple[Config, dict[str, torch.Tensor], dict[str, Any]]
         updates = []
         for rank, part in enumerate(parts, start=1):
             torch.manual_seed(10 * round_ + rank)
-            codes = torch.from_numpy(tables.encode(part, schema)[0])
-            updates.append(synthesizer.local_update(model, codes, codes[:, -1], dp, None, 0.0, None)[0])
+            codes = torch.from_numpy(tables.encode(part, schema, fine=True)[0])
+            updates.append(synthesizer.local_update(model, codes, codes[:, synthesizer.layout.target], dp, None, 0.0, None)[0])
         state = model.state_dict()
         model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
         synthesizer.after_round(model, round_)

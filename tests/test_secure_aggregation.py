@@ -32,8 +32,8 @@ def config_of(files: dict[str, Path], *extra: str) -> Config:
 def parts_of(frame: pd.DataFrame, count: int) -> list[local.Examples]:
     """`count` workers' rows of `frame`, encoded with its schema."""
     schema = tables.Schema.from_text(tables.draft(people(), "outcome").text())
-    codes = torch.from_numpy(tables.encode(frame, schema)[0])
-    return [local.Examples(chunk, chunk[:, -1]) for chunk in torch.tensor_split(codes, count)]
+    codes = torch.from_numpy(tables.encode(frame, schema, fine=True)[0])
+    return [local.Examples(chunk, chunk[:, schema.names.index("outcome")]) for chunk in torch.tensor_split(codes, count)]
 
 
 def secure_round(config: Config, parts: list[local.Examples], colluders: int | None,

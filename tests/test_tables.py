@@ -93,8 +93,8 @@ def rounds(config: Config, parts: list[pd.DataFrame]) -> dict[str, torch.Tensor]
         updates = []
         for rank, part in enumerate(parts, start=1):
             torch.manual_seed(100 * round_ + rank)
-            codes = torch.from_numpy(tables.encode(part, schema)[0])
-            updates.append(synthesizer.local_update(model, codes, codes[:, -1], job.dp, None, 0.0, None)[0])
+            codes = torch.from_numpy(tables.encode(part, schema, fine=True)[0])
+            updates.append(synthesizer.local_update(model, codes, codes[:, synthesizer.layout.target], job.dp, None, 0.0, None)[0])
         state = model.state_dict()
         model.load_state_dict({name: state[name] + sum(update[name] for update in updates) for name in state})
         synthesizer.after_round(model, round_)
@@ -109,9 +109,9 @@ def test_federated_marginals_equal_the_pooled_ones_without_noise(table_files):
     for name in pooled:
         assert torch.allclose(pooled[name], federated[name]), name
     layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), config.job.target)
-    codes = tables.encode(frame, layout.schema)[0]
+    codes = tables.encode(frame, layout.schema, fine=True)[0]
     for index in np.flatnonzero(pooled["plan"].numpy()):
-        exact = tables.marginal(codes, layout.schema.shape, layout.found[index])
+        exact = tables.marginal(codes, layout.shape, layout.found[index])
         assert np.allclose(layout.part(pooled["measured"].numpy(), index), exact)
     assert pooled["plan"].square().sum().item() == pytest.approx(1.0)
 
@@ -128,7 +128,7 @@ def test_the_plan_joins_columns_in_a_triple_only_where_the_survey_shows_more_tie
     frame = pd.DataFrame({name: np.char.add("v", values.astype(str)) for name, values in columns.items()})
     frame["t"] = np.where(rng.random(rows) < 0.2 + 0.2 * a, "yes", "no")
     layout = marginals.Layout.of(tables.draft(frame, "t"), "t")
-    survey = marginals.release(tables.encode(frame, layout.schema)[0], layout, layout.survey_weights(), 0.0, None)
+    survey = marginals.release(tables.encode(frame, layout.schema, fine=True)[0], layout, layout.survey_weights(), 0.0, None)
     zero = torch.zeros((), dtype=torch.float64)
 
     def planned(survey_noise: float) -> set[tuple[str, ...]]:
@@ -150,7 +150,7 @@ def test_the_noise_of_a_release_has_the_planned_spread(table_files):
     config = table_config(table_files, "-ldp", "--noise-multiplier", "2.0")
     state = rounds(config, [people()])
     layout = marginals.Layout.of(tables.Schema.from_text(config.job.schema), config.job.target)
-    exact = np.concatenate([tables.marginal(tables.encode(people(), layout.schema)[0], layout.schema.shape, clique)
+    exact = np.concatenate([tables.marginal(tables.encode(people(), layout.schema, fine=True)[0], layout.shape, clique)
                             for clique in layout.found])
     weights = layout.survey_weights()
     surveyed = np.repeat(weights, np.diff(layout.starts)) > 0
@@ -272,15 +272,15 @@ def test_sample_refuses_what_is_not_a_result_by_name(tmp_path, capsys):
 def test_the_fit_to_the_released_marginals_is_zero_for_the_records_released_and_finds_broken_dependence():
     frame = people(2000, seed=3)
     layout = marginals.Layout.of(tables.draft(frame, "outcome"), "outcome")
-    codes = tables.encode(frame, layout.schema)[0]
+    codes = tables.encode(frame, layout.schema, fine=True)[0]
     plan = np.where(layout.plannable() & np.array([len(clique) == 2 for clique in layout.found]), 1.0, 0.0)
     plan /= np.sqrt(np.square(plan).sum())
     state = {"survey": torch.from_numpy(marginals.release(codes, layout, layout.survey_weights(), 0.0, None)),
              "measured": torch.from_numpy(marginals.release(codes, layout, plan, 0.0, None)),
              "plan": torch.from_numpy(plan)}
     fit = marginals.release_fit(state, layout, codes)
-    assert fit == {"released_marginals": len(layout.schema.columns) + int((plan > 0).sum()), "mean_tvd": 0.0,
-                   "max_tvd": 0.0}
+    released = len(layout.schema.columns) + len(layout.schema.fine) + int((plan > 0).sum())
+    assert fit == {"released_marginals": released, "mean_tvd": 0.0, "max_tvd": 0.0}
     shuffled = codes.copy()
     shuffled[:, layout.target] = np.random.default_rng(0).permutation(shuffled[:, layout.target])
     broken = marginals.release_fit(state, layout, shuffled)
@@ -348,9 +348,9 @@ def test_the_evaluation_scores_a_copy_of_the_training_data_as_memorized(table_fi
 def test_a_release_no_honest_node_could_send_is_rejected(table_files):
     config = table_config(table_files, "-ldp", "--noise-multiplier", "2.0")
     synthesizer = marginals.MarginalsSynthesizer(config.job, config.run.num_rounds)
-    codes = torch.from_numpy(tables.encode(people(), synthesizer.layout.schema)[0])
+    codes = torch.from_numpy(tables.encode(people(), synthesizer.layout.schema, fine=True)[0])
     torch.manual_seed(0)
-    honest = synthesizer.local_update(new_model(synthesizer, config.run.seed), codes, codes[:, -1],
+    honest = synthesizer.local_update(new_model(synthesizer, config.run.seed), codes, codes[:, synthesizer.layout.target],
                                       LocalDP(config.privacy, config.run.num_rounds), None, 0.0, None)[0]
     surveying = new_model(synthesizer, config.run.seed).state_dict()
     synthesizer.check_release(honest, TABLE_ROWS, 2.0, surveying)
