@@ -28,6 +28,8 @@ setup(
         "scikit-learn>=1.4",
         "pyarrow>=14",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"], "bench": ["safetensors>=0.4", "py-spy>=0.3"]},
+    # sdmetrics (`ppsdg evaluate --sdmetrics`) requires pandas < 3: its extra downgrades pandas to 2.x.
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"], "bench": ["safetensors>=0.4", "py-spy>=0.3"],
+                    "sdmetrics": ["sdmetrics>=0.30", "pandas>=2.0,<3"]},
     entry_points={"console_scripts": ["ppsdg=main:main"]},
 )

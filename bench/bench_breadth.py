@@ -45,8 +45,9 @@ RESULTS = runs.RESULTS / "breadth.jsonl"
 SHARED = runs.ROOT.parent / "shared" / "data"
 NODES, HOLDOUT, SPLIT_SEED = 3, 0.2, 7  # NODES: the default of --nodes, that of the rows without `nodes`
 # The marginals plan the rows were run with: "tree" (every tree edge a triple, before 2026-12-07's
-# gate) or "gated" (a triple only where the survey shows more dependence than its noise).
-PLAN = "gated"
+# gate), "gated" (a triple only where the survey shows more dependence than its noise) or "fine" (the
+# gated plan, and numbers decoded from the survey's fine histograms; since 2026-12-07's evening).
+PLAN = "fine"
 FIGURES = ("tstr_auc", "trtr_auc", "tvd_1way", "tvd_2way", "tvd_3way", "memorized_share", "exact_copy_share")
 
 

@@ -69,6 +69,8 @@ def evaluate_parser() -> OptionParser:
     add("--threads", type=int, default=1, help="torch threads")
     add("--output", metavar="DIR", help=f"a folder to draw the pictures in (made if missing): a table's "
                         f"{table_plots.COLUMNS_PLOT} and {table_plots.DEPENDENCE_PLOT}, images' {synthetic.SAMPLES}")
+    add("--sdmetrics", action="store_true", help="a table's SDV sdmetrics quality and diagnostic reports too "
+                        "(needs the extra: pip install 'ppsdg[sdmetrics]', which downgrades pandas to 2.x)")
     return options_parser
 
 
@@ -82,11 +84,13 @@ def evaluate_command(argv: list[str] | None = None) -> int:
             raise OptionsError(f"--threads must be in 1..{runtime.cores()} (the cores this process may use), "
                                f"found {options.threads}")
         torch.set_num_threads(options.threads)
+        if options.sdmetrics and not tables.is_table_path(options.data):
+            raise OptionsError(f"--sdmetrics scores a table, and --data {options.data} holds images")
         evaluate.check_synthetic_file(options.synthetic)
         folder = output_folder(options.output) if options.output else None
         if tables.is_table_path(options.data):
             figures, said = evaluate.evaluate_table(options.synthetic, options.data, options.test_data,
-                                                    options.schema, options.target, folder)
+                                                    options.schema, options.target, folder, options.sdmetrics)
         else:
             figures, said = evaluate.evaluate_images(options.synthetic, options.data, options.seed, folder)
     except PpsdgError as error:

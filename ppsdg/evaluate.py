@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ppsdg import data, local, progress, report, synthetic, table_evaluation, table_plots
+from ppsdg import data, local, progress, report, sdmetrics_reports, synthetic, table_evaluation, table_plots
 from ppsdg.errors import DataError
 from ppsdg.runtime import derive_seed
 from ppsdg.simplemodel import Net
@@ -249,18 +249,23 @@ def read_synthetic(path: str) -> data.ImageSet:
 
 
 def evaluate_table(synthetic_path: str, source: str, test_data: str | None, schema_path: str | None,
-                   target: str | None, folder: Path | None) -> tuple[dict[str, Any], str]:
-    """A synthetic table's figures and what they mean; in `folder` its pictures (`ppsdg.table_plots`)."""
+                   target: str | None, folder: Path | None, sdmetrics: bool = False) -> tuple[dict[str, Any], str]:
+    """A synthetic table's figures and what they mean; in `folder` its pictures (`ppsdg.table_plots`). With
+    `sdmetrics`, SDV's reports too (`ppsdg.sdmetrics_reports`), measured first: a missing extra is refused
+    before the minutes of the protocol."""
     synthetic, train, test, schema, target = table_evaluation.read_parts(
         synthetic_path, source, test_data, schema_path, target, MAX_SYNTHETIC_ROWS)
+    scored, why = sdmetrics_reports.reports(synthetic, train, schema) if sdmetrics else ({}, {})
     figures = table_evaluation.evaluate(synthetic, train, test, schema, target)
+    figures = {**figures, **scored, "unavailable": {**figures["unavailable"], **why}}
+    extra = sdmetrics_reports.lines(figures) if sdmetrics else []
     if folder is None:
-        return figures, report.table(figures)
+        return figures, report.table(figures, extra)
     empty = table_evaluation.empty_part({"the synthetic table": synthetic, "the training part": train})
     if empty:
-        return figures, report.table(figures, [("pictures", "none", empty)])
+        return figures, report.table(figures, [*extra, ("pictures", "none", empty)])
     table_plots.plot(synthetic, train, schema, folder)
-    return figures, report.table(figures, report.pictures(table_plots.MEANINGS))
+    return figures, report.table(figures, [*extra, *report.pictures(table_plots.MEANINGS)])
 
 
 def evaluate_images(synthetic_path: str, source: str, seed: int, folder: Path | None) -> tuple[dict[str, Any], str]:

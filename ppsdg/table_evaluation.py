@@ -22,9 +22,10 @@
   the share closer to the training data than to an equally large held-out sample (about half for
   unseen records), and the shares of exact copies of a training record, synthetic and held-out.
 
-A figure that cannot be computed (a part without rows, a numeric target, a test class the model
-never saw, a single class) is None, and `unavailable` says why: never NaN, which is not JSON.
-SDV's `sdmetrics` quality report is not used: it needs pandas < 3, which this project does not pin.
+A figure that cannot be computed (a part without rows, a numeric target, a single class) is None,
+and `unavailable` says why: never NaN, which is not JSON; `notes` says what a reader must know of a
+figure that stands (a test class the synthetic table never shows). SDV's `sdmetrics` reports are an
+extra beside these (`ppsdg/sdmetrics_reports.py`, `ppsdg evaluate --sdmetrics`): they need pandas < 3.
 """
 from __future__ import annotations
 
