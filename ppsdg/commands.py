@@ -84,11 +84,12 @@ def evaluate_command(argv: list[str] | None = None) -> int:
             raise OptionsError(f"--threads must be in 1..{runtime.cores()} (the cores this process may use), "
                                f"found {options.threads}")
         torch.set_num_threads(options.threads)
-        if options.sdmetrics and not tables.is_table_path(options.data):
+        table = tables.is_table_path(options.data)
+        if options.sdmetrics and not table:
             raise OptionsError(f"--sdmetrics scores a table, and --data {options.data} holds images")
         evaluate.check_synthetic_file(options.synthetic)
         folder = output_folder(options.output) if options.output else None
-        if tables.is_table_path(options.data):
+        if table:
             figures, said = evaluate.evaluate_table(options.synthetic, options.data, options.test_data,
                                                     options.schema, options.target, folder, options.sdmetrics)
         else:
