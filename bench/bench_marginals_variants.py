@@ -4,6 +4,8 @@ process, on the breadth set's validation splits (`bench_breadth.held_out` twice:
     python bench/bench_marginals_variants.py --fine-shares 0,0.05,0.1 --seeds 1,2,3
     python bench/bench_marginals_variants.py --plan-one-way-shares 0.25,0.5
     python bench/bench_marginals_variants.py --rounds 5
+    python bench/bench_marginals_variants.py --iters 4000
+    python bench/bench_marginals_variants.py --survey-one-way-shares 0.3,0.7
     python bench/bench_marginals_variants.py --report
 
 The training part is one node, so each release carries one node's noise: that of secure aggregation's
@@ -13,9 +15,11 @@ noise multiplier a 3-round run plans for the epsilon, the measuring rounds' rele
 server sums them), scored by the evaluation's own fidelity and TSTR figures against the validation
 part. No transport, no floors, no second process: a run takes seconds where `bench_breadth.py` takes
 a minute, so a default can be tried on every table with several seeds. A variant here is the survey's
-share of squared weight for the fine histograms (`marginals.FINE_SHARE`) and the measuring rounds'
-share for the 1-way marginals (`marginals.PLAN_ONE_WAY_SHARE`), and the rounds (a table run's
-default 3: the survey is one of them, so it spends a third of the budget).
+share of squared weight for the fine histograms (`marginals.FINE_SHARE`) and for the 1-way marginals
+(`marginals.ONE_WAY_SHARE`), the measuring rounds' share for the 1-way marginals
+(`marginals.PLAN_ONE_WAY_SHARE`), the rounds (a table run's default 3: the survey is one of them, so
+it spends a third of the budget), and the graphical model's mirror-descent steps
+(`marginals.ESTIMATION_ITERS`).
 Results: bench/results/marginals-variants.jsonl, one line a run; a run already there is not run again.
 """
 import argparse
@@ -46,7 +50,8 @@ def released(codes: np.ndarray, layout: marginals.Layout, weights: np.ndarray, n
     return torch.from_numpy(vector + rng.normal(0, 1, layout.cells) * np.repeat(scale, np.diff(layout.starts)))
 
 
-def run_one(name: str, epsilon: float, seed: int, fine_share: float, one_way_share: float, rounds: int) -> dict:
+def run_one(name: str, epsilon: float, seed: int, fine_share: float, one_way_share: float, rounds: int,
+            iters: int, survey_one_way: float) -> dict:
     table = next(table for table in TABLES if table.name == name)
     train, test = held_out(held_out(read(table), table.target)[0], table.target)
     schema = tables.draft(train, table.target)
@@ -54,6 +59,7 @@ def run_one(name: str, epsilon: float, seed: int, fine_share: float, one_way_sha
     codes = tables.encode(train, schema, fine=True)[0]
     noise, rng = planned_noise(epsilon, DELTA, 1.0, rounds, "prv"), np.random.default_rng(seed)
     marginals.FINE_SHARE, marginals.PLAN_ONE_WAY_SHARE = fine_share, one_way_share
+    marginals.ESTIMATION_ITERS, marginals.ONE_WAY_SHARE = iters, survey_one_way
     started = time.perf_counter()
     state = {"survey": released(codes, layout, layout.survey_weights(), noise, rng),
              "measured": torch.zeros(layout.cells, dtype=torch.float64),
@@ -66,29 +72,33 @@ def run_one(name: str, epsilon: float, seed: int, fine_share: float, one_way_sha
     fidelity, _ = table_evaluation.fidelity_figures(synthetic, train, schema)
     utility, _ = table_evaluation.classifier_figures(synthetic, test, schema, table.target)
     return {"table": name, "epsilon": epsilon, "seed": seed, "fine_share": fine_share,
-            "plan_one_way_share": one_way_share, "rounds": rounds, "rows": len(train),
+            "plan_one_way_share": one_way_share, "rounds": rounds, "iters": iters,
+            "survey_one_way_share": survey_one_way, "rows": len(train),
             "planned": int((plan[len(schema.columns):] > 0).sum()), "seconds": round(time.perf_counter() - started, 1),
             "tstr_auc": utility["auc"], **{key: fidelity[key] for key in ("tvd_1way", "tvd_2way")},
             "independent_tvd_2way": fidelity[table_evaluation.INDEPENDENT]}
 
 
-def variant(row: dict) -> tuple[float, float, int]:
-    """A row's variant: its fine share, its plan's 1-way share and its rounds (0.25 and 3, the
-    defaults, where the row predates the option)."""
-    return row["fine_share"], row.get("plan_one_way_share", 0.25), row.get("rounds", TABLE_ROUNDS)
+def variant(row: dict) -> tuple[float, float, int, int, float]:
+    """A row's variant: its fine share, its plan's 1-way share, its rounds, the model fit's
+    mirror-descent steps and the survey's 1-way share (0.25, 3, 1000 and 0.5, the defaults, where the
+    row predates the option)."""
+    return (row["fine_share"], row.get("plan_one_way_share", 0.25), row.get("rounds", TABLE_ROUNDS),
+            row.get("iters", 1000), row.get("survey_one_way_share", 0.5))
 
 
 def report(epsilon: float) -> str:
-    """Per table and variant (fine share, plan's 1-way share, rounds) at `epsilon`, the mean over seeds:
-    2-way TVD / TSTR AUC; then the means over the tables every variant ran."""
+    """Per table and variant (fine share, plan's 1-way share, rounds, fit steps, survey's 1-way share) at
+    `epsilon`, the mean over seeds: 2-way TVD / TSTR AUC; then the means over the tables every variant
+    ran."""
     rows = [{**row, "variant": variant(row)} for row in (runs.read_rows(RESULTS) if RESULTS.exists() else [])
             if row["epsilon"] == epsilon]
     shares = sorted({row["variant"] for row in rows})
     names = [table.name for table in TABLES if any(row["table"] == table.name for row in rows)]
     cell = {(name, share): [row for row in rows if row["table"] == name and row["variant"] == share]
             for name in names for share in shares}
-    lines = ["| table | " + " | ".join(f"fine {fine:g}, 1-way {one:g}, {rounds} rounds: 2-way TVD / AUC"
-                                     for fine, one, rounds in shares) + " |",
+    lines = ["| table | " + " | ".join(f"fine {fine:g}, 1-way {one:g}, {rounds} rounds, {iters} steps, survey 1-way {survey:g}: "
+                                     "2-way TVD / AUC" for fine, one, rounds, iters, survey in shares) + " |",
              "|---|" + "---|" * len(shares)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(
@@ -111,13 +121,17 @@ def main() -> None:
     cli.add_argument("--fine-shares", default=str(marginals.FINE_SHARE))
     cli.add_argument("--plan-one-way-shares", default=str(marginals.PLAN_ONE_WAY_SHARE))
     cli.add_argument("--rounds", type=int, default=TABLE_ROUNDS)
+    cli.add_argument("--iters", type=int, default=marginals.ESTIMATION_ITERS)
+    cli.add_argument("--survey-one-way-shares", default=str(marginals.ONE_WAY_SHARE))
     cli.add_argument("--report", action="store_true")
     options = cli.parse_args()
     if not options.report:
         done = {(row["table"], row["epsilon"], row["seed"], variant(row))
                 for row in (runs.read_rows(RESULTS) if RESULTS.exists() else [])}
-        shares = [(fine, one, options.rounds) for fine in map(float, options.fine_shares.split(","))
-                  for one in map(float, options.plan_one_way_shares.split(","))]
+        shares = [(fine, one, options.rounds, options.iters, survey)
+                  for fine in map(float, options.fine_shares.split(","))
+                  for one in map(float, options.plan_one_way_shares.split(","))
+                  for survey in map(float, options.survey_one_way_shares.split(","))]
         for seed in map(int, options.seeds.split(",")):
             for name in options.tables.split(","):
                 for share in shares:

@@ -1,8 +1,11 @@
 """The centralized anchors for synthetic tables: MST and AIM, the reference mechanisms of Private-PGM,
 run on the pooled Adult training data with the same public schema, the same mbi and the same
-evaluation as the federated runs of bench_tables.py, so that their figures compare line by line.
+evaluation as the federated runs of bench_tables.py, so that their figures compare line by line; and
+on the breadth set's test splits (`--tables`), as bench_breadth.py cuts and drafts them, so that a
+target the federated run misses can be put beside what the central state of the art reaches there.
 
     python bench/bench_table_anchors.py --methods mst,aim --epsilons 1,10 --seeds 1,2,3
+    python bench/bench_table_anchors.py --methods aim --epsilons 3 --tables nmes,credit,pbc
     python bench/bench_table_anchors.py --report
 
 Written after private-pgm's mechanisms/mst.py and aim.py (those scripts use mbi 1.x's API and are not
@@ -14,8 +17,10 @@ third on measuring it; AIM measures the 1-way marginals, then each round picks t
 explains worst (exponential mechanism, noise-corrected), measures it, refits, and halves its noise
 when a measurement barely moved the model. Departures, to fit two cores: no domain compression in
 MST; AIM's model capped at 8 MB (the federated synthesizer's cap; AIM's default is 80) and
-AIM_ROUNDS rounds with AIM_ITERS mirror-descent steps each, warm started; and AIM scores the model's
-answers to its 211 candidate marginals on SAMPLE_FACTOR times the data's rows drawn from the model
+AIM_ROUNDS rounds (the reference: 16 per column), or twice the columns where that is more, so that
+the 1-way marginals spend at most half the budget (at 40 rounds 55 columns' would spend more than all
+of it), with AIM_ITERS mirror-descent steps each, warm started; and AIM scores the model's
+answers to its candidate marginals (211 on Adult) on SAMPLE_FACTOR times the data's rows drawn from the model
 (sampling error per cell about sqrt(count / 10), below the measurement noise), since mbi's exact
 inference of each took 0.75-1.4 s here, minutes a round.
 Results: bench/results/table_anchors.jsonl, one line a run.
@@ -26,6 +31,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +39,12 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
+import pandas as pd
+
 import runs
 
 sys.path.insert(0, str(runs.ROOT))
+from bench_breadth import TABLES, held_out, independent, read  # noqa: E402
 from ppsdg import table_evaluation, tables  # noqa: E402
 from ppsdg.synthesizers.marginals import mbi  # noqa: E402
 
@@ -136,8 +145,9 @@ def aim_candidates(pooled: Pooled, target: int) -> dict[tuple[int, ...], float]:
 def aim(pooled: Pooled, rho: float, rng: np.random.Generator, target: int):
     candidates = aim_candidates(pooled, target)
     answers = {clique: pooled.answer(clique) for clique in candidates}
-    sigma = math.sqrt(AIM_ROUNDS / (2 * 0.9 * rho))
-    epsilon = math.sqrt(8 * 0.1 * rho / AIM_ROUNDS)
+    rounds = max(AIM_ROUNDS, 2 * len(pooled.columns))
+    sigma = math.sqrt(rounds / (2 * 0.9 * rho))
+    epsilon = math.sqrt(8 * 0.1 * rho / rounds)
     measurements = [pooled.measure((c,), sigma, rng) for c in pooled.columns]
     used = len(pooled.columns) * 0.5 / sigma ** 2
     model = fit(pooled, measurements, AIM_ITERS)
@@ -169,36 +179,56 @@ def draw(model, rows: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.asarray(synthetic.data[c]) for c in sorted(synthetic.data)], axis=1).astype(np.int64)
 
 
-def run_one(method: str, epsilon: float, seed: int) -> dict:
-    train, test = (tables.read_table(str(ADULT / name)) for name in ("adult-train.csv.gz", "adult-test.csv.gz"))
-    schema = tables.draft(train, TARGET)
+def parts(name: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The training and test parts and the target: Adult's own files, or a breadth table's test split
+    (`bench_breadth.held_out`), read back as a run reads its CSV."""
+    if name == "adult":
+        return (*(tables.read_table(str(ADULT / file)) for file in ("adult-train.csv.gz", "adult-test.csv.gz")), TARGET)
+    table = next(table for table in TABLES if table.name == name)
+    train, test = held_out(read(table), table.target)
+    with tempfile.TemporaryDirectory() as folder:
+        frames = []
+        for frame, file in ((train, "train.csv"), (test, "test.csv")):
+            frame.to_csv(Path(folder) / file, index=False)
+            frames.append(tables.read_table(str(Path(folder) / file)))
+    return frames[0], frames[1], table.target
+
+
+def run_one(method: str, epsilon: float, seed: int, name: str) -> dict:
+    train, test, target = parts(name)
+    schema = tables.draft(train, target)
     codes, _ = tables.encode(train, schema)
     pooled = Pooled(codes, schema.shape)
     rng = np.random.default_rng(seed)
     load, started = round(runs.load(), 2), time.perf_counter()
     rho = zcdp_rho(epsilon, DELTA)
-    model = mst(pooled, rho, rng) if method == "mst" else aim(pooled, rho, rng, schema.names.index(TARGET))
+    model = mst(pooled, rho, rng) if method == "mst" else aim(pooled, rho, rng, schema.names.index(target))
     table = tables.decode(draw(model, len(train), rng), schema, rng)
     seconds = time.perf_counter() - started
-    figures = table_evaluation.evaluate(table, train, test, schema, TARGET)
-    return {"method": method, "epsilon": epsilon, "seed": seed, "wall_seconds": round(seconds, 1),
-            "load_before": load, **{key: figures[key] for key in FIGURES}}
+    figures = table_evaluation.evaluate(table, train, test, schema, target)
+    floor, _ = table_evaluation.fidelity_figures(independent(train, len(train), seed), train, schema)
+    return {"method": method, "epsilon": epsilon, "seed": seed, **({} if name == "adult" else {"table": name}),
+            "wall_seconds": round(seconds, 1), "load_before": load, **{key: figures[key] for key in FIGURES},
+            "independent_tvd_2way": floor["tvd_2way"]}
 
 
 def report() -> None:
     rows = runs.read_rows(RESULTS)
-    print("| method | epsilon | seeds | TSTR AUC | TVD 2-way | TVD 3-way | wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for method, epsilon in sorted({(r["method"], r["epsilon"]) for r in rows}):
-        group = [r for r in rows if (r["method"], r["epsilon"]) == (method, epsilon)]
+    print("| table | method | epsilon | seeds | TSTR AUC | TRTR AUC | TVD 2-way | TVD 3-way | 2-way / independent "
+          "| wall s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, method, epsilon in sorted({(r.get("table", "adult"), r["method"], r["epsilon"]) for r in rows}):
+        group = [r for r in rows if (r.get("table", "adult"), r["method"], r["epsilon"]) == (name, method, epsilon)]
 
         def cell(key: str) -> str:
             values = [r[key] for r in group]
             spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
             return f"{statistics.mean(values):.4f}{spread}"
 
-        print(f"| {method} | {epsilon:g} | {len(group)} | {cell('tstr_auc')} | {cell('tvd_2way')} | "
-              f"{cell('tvd_3way')} | {statistics.mean(r['wall_seconds'] for r in group):.0f} |")
+        ratios = [r["tvd_2way"] / r["independent_tvd_2way"] for r in group if "independent_tvd_2way" in r]
+        print(f"| {name} | {method} | {epsilon:g} | {len(group)} | {cell('tstr_auc')} | {cell('trtr_auc')} | "
+              f"{cell('tvd_2way')} | {cell('tvd_3way')} | {f'{statistics.mean(ratios):.2f}' if ratios else '-'} | "
+              f"{statistics.mean(r['wall_seconds'] for r in group):.0f} |")
 
 
 def main() -> None:
@@ -206,21 +236,21 @@ def main() -> None:
     parser.add_argument("--methods", default="mst,aim")
     parser.add_argument("--epsilons", default="1,10")
     parser.add_argument("--seeds", default="1")
+    parser.add_argument("--tables", default="adult", help="adult (its own test file) or breadth tables by name")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     if args.report:
         report()
         return
-    have = {(r["method"], r["epsilon"], r["seed"]) for r in runs.read_rows(RESULTS)}
-    for method in args.methods.split(","):
-        for epsilon in map(float, args.epsilons.split(",")):
-            for seed in map(int, args.seeds.split(",")):
-                if (method, epsilon, seed) in have:
-                    continue
-                result = run_one(method, epsilon, seed)
-                print(json.dumps(result), flush=True)
-                with RESULTS.open("a") as out:
-                    out.write(json.dumps(result) + "\n")
+    have = {(r.get("table", "adult"), r["method"], r["epsilon"], r["seed"]) for r in runs.read_rows(RESULTS)}
+    for name, method, epsilon, seed in itertools.product(args.tables.split(","), args.methods.split(","),
+                                                         map(float, args.epsilons.split(",")),
+                                                         map(int, args.seeds.split(","))):
+        if (name, method, epsilon, seed) not in have:
+            result = run_one(method, epsilon, seed, name)
+            print(json.dumps(result), flush=True)
+            with RESULTS.open("a") as out:
+                out.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":
