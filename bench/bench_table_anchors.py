@@ -19,8 +19,8 @@ when a measurement barely moved the model. Departures, to fit two cores: no doma
 MST; AIM's model capped at 8 MB (the federated synthesizer's cap; AIM's default is 80) and
 AIM_ROUNDS rounds (the reference: 16 per column), or twice the columns where that is more, so that
 the 1-way marginals spend at most half the budget (at 40 rounds 55 columns' would spend more than all
-of it), with AIM_ITERS mirror-descent steps each, warm started; and AIM scores the model's
-answers to its candidate marginals (211 on Adult) on SAMPLE_FACTOR times the data's rows drawn from the model
+of it), with AIM_ITERS mirror-descent steps each, warm started; and AIM scores the model's answers to
+its candidate marginals (211 on Adult) on SAMPLE_FACTOR times the data's rows drawn from the model
 (sampling error per cell about sqrt(count / 10), below the measurement noise), since mbi's exact
 inference of each took 0.75-1.4 s here, minutes a round.
 Results: bench/results/table_anchors.jsonl, one line a run.
@@ -36,10 +36,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import logsumexp
-
-import pandas as pd
 
 import runs
 
