@@ -28,6 +28,7 @@ import math
 import statistics
 import time
 
+import jax
 import numpy as np
 import torch
 
@@ -69,6 +70,7 @@ def run_one(name: str, epsilon: float, seed: int, fine_share: float, one_way_sha
     state.update(plan=torch.from_numpy(plan), measured=released(codes, layout, plan, noise / math.sqrt(rounds - 1), rng))
     synthetic = marginals.MarginalsSynthesizer(Table(schema.text(), table.target, None), rounds).sample(
         state, len(train), seed)
+    jax.clear_caches()  # each fit compiles programs of its own: dozens of runs would exhaust the JIT's memory
     fidelity, _ = table_evaluation.fidelity_figures(synthetic, train, schema)
     utility, _ = table_evaluation.classifier_figures(synthetic, test, schema, table.target)
     return {"table": name, "epsilon": epsilon, "seed": seed, "fine_share": fine_share,
