@@ -99,8 +99,9 @@ def report(epsilon: float) -> str:
     names = [table.name for table in TABLES if any(row["table"] == table.name for row in rows)]
     cell = {(name, share): [row for row in rows if row["table"] == name and row["variant"] == share]
             for name in names for share in shares}
-    lines = ["| table | " + " | ".join(f"fine {fine:g}, 1-way {one:g}, {rounds} rounds, {iters} steps, survey 1-way {survey:g}: "
-                                     "2-way TVD / AUC" for fine, one, rounds, iters, survey in shares) + " |",
+    lines = ["| table | " + " | ".join(f"fine {fine:g}, 1-way {one:g}, {rounds} rounds, {iters} steps, "
+                                     f"survey 1-way {survey:g}: 2-way TVD / AUC"
+                                     for fine, one, rounds, iters, survey in shares) + " |",
              "|---|" + "---|" * len(shares)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(
